@@ -1,0 +1,12 @@
+// Each subcommand lives in its own file and adds itself to the app here.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace ud2m::cli {
+
+void add_info_command(CLI::App& app);
+void add_degrade_command(CLI::App& app);
+void add_restore_command(CLI::App& app);
+void add_demo_command(CLI::App& app);
+
+}  // namespace ud2m::cli
