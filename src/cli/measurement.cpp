@@ -1,0 +1,72 @@
+#include "cli/measurement.hpp"
+
+#include <filesystem>
+
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/image.hpp"
+#include "io/safetensors.hpp"
+
+namespace ud2m::cli {
+
+std::string replace_extension(const std::string& path, const std::string& extension) {
+  return std::filesystem::path(path).replace_extension(extension).string();
+}
+
+bool has_extension(const std::string& path, const std::string& extension) {
+  auto ext = std::filesystem::path(path).extension().string();
+  for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext == extension;
+}
+
+namespace {
+
+nlohmann::json parse_sidecar(const std::string& text, const std::string& name) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("the sidecar '{}' is not valid JSON ({})", name, e.what());
+  }
+}
+
+std::vector<int64_t> shape_field(const nlohmann::json& sidecar, const char* key, const std::string& name) {
+  UD2M_CHECK(sidecar.contains(key), "the sidecar '{}' has no '{}' field", name, key);
+  return sidecar.at(key).get<std::vector<int64_t>>();
+}
+
+}  // namespace
+
+Measurement load_measurement(const std::string& path, const std::string& sidecar_path) {
+  Measurement m;
+  nlohmann::json sidecar;
+  std::string sidecar_name = sidecar_path;
+  if (has_extension(path, ".safetensors")) {
+    auto file = read_safetensors(path);
+    UD2M_CHECK(file.tensors.count("y"), "'{}' holds no measurement tensor 'y'", path);
+    m.y = file.tensors.at("y").to(torch::kFloat32);
+    if (sidecar_name.empty()) {
+      UD2M_CHECK(file.metadata.count("ud2m_sidecar"), "'{}' carries no sidecar; pass --sidecar", path);
+      sidecar = parse_sidecar(file.metadata.at("ud2m_sidecar"), path);
+    }
+  }
+  if (sidecar.is_null()) {
+    if (sidecar_name.empty()) sidecar_name = replace_extension(path, ".json");
+    UD2M_CHECK(std::filesystem::exists(sidecar_name),
+               "no sidecar '{}' describes the measurement '{}'; pass --sidecar FILE", sidecar_name, path);
+    sidecar = parse_sidecar(read_file(sidecar_name), sidecar_name);
+  }
+  try {
+    m.degradation = physics::degradation_from_sidecar(sidecar);
+    m.image_shape = shape_field(sidecar, "input_shape", sidecar_name);
+    auto y_shape = shape_field(sidecar, "measurement_shape", sidecar_name);
+    if (!m.y.defined()) m.y = to_model(read_image(path, static_cast<int>(y_shape.at(1))));
+    UD2M_CHECK(m.y.sizes().vec() == y_shape,
+               "the measurement '{}' is {} but its sidecar '{}' describes a {} measurement", path,
+               fmt::join(m.y.sizes(), "x"), sidecar_name.empty() ? path : sidecar_name, fmt::join(y_shape, "x"));
+  } catch (const nlohmann::json::exception& e) {
+    fail("the sidecar '{}' is malformed ({})", sidecar_name.empty() ? path : sidecar_name, e.what());
+  }
+  return m;
+}
+
+}  // namespace ud2m::cli

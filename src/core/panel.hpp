@@ -1,0 +1,19 @@
+// Side-by-side comparison pictures: images of different sizes (e.g. a
+// low-resolution measurement) are scaled by pixel repetition to a common
+// height, separated by white gutters, each with a short caption above it.
+#pragma once
+#include <torch/types.h>
+
+#include <string>
+#include <vector>
+
+namespace ud2m {
+
+struct PanelItem {
+  std::string caption;  // printable ASCII; drawn with a built-in 5x7 font
+  torch::Tensor image;  // (1, C, H, W) in [0, 1], C = 1 or 3
+};
+
+torch::Tensor make_panel(const std::vector<PanelItem>& items);
+
+}  // namespace ud2m

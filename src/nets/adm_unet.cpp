@@ -1,0 +1,362 @@
+#include "nets/adm_unet.hpp"
+
+#include <cmath>
+
+#include "core/error.hpp"
+
+namespace ud2m::nets {
+namespace F = torch::nn::functional;
+namespace {
+
+// GroupNorm(32) computed in float32 whatever the activations' dtype.
+class GroupNorm32Impl : public torch::nn::Module {
+ public:
+  explicit GroupNorm32Impl(int64_t channels, double eps = 1e-5) : eps_(eps) {
+    weight = register_parameter("weight", torch::ones({channels}));
+    bias = register_parameter("bias", torch::zeros({channels}));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    return F::group_norm(x.to(torch::kFloat32), F::GroupNormFuncOptions(32).weight(weight.to(torch::kFloat32))
+                                                    .bias(bias.to(torch::kFloat32)).eps(eps_))
+        .to(x.scalar_type());
+  }
+  torch::Tensor weight, bias;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(GroupNorm32);
+
+torch::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1));
+}
+
+class UpsampleImpl : public torch::nn::Module {
+ public:
+  UpsampleImpl(int64_t channels, bool use_conv, int64_t out_channels) {
+    if (use_conv) conv = register_module("conv", conv3x3(channels, out_channels));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto h = F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0})
+                                   .mode(torch::kNearest));
+    return conv ? conv(h) : h;
+  }
+  torch::nn::Conv2d conv{nullptr};
+};
+TORCH_MODULE(Upsample);
+
+class DownsampleImpl : public torch::nn::Module {
+ public:
+  DownsampleImpl(int64_t channels, bool use_conv, int64_t out_channels) {
+    if (use_conv) op = register_module("op", conv3x3(channels, out_channels, 2));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return op ? op(x) : F::avg_pool2d(x, F::AvgPool2dFuncOptions(2)); }
+  torch::nn::Conv2d op{nullptr};
+};
+TORCH_MODULE(Downsample);
+
+class ResBlockImpl : public torch::nn::Module {
+ public:
+  ResBlockImpl(int64_t channels, int64_t emb_channels, double dropout, int64_t out_channels, bool scale_shift,
+               bool up = false, bool down = false)
+      : scale_shift_(scale_shift) {
+    in_layers = register_module(
+        "in_layers", torch::nn::Sequential(GroupNorm32(channels), torch::nn::SiLU(), conv3x3(channels, out_channels)));
+    if (up) {
+      h_upd = std::make_shared<UpsampleImpl>(channels, false, channels);
+      x_upd = std::make_shared<UpsampleImpl>(channels, false, channels);
+    } else if (down) {
+      h_down = std::make_shared<DownsampleImpl>(channels, false, channels);
+      x_down = std::make_shared<DownsampleImpl>(channels, false, channels);
+    }
+    emb_layers = register_module(
+        "emb_layers",
+        torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(emb_channels, (scale_shift ? 2 : 1) * out_channels)));
+    out_layers = register_module("out_layers",
+                                 torch::nn::Sequential(GroupNorm32(out_channels), torch::nn::SiLU(),
+                                                       torch::nn::Dropout(dropout), conv3x3(out_channels, out_channels)));
+    if (out_channels != channels)
+      skip = register_module("skip_connection",
+                             torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, out_channels, 1)));
+  }
+
+  torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& emb) {
+    torch::Tensor h, x = x_in;
+    if (h_upd || h_down) {
+      // Resample between the norm+activation and the convolution, as the original does.
+      h = in_layers[1]->as<torch::nn::SiLU>()->forward(in_layers[0]->as<GroupNorm32>()->forward(x));
+      h = h_upd ? h_upd->forward(h) : h_down->forward(h);
+      x = x_upd ? x_upd->forward(x) : x_down->forward(x);
+      h = in_layers[2]->as<torch::nn::Conv2d>()->forward(h);
+    } else {
+      h = in_layers->forward(x);
+    }
+    auto emb_out = emb_layers->forward(emb).to(h.scalar_type()).unsqueeze(-1).unsqueeze(-1);
+    if (scale_shift_) {
+      auto parts = emb_out.chunk(2, 1);
+      h = out_layers[0]->as<GroupNorm32>()->forward(h) * (1 + parts[0]) + parts[1];
+      h = out_layers[1]->as<torch::nn::SiLU>()->forward(h);
+      h = out_layers[2]->as<torch::nn::Dropout>()->forward(h);
+      h = out_layers[3]->as<torch::nn::Conv2d>()->forward(h);
+    } else {
+      h = out_layers->forward(h + emb_out);
+    }
+    return (skip ? skip(x) : x) + h;
+  }
+
+ private:
+  bool scale_shift_;
+  torch::nn::Sequential in_layers{nullptr}, emb_layers{nullptr}, out_layers{nullptr};
+  std::shared_ptr<UpsampleImpl> h_upd, x_upd;
+  std::shared_ptr<DownsampleImpl> h_down, x_down;
+  torch::nn::Conv2d skip{nullptr};
+};
+
+class AttentionBlockImpl : public torch::nn::Module {
+ public:
+  AttentionBlockImpl(int64_t channels, int num_heads, int num_head_channels, bool new_order) : new_order_(new_order) {
+    if (num_head_channels == -1) {
+      heads_ = num_heads;
+    } else {
+      UD2M_CHECK(channels % num_head_channels == 0, "ADM config: {} channels are not divisible by {} head channels",
+                 channels, num_head_channels);
+      heads_ = channels / num_head_channels;
+    }
+    norm = register_module("norm", GroupNorm32(channels));
+    qkv = register_module("qkv", torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, 3 * channels, 1)));
+    proj_out = register_module("proj_out", torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, channels, 1)));
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    const int64_t b = x.size(0), c = x.size(1), length = x.size(2) * x.size(3);
+    auto flat = x.reshape({b, c, length});
+    auto h = proj_out(attention(qkv(norm(flat))));
+    return (flat + h).reshape(x.sizes());
+  }
+
+ private:
+  // qkv: (B, 3·C, T) -> (B, C, T). The legacy layout splits q, k, v inside each
+  // head's block of channels; the new one splits first, then by head.
+  torch::Tensor attention(const torch::Tensor& qkv_out) {
+    const int64_t b = qkv_out.size(0), width = qkv_out.size(1), length = qkv_out.size(2);
+    const int64_t ch = width / (3 * heads_);
+    std::vector<torch::Tensor> q_k_v;
+    if (new_order_) {
+      for (auto& part : qkv_out.chunk(3, 1)) q_k_v.push_back(part.reshape({b * heads_, ch, length}));
+    } else {
+      q_k_v = qkv_out.reshape({b * heads_, 3 * ch, length}).split(ch, 1);
+    }
+    // Softmax(qᵀk/√ch) v, with (B·heads, T, ch) operands for the fused kernel.
+    auto a = at::scaled_dot_product_attention(q_k_v[0].transpose(1, 2), q_k_v[1].transpose(1, 2),
+                                              q_k_v[2].transpose(1, 2));
+    return a.transpose(1, 2).reshape({b, heads_ * ch, length});
+  }
+
+  bool new_order_;
+  int64_t heads_;
+  GroupNorm32 norm{nullptr};
+  torch::nn::Conv1d qkv{nullptr}, proj_out{nullptr};
+};
+
+// guided-diffusion's TimestepEmbedSequential: children named "0", "1", ...;
+// residual blocks also receive the timestep embedding.
+class EmbedSequentialImpl : public torch::nn::Module {
+ public:
+  template <typename M>
+  void add(std::shared_ptr<M> module) {
+    register_module(std::to_string(children_.size()), module);
+    children_.push_back(module);
+  }
+  torch::Tensor forward(torch::Tensor h, const torch::Tensor& emb) {
+    for (auto& child : children_) {
+      if (auto res = std::dynamic_pointer_cast<ResBlockImpl>(child))
+        h = res->forward(h, emb);
+      else if (auto attn = std::dynamic_pointer_cast<AttentionBlockImpl>(child))
+        h = attn->forward(h);
+      else if (auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(child))
+        h = conv->forward(h);
+      else if (auto up = std::dynamic_pointer_cast<UpsampleImpl>(child))
+        h = up->forward(h);
+      else if (auto down = std::dynamic_pointer_cast<DownsampleImpl>(child))
+        h = down->forward(h);
+    }
+    return h;
+  }
+
+ private:
+  std::vector<std::shared_ptr<torch::nn::Module>> children_;
+};
+
+}  // namespace
+
+std::vector<int> AdmConfig::attention_factors() const {
+  std::vector<int> factors;
+  for (int res : attention_resolutions) factors.push_back(image_size / res);
+  return factors;
+}
+
+nlohmann::json AdmConfig::to_json() const {
+  return {{"image_size", image_size},
+          {"in_channels", in_channels},
+          {"model_channels", model_channels},
+          {"out_channels", out_channels},
+          {"num_res_blocks", num_res_blocks},
+          {"attention_resolutions", attention_resolutions},
+          {"dropout", dropout},
+          {"channel_mult", channel_mult},
+          {"conv_resample", conv_resample},
+          {"num_classes", num_classes},
+          {"num_heads", num_heads},
+          {"num_head_channels", num_head_channels},
+          {"num_heads_upsample", num_heads_upsample},
+          {"use_scale_shift_norm", use_scale_shift_norm},
+          {"resblock_updown", resblock_updown},
+          {"use_new_attention_order", use_new_attention_order}};
+}
+
+AdmConfig AdmConfig::from_json(const nlohmann::json& j) {
+  AdmConfig c;
+  auto get = [&](const char* key, auto& field) {
+    if (j.contains(key)) field = j.at(key).get<std::remove_reference_t<decltype(field)>>();
+  };
+  get("image_size", c.image_size);
+  get("in_channels", c.in_channels);
+  get("model_channels", c.model_channels);
+  get("out_channels", c.out_channels);
+  get("num_res_blocks", c.num_res_blocks);
+  get("attention_resolutions", c.attention_resolutions);
+  get("dropout", c.dropout);
+  get("channel_mult", c.channel_mult);
+  get("conv_resample", c.conv_resample);
+  get("num_classes", c.num_classes);
+  get("num_heads", c.num_heads);
+  get("num_head_channels", c.num_head_channels);
+  get("num_heads_upsample", c.num_heads_upsample);
+  get("use_scale_shift_norm", c.use_scale_shift_norm);
+  get("resblock_updown", c.resblock_updown);
+  get("use_new_attention_order", c.use_new_attention_order);
+  return c;
+}
+
+AdmConfig AdmConfig::preset(const std::string& name) {
+  AdmConfig c;  // defaults are the FFHQ model of DPS/DiffPIR
+  if (name == "adm-ffhq-256") return c;
+  if (name == "adm-256-uncond") {
+    c.model_channels = 256;
+    c.num_res_blocks = 2;
+    c.attention_resolutions = {32, 16, 8};
+    return c;
+  }
+  fail("unknown ADM preset '{}'; available: adm-256-uncond, adm-ffhq-256", name);
+}
+
+torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max_period) {
+  const int64_t half = dim / 2;
+  auto freqs = torch::exp(-std::log(max_period) * torch::arange(half, torch::kFloat32) / half).to(t.device());
+  auto args = t.to(torch::kFloat32).unsqueeze(1) * freqs.unsqueeze(0);
+  auto emb = torch::cat({torch::cos(args), torch::sin(args)}, -1);
+  if (dim % 2) emb = torch::cat({emb, torch::zeros_like(emb.narrow(1, 0, 1))}, -1);
+  return emb;
+}
+
+AdmUNetImpl::AdmUNetImpl(const AdmConfig& config) : config_(config) {
+  const int64_t mc = config.model_channels, emb_dim = 4 * mc;
+  const auto attention_at = config.attention_factors();
+  auto wants_attention = [&](int ds) { return std::find(attention_at.begin(), attention_at.end(), ds) != attention_at.end(); };
+  const int heads_up = config.num_heads_upsample == -1 ? config.num_heads : config.num_heads_upsample;
+  auto res_block = [&](int64_t in, int64_t out, bool up = false, bool down = false) {
+    return std::make_shared<ResBlockImpl>(in, emb_dim, config.dropout, out, config.use_scale_shift_norm, up, down);
+  };
+  auto attention = [&](int64_t ch, int heads) {
+    return std::make_shared<AttentionBlockImpl>(ch, heads, config.num_head_channels, config.use_new_attention_order);
+  };
+
+  time_embed = register_module("time_embed", torch::nn::Sequential(torch::nn::Linear(mc, emb_dim), torch::nn::SiLU(),
+                                                                    torch::nn::Linear(emb_dim, emb_dim)));
+  if (config.num_classes > 0)
+    label_emb = register_module("label_emb", torch::nn::Embedding(config.num_classes, emb_dim));
+
+  input_blocks = register_module("input_blocks", torch::nn::ModuleList());
+  int64_t ch = config.channel_mult[0] * mc;
+  auto first = std::make_shared<EmbedSequentialImpl>();
+  first->add(torch::nn::Conv2d(torch::nn::Conv2dOptions(config.in_channels, ch, 3).padding(1)).ptr());
+  input_blocks->push_back(first);
+  std::vector<int64_t> skip_channels{ch};
+  int ds = 1;
+  const int levels = static_cast<int>(config.channel_mult.size());
+  for (int level = 0; level < levels; ++level) {
+    for (int i = 0; i < config.num_res_blocks; ++i) {
+      auto block = std::make_shared<EmbedSequentialImpl>();
+      block->add(res_block(ch, config.channel_mult[level] * mc));
+      ch = config.channel_mult[level] * mc;
+      if (wants_attention(ds)) block->add(attention(ch, config.num_heads));
+      input_blocks->push_back(block);
+      skip_channels.push_back(ch);
+    }
+    if (level != levels - 1) {
+      auto block = std::make_shared<EmbedSequentialImpl>();
+      if (config.resblock_updown)
+        block->add(res_block(ch, ch, false, true));
+      else
+        block->add(std::make_shared<DownsampleImpl>(ch, config.conv_resample, ch));
+      input_blocks->push_back(block);
+      skip_channels.push_back(ch);
+      ds *= 2;
+    }
+  }
+
+  auto middle = std::make_shared<EmbedSequentialImpl>();
+  middle->add(res_block(ch, ch));
+  middle->add(attention(ch, config.num_heads));
+  middle->add(res_block(ch, ch));
+  middle_block = register_module("middle_block", middle);
+
+  output_blocks = register_module("output_blocks", torch::nn::ModuleList());
+  for (int level = levels - 1; level >= 0; --level) {
+    for (int i = 0; i <= config.num_res_blocks; ++i) {
+      auto block = std::make_shared<EmbedSequentialImpl>();
+      const int64_t skip_ch = skip_channels.back();
+      skip_channels.pop_back();
+      block->add(res_block(ch + skip_ch, config.channel_mult[level] * mc));
+      ch = config.channel_mult[level] * mc;
+      if (wants_attention(ds)) block->add(attention(ch, heads_up));
+      if (level > 0 && i == config.num_res_blocks) {
+        if (config.resblock_updown)
+          block->add(res_block(ch, ch, true, false));
+        else
+          block->add(std::make_shared<UpsampleImpl>(ch, config.conv_resample, ch));
+        ds /= 2;
+      }
+      output_blocks->push_back(block);
+    }
+  }
+  out = register_module("out", torch::nn::Sequential(GroupNorm32(ch), torch::nn::SiLU(),
+                                                     torch::nn::Conv2d(torch::nn::Conv2dOptions(ch, config.out_channels, 3).padding(1))));
+}
+
+torch::Tensor AdmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels) {
+  UD2M_CHECK((config_.num_classes > 0) == labels.defined(),
+             "this ADM model {} class labels", config_.num_classes > 0 ? "needs" : "takes no");
+  auto emb = time_embed->forward(timestep_embedding(t, config_.model_channels));
+  if (labels.defined()) emb = emb + label_emb(labels);
+  std::vector<torch::Tensor> skips;
+  torch::Tensor h = x;
+  for (auto& block : *input_blocks) {
+    h = block->as<EmbedSequentialImpl>()->forward(h, emb);
+    skips.push_back(h);
+  }
+  h = std::static_pointer_cast<EmbedSequentialImpl>(middle_block)->forward(h, emb);
+  for (auto& block : *output_blocks) {
+    h = block->as<EmbedSequentialImpl>()->forward(torch::cat({h, skips.back()}, 1), emb);
+    skips.pop_back();
+  }
+  return out->forward(h);
+}
+
+int64_t count_parameters(torch::nn::Module& module) {
+  int64_t n = 0;
+  for (auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace ud2m::nets

@@ -1,0 +1,70 @@
+#include "core/error.hpp"
+#include "io/safetensors.hpp"
+#include "nets/adm_unet.hpp"
+#include "nets/state_dict.hpp"
+#include "test_util.hpp"
+
+using namespace ud2m;
+
+namespace {
+
+struct Reference {
+  nets::AdmConfig config;
+  TensorMap weights, inputs;
+};
+
+Reference load_reference(const std::string& name) {
+  auto file = read_safetensors((test::refs_dir("adm") / (name + ".safetensors")).string());
+  Reference ref;
+  ref.config = nets::AdmConfig::from_json(nlohmann::json::parse(file.metadata.at("config")));
+  for (auto& [key, tensor] : file.tensors) {
+    if (key.rfind("weights.", 0) == 0)
+      ref.weights[key.substr(8)] = tensor;
+    else
+      ref.inputs[key] = tensor;
+  }
+  return ref;
+}
+
+void expect_matches_reference(const std::string& name) {
+  auto ref = load_reference(name);
+  nets::AdmUNet net(ref.config);
+  nets::load_state_dict(*net, ref.weights, name);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  auto labels = ref.inputs.count("labels") ? ref.inputs.at("labels") : torch::Tensor();
+  auto out = net->forward(ref.inputs.at("x"), ref.inputs.at("t"), labels);
+  ASSERT_EQ(out.sizes(), ref.inputs.at("out").sizes());
+  EXPECT_LE(test::max_rel_error(out, ref.inputs.at("out")), 1e-5) << name;
+}
+
+}  // namespace
+
+TEST(AdmUNet, MatchesDeepinvWithScaleShiftUpDownLegacyAttention) { expect_matches_reference("updown_legacy"); }
+
+TEST(AdmUNet, MatchesDeepinvWithConvResampleNewAttentionClasses) { expect_matches_reference("conv_new_classes"); }
+
+TEST(AdmUNet, PublishedConfigsHaveThePublishedParameterCounts) {
+  nets::AdmUNet ffhq(nets::AdmConfig::preset("adm-ffhq-256"));
+  EXPECT_EQ(nets::count_parameters(*ffhq), 93563910);
+  nets::AdmUNet imagenet(nets::AdmConfig::preset("adm-256-uncond"));
+  EXPECT_EQ(nets::count_parameters(*imagenet), 552814086);
+}
+
+TEST(AdmUNet, MismatchedCheckpointIsRefusedWithTheFirstProblems) {
+  auto ref = load_reference("updown_legacy");
+  ref.weights.erase("out.2.bias");
+  ref.weights["extra.weight"] = torch::zeros({1});
+  ref.weights["time_embed.0.weight"] = torch::zeros({3, 3});
+  nets::AdmUNet net(ref.config);
+  try {
+    nets::load_state_dict(*net, ref.weights, "bad.pt");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("bad.pt"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("out.2.bias"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("extra.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("time_embed.0.weight (3x3 in the file"), std::string::npos) << msg;
+  }
+}

@@ -1,0 +1,18 @@
+#include "core/panel.hpp"
+#include "test_util.hpp"
+
+using namespace ud2m;
+
+TEST(Panel, PlacesImagesSideBySideAtACommonHeight) {
+  auto big = torch::zeros({1, 3, 32, 32});
+  auto small = torch::full({1, 1, 8, 8}, 0.5);  // gray, 4x smaller: repeated to 32
+  auto panel = make_panel({{"a", big}, {"b", small}});
+  ASSERT_EQ(panel.size(1), 3);
+  const int64_t width = 8 + 32 + 8 + 32 + 8;
+  EXPECT_EQ(panel.size(3), width);
+  const int64_t top = panel.size(2) - 8 - 32;
+  EXPECT_TRUE(torch::equal(panel[0].narrow(1, top, 32).narrow(2, 8, 32), big[0]));
+  EXPECT_TRUE(torch::allclose(panel[0].narrow(1, top, 32).narrow(2, 48, 32), torch::full({3, 32, 32}, 0.5)));
+  // Captions put ink (black pixels) above each tile.
+  EXPECT_LT(panel[0].narrow(1, 0, top).narrow(2, 8, 32).min().item<float>(), 0.5);
+}
