@@ -26,7 +26,9 @@ void Progress::step(const std::string& note) {
   ++done_;
   note_ = note;
   auto now = std::chrono::steady_clock::now();
-  if (tty_ && (now - last_draw_ > std::chrono::milliseconds(100) || done_ == total_)) {
+  // A terminal gets a live bar; a log file gets a line a minute.
+  const auto period = tty_ ? std::chrono::milliseconds(100) : std::chrono::milliseconds(60000);
+  if (now - last_draw_ > period || (tty_ && done_ == total_)) {
     last_draw_ = now;
     draw(false);
   }
@@ -43,6 +45,11 @@ void Progress::draw(bool final) {
     if (tty_) std::fputs("\r\033[K", stderr);
     fmt::print(stderr, "ud2m: {}: {}/{} steps in {:.1f} s{}\n", label_, done_, total_, seconds,
                note_.empty() ? "" : " (" + note_ + ")");
+    return;
+  }
+  if (!tty_) {
+    if (log::threshold() <= log::Level::info)
+      fmt::print(stderr, "ud2m: {}: {}/{} {:.2f} it/s ETA {:.0f} s {}\n", label_, done_, total_, rate, eta, note_);
     return;
   }
   fmt::print(stderr, "\r\033[K{} [{}] {}/{} {:.1f} it/s ETA {:.0f} s {}", label_, bar, done_, total_, rate, eta,

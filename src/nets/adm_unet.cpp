@@ -247,7 +247,28 @@ AdmConfig AdmConfig::preset(const std::string& name) {
     c.attention_resolutions = {32, 16, 8};
     return c;
   }
-  fail("unknown ADM preset '{}'; available: adm-256-uncond, adm-ffhq-256", name);
+  if (name == "ud2m-small-64") {  // the prior this project trains and ships (≤ 16 MiB in bf16)
+    c.image_size = 64;
+    c.model_channels = 32;  // narrow at full resolution: cheap to train on a CPU
+    c.out_channels = 3;
+    c.num_res_blocks = 2;
+    c.attention_resolutions = {16, 8};
+    c.channel_mult = {1, 2, 4, 4};
+    c.num_head_channels = 32;
+    c.dropout = 0.1;
+    return c;
+  }
+  if (name == "tiny-16") {  // for tests: seconds to train
+    c.image_size = 16;
+    c.model_channels = 32;
+    c.out_channels = 3;
+    c.num_res_blocks = 1;
+    c.attention_resolutions = {8};
+    c.channel_mult = {1, 2};
+    c.num_head_channels = 16;
+    return c;
+  }
+  fail("unknown ADM preset '{}'; available: adm-256-uncond, adm-ffhq-256, ud2m-small-64, tiny-16", name);
 }
 
 torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max_period) {

@@ -35,7 +35,8 @@ struct AdmConfig {
   nlohmann::json to_json() const;
   static AdmConfig from_json(const nlohmann::json& j);
   // Published configurations: "adm-256-uncond" (ImageNet 256, 552.8 M),
-  // "adm-ffhq-256" (FFHQ/DPS, 93.6 M).
+  // "adm-ffhq-256" (FFHQ/DPS, 93.6 M); "ud2m-small-64" (the shipped prior);
+  // "tiny-16" (tests).
   static AdmConfig preset(const std::string& name);
 };
 

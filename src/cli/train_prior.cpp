@@ -1,0 +1,39 @@
+// ud2m train-prior: train a diffusion prior on a folder or list of photographs.
+#include <filesystem>
+
+#include "cli/commands.hpp"
+#include "core/error.hpp"
+#include "train/prior_trainer.hpp"
+
+namespace ud2m::cli {
+
+void add_train_prior_command(CLI::App& app) {
+  auto o = std::make_shared<train::PriorTrainOptions>();
+  auto* cmd = app.add_subcommand(
+      "train-prior",
+      "Train a diffusion prior (ε-prediction, AdamW, EMA) on random crops of photographs. Resumes from\n"
+      "OUT/checkpoint.safetensors when present; writes OUT/prior.safetensors (EMA weights, bf16),\n"
+      "OUT/loss.csv and OUT/samples.png.");
+  cmd->add_option("--data", o->data, "Folder of PNG/JPEG photos, or a text file listing one path per line")
+      ->check(CLI::ExistingPath);
+  cmd->add_option("--out", o->out_dir, "Output folder")->required();
+  cmd->add_option("--config", o->config, "ADM preset: ud2m-small-64, tiny-16, adm-ffhq-256, adm-256-uncond")
+      ->capture_default_str();
+  cmd->add_option("--crop", o->crop, "Crop size in pixels")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Batch size")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "Total optimisation steps to reach")->capture_default_str();
+  cmd->add_option("--lr", o->lr, "AdamW learning rate")->capture_default_str();
+  cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay")->capture_default_str();
+  cmd->add_option("--ema", o->ema_decay, "EMA decay")->capture_default_str();
+  cmd->add_option("--bf16", o->bf16, "bf16 autocast (true/false)")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed of initialisation, data order and noise")->capture_default_str();
+  cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
+  cmd->add_option("--sample-every", o->sample_every, "Sample-grid period in steps (0: never)")->capture_default_str();
+  cmd->callback([o] {
+    UD2M_CHECK(!o->data.empty() || std::filesystem::exists(o->out_dir + "/checkpoint.safetensors"),
+               "--data is required unless --out holds a checkpoint to resume");
+    train::PriorTrainer(*o).run();
+  });
+}
+
+}  // namespace ud2m::cli

@@ -1,0 +1,52 @@
+#include "diffusion/schedule.hpp"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "core/error.hpp"
+
+namespace ud2m::diffusion {
+
+Schedule Schedule::linear(int steps, double beta_start, double beta_end) {
+  UD2M_CHECK(steps > 1 && beta_start > 0 && beta_end < 1 && beta_start <= beta_end,
+             "invalid linear schedule: {} steps, beta {}..{}", steps, beta_start, beta_end);
+  Schedule s;
+  s.steps_ = steps;
+  s.beta_start_ = beta_start;
+  s.beta_end_ = beta_end;
+  s.betas_ = torch::linspace(beta_start, beta_end, steps, torch::kFloat64);
+  s.alpha_bars_ = torch::cumprod(1 - s.betas_, 0);
+  return s;
+}
+
+nlohmann::json Schedule::to_json() const {
+  return {{"type", "linear"}, {"steps", steps_}, {"beta_start", beta_start_}, {"beta_end", beta_end_}};
+}
+
+Schedule Schedule::from_json(const nlohmann::json& j) {
+  UD2M_CHECK(j.value("type", "linear") == "linear", "unknown noise schedule type '{}'", j.value("type", ""));
+  return linear(j.value("steps", 1000), j.value("beta_start", 1e-4), j.value("beta_end", 0.02));
+}
+
+double Schedule::alpha_bar(int t) const {
+  UD2M_CHECK(t >= 0 && t < steps_, "timestep {} is outside 0..{}", t, steps_ - 1);
+  return alpha_bars_[t].item<double>();
+}
+
+double Schedule::beta(int t) const {
+  UD2M_CHECK(t >= 0 && t < steps_, "timestep {} is outside 0..{}", t, steps_ - 1);
+  return betas_[t].item<double>();
+}
+
+double Schedule::sigma(int t) const {
+  const double ab = alpha_bar(t);
+  return std::sqrt((1 - ab) / ab);
+}
+
+int Schedule::timestep_for_sigma(double sigma) const {
+  auto sigmas = ((1 - alpha_bars_) / alpha_bars_).sqrt();
+  return static_cast<int>((sigmas - sigma).abs().argmin().item<int64_t>());
+}
+
+}  // namespace ud2m::diffusion

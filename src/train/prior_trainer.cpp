@@ -1,0 +1,207 @@
+#include "train/prior_trainer.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+
+#include <filesystem>
+
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/image.hpp"
+#include "core/log.hpp"
+#include "core/progress.hpp"
+#include "nets/state_dict.hpp"
+#include "samplers/ddim.hpp"
+
+namespace ud2m::train {
+namespace fs = std::filesystem;
+
+nlohmann::json PriorTrainOptions::to_json() const {
+  return {{"data", data},       {"config", config},           {"crop", crop},
+          {"batch", batch},     {"lr", lr},                   {"weight_decay", weight_decay},
+          {"ema_decay", ema_decay}, {"grad_clip", grad_clip}, {"bf16", bf16},
+          {"seed", seed},       {"save_every", save_every},   {"sample_every", sample_every},
+          {"sample_steps", sample_steps}};
+}
+
+PriorTrainOptions PriorTrainOptions::from_json(const nlohmann::json& j) {
+  PriorTrainOptions o;
+  o.data = j.value("data", o.data);
+  o.config = j.value("config", o.config);
+  o.crop = j.value("crop", o.crop);
+  o.batch = j.value("batch", o.batch);
+  o.lr = j.value("lr", o.lr);
+  o.weight_decay = j.value("weight_decay", o.weight_decay);
+  o.ema_decay = j.value("ema_decay", o.ema_decay);
+  o.grad_clip = j.value("grad_clip", o.grad_clip);
+  o.bf16 = j.value("bf16", o.bf16);
+  o.seed = j.value("seed", o.seed);
+  o.save_every = j.value("save_every", o.save_every);
+  o.sample_every = j.value("sample_every", o.sample_every);
+  o.sample_steps = j.value("sample_steps", o.sample_steps);
+  return o;
+}
+
+std::string PriorTrainer::checkpoint_path() const { return (fs::path(options_.out_dir) / "checkpoint.safetensors").string(); }
+
+PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const CropDataset> data)
+    : options_(std::move(options)), data_(std::move(data)) {
+  UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
+  UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
+  fs::create_directories(options_.out_dir);
+  const bool resume = fs::exists(checkpoint_path());
+  if (resume) {
+    auto meta = read_safetensors(checkpoint_path()).metadata;
+    UD2M_CHECK(meta.count("ud2m_train"), "'{}' is not a prior-training checkpoint", checkpoint_path());
+    auto saved = PriorTrainOptions::from_json(nlohmann::json::parse(meta.at("ud2m_train")).at("options"));
+    saved.steps = options_.steps;
+    saved.out_dir = options_.out_dir;
+    options_ = saved;
+  }
+  if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
+  torch::manual_seed(options_.seed);  // weight initialisation
+  auto config = nets::AdmConfig::preset(options_.config);
+  model_ = std::make_shared<diffusion::AdmPrior>(config, diffusion::Schedule::linear());
+  ema_ = std::make_shared<diffusion::AdmPrior>(config, diffusion::Schedule::linear());
+  {
+    torch::NoGradGuard no_grad;
+    auto src = model_->net()->parameters();
+    auto dst = ema_->net()->parameters();
+    for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+  }
+  for (auto& p : ema_->net()->parameters()) p.set_requires_grad(false);
+  optimizer_ = std::make_unique<torch::optim::AdamW>(
+      model_->net()->parameters(), torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay));
+  rng_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed);
+  if (resume) load_checkpoint(checkpoint_path());
+  model_->net()->train();
+}
+
+float PriorTrainer::step() {
+  const auto& schedule = model_->schedule();
+  auto x0 = data_->batch(options_.batch, rng_);
+  auto t = at::randint(schedule.steps(), {options_.batch}, rng_, torch::kLong);
+  auto noise = at::randn(x0.sizes(), rng_, x0.options());
+  auto ab = schedule.alpha_bars().index_select(0, t).to(torch::kFloat32).view({-1, 1, 1, 1});
+  auto x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise;
+
+  optimizer_->zero_grad();
+  torch::Tensor loss;
+  {
+    at::autocast::set_autocast_enabled(at::kCPU, options_.bf16);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    auto eps = model_->epsilon(x_t, t.to(torch::kFloat32));
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+    loss = torch::mse_loss(eps.to(torch::kFloat32), noise);
+  }
+  at::autocast::clear_cache();
+  UD2M_CHECK(std::isfinite(loss.item<float>()), "the training loss became {} at step {}", loss.item<float>(), step_);
+  loss.backward();
+  torch::nn::utils::clip_grad_norm_(model_->net()->parameters(), options_.grad_clip);
+  optimizer_->step();
+  update_ema();
+  ++step_;
+  losses_.push_back(loss.item<float>());
+  return losses_.back();
+}
+
+void PriorTrainer::update_ema() {
+  torch::NoGradGuard no_grad;
+  // Warm-up so early EMA weights are not dominated by the random initialisation.
+  const double decay = std::min(options_.ema_decay, (1.0 + step_) / (10.0 + step_));
+  auto src = model_->net()->parameters();
+  auto dst = ema_->net()->parameters();
+  for (size_t i = 0; i < src.size(); ++i) dst[i].mul_(decay).add_(src[i].detach(), 1 - decay);
+}
+
+void PriorTrainer::save_checkpoint() {
+  TensorMap tensors;
+  for (auto& [name, t] : nets::state_dict(*model_->net())) tensors["model." + name] = t;
+  for (auto& [name, t] : nets::state_dict(*ema_->net())) tensors["ema." + name] = t;
+  int64_t adam_step = 0;
+  for (auto& item : model_->net()->named_parameters()) {
+    auto it = optimizer_->state().find(item.value().unsafeGetTensorImpl());
+    if (it == optimizer_->state().end()) continue;
+    auto& state = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    tensors["adam.exp_avg." + item.key()] = state.exp_avg();
+    tensors["adam.exp_avg_sq." + item.key()] = state.exp_avg_sq();
+    adam_step = state.step();
+  }
+  tensors["rng"] = rng_.get_state();
+  // Dropout draws from the global generator: saved too, for an exact resume.
+  tensors["rng.global"] = at::detail::getDefaultCPUGenerator().get_state();
+  tensors["loss"] = torch::tensor(losses_);
+  nlohmann::json meta = {{"step", step_}, {"adam_step", adam_step}, {"options", options_.to_json()}};
+  write_safetensors(checkpoint_path(), tensors, {{"ud2m_train", meta.dump()}});
+  diffusion::save_prior((fs::path(options_.out_dir) / "prior.safetensors").string(), *ema_, torch::kBFloat16,
+                        {{"training_step", std::to_string(step_)}});
+  std::string csv = "step,loss_mean_over_50\n";
+  for (size_t i = 0; i + 50 <= losses_.size(); i += 50) {
+    double sum = 0;
+    for (size_t k = i; k < i + 50; ++k) sum += losses_[k];
+    csv += fmt::format("{},{:.6f}\n", i + 50, sum / 50);
+  }
+  write_file_atomic((fs::path(options_.out_dir) / "loss.csv").string(), csv);
+}
+
+void PriorTrainer::load_checkpoint(const std::string& path) {
+  auto file = read_safetensors(path);
+  auto meta = nlohmann::json::parse(file.metadata.at("ud2m_train"));
+  TensorMap model, ema;
+  for (auto& [name, t] : file.tensors) {
+    if (name.rfind("model.", 0) == 0) model[name.substr(6)] = t;
+    if (name.rfind("ema.", 0) == 0) ema[name.substr(4)] = t;
+  }
+  nets::load_state_dict(*model_->net(), model, path);
+  nets::load_state_dict(*ema_->net(), ema, path);
+  const int64_t adam_step = meta.at("adam_step");
+  for (auto& item : model_->net()->named_parameters()) {
+    auto key = "adam.exp_avg." + item.key();
+    if (!file.tensors.count(key)) continue;
+    auto state = std::make_unique<torch::optim::AdamWParamState>();
+    state->exp_avg(file.tensors.at(key).clone());
+    state->exp_avg_sq(file.tensors.at("adam.exp_avg_sq." + item.key()).clone());
+    state->step(adam_step);
+    optimizer_->state()[item.value().unsafeGetTensorImpl()] = std::move(state);
+  }
+  rng_.set_state(file.tensors.at("rng"));
+  if (file.tensors.count("rng.global")) {
+    auto global = at::detail::getDefaultCPUGenerator();  // a handle to the shared generator
+    global.set_state(file.tensors.at("rng.global"));
+  }
+  auto loss = file.tensors.at("loss").contiguous();
+  losses_.assign(loss.data_ptr<float>(), loss.data_ptr<float>() + loss.numel());
+  step_ = meta.at("step");
+  log::info("resumed from '{}' at step {}", path, step_);
+}
+
+void PriorTrainer::write_samples(const std::string& path) {
+  // A separate generator keeps sampling from disturbing the training stream.
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 1);
+  const int64_t n = 16, size = options_.crop;
+  auto x = samplers::sample_ddim(*ema_, {n, 3, size, size}, options_.sample_steps, 0.0, rng);
+  auto grid = from_model(x).clamp(0, 1).view({4, 4, 3, size, size}).permute({2, 0, 3, 1, 4}).reshape({1, 3, 4 * size, 4 * size});
+  write_png(path, grid);
+}
+
+void PriorTrainer::run() {
+  if (step_ >= options_.steps) {
+    log::info("already trained for {} steps (target {})", step_, options_.steps);
+    return;
+  }
+  log::info("training {} ({} parameters) on {} photos ({} scaled copies), batch {}, from step {} to {}",
+            options_.config, nets::count_parameters(*model_->net()), data_->photos(), data_->pyramid_images(),
+            options_.batch, step_, options_.steps);
+  Progress progress("train-prior", static_cast<int>(options_.steps - step_));
+  double recent = 0;
+  while (step_ < options_.steps) {
+    const float loss = step();
+    recent = step_ == 1 ? loss : 0.98 * recent + 0.02 * loss;
+    progress.step(fmt::format("step {} loss {:.4f}", step_, recent));
+    if (step_ % options_.save_every == 0 || step_ == options_.steps) save_checkpoint();
+    if (options_.sample_every > 0 && (step_ % options_.sample_every == 0 || step_ == options_.steps))
+      write_samples((fs::path(options_.out_dir) / "samples.png").string());
+  }
+}
+
+}  // namespace ud2m::train

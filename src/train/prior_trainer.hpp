@@ -1,0 +1,65 @@
+// Training a diffusion prior: ε-prediction loss on random crops, AdamW, EMA
+// weights, bf16 autocast, atomic checkpoints and exact resume.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "diffusion/prior.hpp"
+#include "train/crop_dataset.hpp"
+
+namespace ud2m::train {
+
+struct PriorTrainOptions {
+  std::string data;  // folder or list file of photographs
+  std::string out_dir;
+  std::string config = "ud2m-small-64";  // ADM preset name
+  int crop = 64;
+  int batch = 32;
+  int steps = 100000;  // total optimisation steps (resume continues towards it)
+  double lr = 2e-4;
+  double weight_decay = 0.0;
+  double ema_decay = 0.999;
+  double grad_clip = 1.0;
+  bool bf16 = true;  // autocast matmuls/convolutions to bf16 (fp32 master weights)
+  uint64_t seed = 0;
+  int save_every = 250;
+  int sample_every = 2000;  // sample grid PNG (0: never)
+  int sample_steps = 50;
+
+  nlohmann::json to_json() const;
+  static PriorTrainOptions from_json(const nlohmann::json& j);
+};
+
+class PriorTrainer {
+ public:
+  // Starts fresh, or resumes from out_dir/checkpoint.safetensors when present
+  // (the options saved there win over `options`, except steps and out_dir).
+  explicit PriorTrainer(PriorTrainOptions options, std::shared_ptr<const CropDataset> data = nullptr);
+
+  float step();            // one optimisation step; returns its loss
+  void save_checkpoint();  // atomic: checkpoint.safetensors + prior.safetensors (EMA, bf16)
+  void write_samples(const std::string& path);
+  void run();              // steps until options.steps, with progress, checkpoints, samples
+
+  int64_t current_step() const { return step_; }
+  diffusion::AdmPrior& model() { return *model_; }
+  diffusion::AdmPrior& ema() { return *ema_; }
+  std::string checkpoint_path() const;
+
+ private:
+  void load_checkpoint(const std::string& path);
+  void update_ema();
+
+  PriorTrainOptions options_;
+  std::shared_ptr<const CropDataset> data_;
+  std::shared_ptr<diffusion::AdmPrior> model_, ema_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  torch::Generator rng_;
+  int64_t step_ = 0;
+  std::vector<float> losses_;
+};
+
+}  // namespace ud2m::train
