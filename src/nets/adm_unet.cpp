@@ -358,10 +358,12 @@ AdmUNetImpl::AdmUNetImpl(const AdmConfig& config) : config_(config) {
 torch::Tensor AdmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels) {
   UD2M_CHECK((config_.num_classes > 0) == labels.defined(),
              "this ADM model {} class labels", config_.num_classes > 0 ? "needs" : "takes no");
-  auto emb = time_embed->forward(timestep_embedding(t, config_.model_channels));
+  // Activations follow the weights' dtype (bf16 inference) and the input's layout.
+  const auto dtype = out[2]->as<torch::nn::Conv2d>()->weight.scalar_type();
+  auto emb = time_embed->forward(timestep_embedding(t, config_.model_channels).to(dtype));
   if (labels.defined()) emb = emb + label_emb(labels);
   std::vector<torch::Tensor> skips;
-  torch::Tensor h = x;
+  torch::Tensor h = x.to(dtype);
   for (auto& block : *input_blocks) {
     h = block->as<EmbedSequentialImpl>()->forward(h, emb);
     skips.push_back(h);
@@ -371,7 +373,16 @@ torch::Tensor AdmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& 
     h = block->as<EmbedSequentialImpl>()->forward(torch::cat({h, skips.back()}, 1), emb);
     skips.pop_back();
   }
-  return out->forward(h);
+  return out->forward(h).to(x.scalar_type());
+}
+
+void AdmUNetImpl::set_inference_precision(torch::ScalarType dtype, bool channels_last) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : parameters()) {
+    auto data = p.to(dtype);
+    if (channels_last && data.dim() == 4) data = data.contiguous(torch::MemoryFormat::ChannelsLast);
+    p.set_data(data);
+  }
 }
 
 int64_t count_parameters(torch::nn::Module& module) {

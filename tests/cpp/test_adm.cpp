@@ -1,5 +1,6 @@
 #include "core/error.hpp"
 #include "io/safetensors.hpp"
+#include "nets/adm_infer.hpp"
 #include "nets/adm_unet.hpp"
 #include "nets/state_dict.hpp"
 #include "test_util.hpp"
@@ -67,4 +68,24 @@ TEST(AdmUNet, MismatchedCheckpointIsRefusedWithTheFirstProblems) {
     EXPECT_NE(msg.find("extra.weight"), std::string::npos) << msg;
     EXPECT_NE(msg.find("time_embed.0.weight (3x3 in the file"), std::string::npos) << msg;
   }
+}
+
+TEST(AdmUNet, ConfigIsRecoveredFromAStateDict) {
+  for (auto preset : {"adm-ffhq-256", "ud2m-small-64"}) {
+    auto config = nets::AdmConfig::preset(preset);
+    nets::AdmUNet net(config);
+    auto inferred = nets::infer_adm_config(nets::state_dict(*net), preset, config.num_head_channels, config.image_size);
+    inferred.num_heads = config.num_heads;  // not stored in weights; head channels decide
+    inferred.dropout = config.dropout;
+    EXPECT_EQ(inferred.to_json(), config.to_json()) << preset;
+  }
+  auto ref = load_reference("conv_new_classes");  // conv resampling, classes, no scale-shift
+  auto inferred = nets::infer_adm_config(ref.weights, "ref", 16, 16);
+  EXPECT_EQ(inferred.num_classes, 10);
+  EXPECT_FALSE(inferred.use_scale_shift_norm);
+  EXPECT_FALSE(inferred.resblock_updown);
+  EXPECT_EQ(inferred.num_res_blocks, 2);
+  EXPECT_EQ(inferred.channel_mult, (std::vector<int>{1, 2}));
+  EXPECT_EQ(inferred.attention_resolutions, (std::vector<int>{16, 8}));
+  EXPECT_THROW(nets::infer_adm_config({{"x", torch::zeros({1})}}, "junk"), Error);
 }

@@ -1,0 +1,36 @@
+// Times one forward pass of a prior's network (the cost of one NFE), for
+// bench/adm_forward.py, which runs PyTorch on the same weights in the same run.
+// Usage: adm_forward MODEL SIZE BATCH fp32|bf16 channels_last(0|1) ITERS THREADS
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include "diffusion/prior.hpp"
+
+int main(int argc, char** argv) {
+  if (argc != 8) {
+    std::fprintf(stderr, "usage: %s MODEL SIZE BATCH fp32|bf16 CHANNELS_LAST ITERS THREADS\n", argv[0]);
+    return 2;
+  }
+  const int64_t size = std::atoi(argv[2]), batch = std::atoi(argv[3]);
+  const bool bf16 = std::string(argv[4]) == "bf16", channels_last = std::atoi(argv[5]) != 0;
+  const int iters = std::atoi(argv[6]);
+  at::set_num_threads(std::atoi(argv[7]));
+  auto prior = ud2m::diffusion::load_prior(argv[1]);
+  prior->net()->set_inference_precision(bf16 ? torch::kBFloat16 : torch::kFloat32, channels_last);
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(0);
+  auto x = torch::randn({batch, prior->net()->config().in_channels, size, size});
+  if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  auto t = torch::full({batch}, 500.0f);
+  prior->net()->forward(x, t);  // warm-up: allocator, oneDNN primitive caches
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) prior->net()->forward(x, t);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("{\"seconds_per_pass\": %.6f, \"peak_rss_mib\": %.1f}\n", seconds, usage.ru_maxrss / 1024.0);
+  return 0;
+}

@@ -1,0 +1,105 @@
+"""Per-NFE forward time and peak memory of ADM networks: ud2m (C++) vs PyTorch
+eager on the same weights, same input, same threads, in one run.
+
+    python bench/adm_forward.py --build build [--config adm-ffhq-256] [--size 256]
+
+Python peers: plain fp32 eager, and the tuned bf16 recipe (bf16 weights +
+autocast, channels-last; GroupNorm runs in fp32 inside the model).
+"""
+import argparse
+import copy
+import json
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "python"))
+from gen_adm import build  # noqa: E402  (deepinv's DiffUNet blocks)
+
+PRESETS = {
+    "adm-ffhq-256": dict(image_size=256, in_channels=3, model_channels=128, out_channels=6, num_res_blocks=1,
+                         attention_resolutions=[16], dropout=0.0, channel_mult=[1, 1, 2, 2, 4, 4],
+                         conv_resample=True, num_classes=0, num_heads=4, num_head_channels=64,
+                         num_heads_upsample=-1, use_scale_shift_norm=True, resblock_updown=True,
+                         use_new_attention_order=False),
+}
+PRESETS["adm-256-uncond"] = dict(PRESETS["adm-ffhq-256"], model_channels=256, num_res_blocks=2,
+                                 attention_resolutions=[32, 16, 8])
+PRESETS["ud2m-small-64"] = dict(PRESETS["adm-ffhq-256"], image_size=64, model_channels=32, out_channels=3,
+                                num_res_blocks=2, attention_resolutions=[16, 8], channel_mult=[1, 2, 4, 4],
+                                num_head_channels=32)
+
+
+def time_python(model, x, t, iters, bf16, channels_last):
+    if bf16:
+        model = model.to(torch.bfloat16)
+        for m in model.modules():  # GroupNorm32 normalises in fp32: keep its affine fp32
+            if isinstance(m, torch.nn.GroupNorm):
+                m.float()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        model.forward_diffusion(x, t)
+        start = time.perf_counter()
+        for _ in range(iters):
+            model.forward_diffusion(x, t)
+    return (time.perf_counter() - start) / iters
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--build", default="build")
+    p.add_argument("--config", default="adm-ffhq-256", choices=sorted(PRESETS))
+    p.add_argument("--model", help="a ud2m prior file to time instead of random weights")
+    p.add_argument("--size", type=int, default=0)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = PRESETS[args.config]
+    size = args.size or cfg["image_size"]
+    torch.manual_seed(0)
+    model = build(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "prior.safetensors"
+        if args.model:
+            path = pathlib.Path(args.model)
+            from safetensors.torch import load_file
+            model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+        else:
+            meta = {"format": "ud2m-prior", "version": 1, "arch": "adm", "config": cfg,
+                    "schedule": {"type": "linear", "steps": 1000, "beta_start": 1e-4, "beta_end": 0.02},
+                    "prediction": "epsilon"}
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+                      metadata={"ud2m": json.dumps(meta)})
+        x = torch.randn(args.batch, 3, size, size)
+        t = torch.full((args.batch,), 500.0)
+        rows = []
+        py_fp32 = time_python(model, x, t, args.iters, False, False)
+        rows.append(("PyTorch eager fp32", py_fp32, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        py_bf16 = time_python(copy.deepcopy(model), x, t, args.iters, True, True)
+        rows.append(("PyTorch bf16 weights+autocast, channels-last", py_bf16, None))
+        binary = pathlib.Path(args.build) / "bench" / "adm_forward"
+        for label, dtype, cl in [("ud2m C++ fp32", "fp32", 0), ("ud2m C++ fp32 channels-last", "fp32", 1),
+                                 ("ud2m C++ bf16 channels-last", "bf16", 1)]:
+            out = subprocess.run([str(binary), str(path), str(size), str(args.batch), dtype, str(cl),
+                                  str(args.iters), str(args.threads)], capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout)
+            rows.append((label, r["seconds_per_pass"], r["peak_rss_mib"]))
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{args.config} ({params / 1e6:.1f} M params), {size}x{size}, batch {args.batch}, {args.threads} threads")
+    print(f"{'':48s} {'s/pass':>9s} {'vs eager fp32':>14s} {'vs PyTorch bf16':>16s} {'peak RSS MiB':>13s}")
+    for label, sec, rss in rows:
+        print(f"{label:48s} {sec:9.4f} {py_fp32 / sec:13.2f}x {py_bf16 / sec:15.2f}x {rss or float('nan'):13.0f}")
+
+
+if __name__ == "__main__":
+    main()
