@@ -20,10 +20,9 @@ struct DenoiseArgs {
 void run_denoise(const DenoiseArgs& args) {
   UD2M_CHECK(args.sigma > 0, "--sigma must be positive (noise std in [0,1] units), not {}", args.sigma);
   auto prior = diffusion::load_prior(args.model);
-  auto image = read_image(args.in, prior->net()->config().in_channels);
+  auto image = read_image(args.in, prior->channels());
   torch::NoGradGuard no_grad;
-  // The U-Net halves the resolution len(channel_mult)−1 times: pad to a multiple.
-  const int64_t multiple = int64_t(1) << (prior->net()->config().channel_mult.size() - 1);
+  const int64_t multiple = prior->size_multiple();
   const int64_t h = image.size(2), w = image.size(3);
   const int64_t pad_h = (multiple - h % multiple) % multiple, pad_w = (multiple - w % multiple) % multiple;
   auto x = to_model(image);

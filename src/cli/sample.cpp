@@ -32,12 +32,12 @@ torch::Tensor grid(const torch::Tensor& images) {
 void run_sample(const SampleArgs& args) {
   UD2M_CHECK(args.n > 0, "--n must be positive, not {}", args.n);
   auto prior = diffusion::load_prior(args.model);
-  const int size = args.size > 0 ? args.size : prior->net()->config().image_size;
+  const int size = args.size > 0 ? args.size : prior->image_size();
   auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
   torch::Tensor x;
   {
     Progress progress("sample (ddim)", args.steps);
-    x = samplers::sample_ddim(*prior, {args.n, prior->net()->config().in_channels, size, size}, args.steps, args.eta,
+    x = samplers::sample_ddim(*prior, {args.n, prior->channels(), size, size}, args.steps, args.eta,
                               rng, [&](int, int, const torch::Tensor&) { progress.step(); });
   }
   write_png(args.out, grid(from_model(x).clamp(0, 1)));

@@ -1,56 +1,114 @@
 #include "diffusion/prior.hpp"
 
+#include <filesystem>
+
+#include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "nets/state_dict.hpp"
 
 namespace ud2m::diffusion {
+namespace fs = std::filesystem;
 
 constexpr const char* kMetadataKey = "ud2m";
 
-AdmPrior::AdmPrior(const nets::AdmConfig& config, Schedule schedule)
-    : net_(config), schedule_(std::move(schedule)) {
+namespace {
+
+void cast_parameters(torch::nn::Module& module, torch::ScalarType dtype, bool channels_last) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters()) {
+    auto data = p.to(dtype);
+    if (channels_last && data.dim() == 4) data = data.contiguous(torch::MemoryFormat::ChannelsLast);
+    p.set_data(data);
+  }
+}
+
+nlohmann::json parse_json(const std::string& text, const std::string& what) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{} is not valid JSON ({})", what, e.what());
+  }
+}
+
+// A diffusers UNet2DModel folder: config.json + diffusion_pytorch_model.safetensors.
+PriorPtr load_diffusers_folder(const fs::path& folder) {
+  const auto config_path = folder / "config.json";
+  const auto weights_path = folder / "diffusion_pytorch_model.safetensors";
+  UD2M_CHECK(fs::exists(config_path), "'{}' is a folder without config.json; give a model file or a diffusers "
+             "UNet2DModel folder", folder.string());
+  UD2M_CHECK(fs::exists(weights_path), "'{}' has no diffusion_pytorch_model.safetensors", folder.string());
+  auto config = parse_json(read_file(config_path.string()), "'" + config_path.string() + "'");
+  UD2M_CHECK(config.value("_class_name", "UNet2DModel") == "UNet2DModel",
+             "'{}' describes a {}, not a UNet2DModel", config_path.string(), config.value("_class_name", ""));
+  const int size = config.contains("sample_size") && config.at("sample_size").is_number() ? config.at("sample_size").get<int>() : 256;
+  auto prior = std::make_shared<DdpmPrior>(nets::DdpmConfig::from_diffusers(config), Schedule::linear(), size);
+  nets::load_state_dict(prior->module(), read_safetensors(weights_path.string()).tensors, weights_path.string());
+  return prior;
+}
+
+}  // namespace
+
+AdmPrior::AdmPrior(const nets::AdmConfig& config, Schedule schedule) : Prior(std::move(schedule)), net_(config) {
   net_->eval();
 }
 
 torch::Tensor AdmPrior::epsilon(const torch::Tensor& x_t, const torch::Tensor& t) {
-  auto out = net_->forward(x_t, t);
   // learn_sigma models also output the variance interpolation; samplers here use ε.
-  return out.narrow(1, 0, x_t.size(1));
+  return net_->forward(x_t, t).narrow(1, 0, x_t.size(1));
+}
+
+void AdmPrior::set_inference_precision(torch::ScalarType dtype, bool channels_last) {
+  cast_parameters(*net_, dtype, channels_last);
 }
 
 nlohmann::json AdmPrior::description() const {
-  return {{"format", "ud2m-prior"},
-          {"version", 1},
-          {"arch", "adm"},
-          {"config", net_->config().to_json()},
-          {"schedule", schedule_.to_json()},
-          {"prediction", "epsilon"}};
+  return {{"format", "ud2m-prior"}, {"version", 1}, {"arch", "adm"}, {"config", net_->config().to_json()},
+          {"schedule", schedule().to_json()}, {"prediction", "epsilon"}};
 }
 
-std::shared_ptr<AdmPrior> load_prior(const std::string& path) {
+DdpmPrior::DdpmPrior(const nets::DdpmConfig& config, Schedule schedule, int image_size)
+    : Prior(std::move(schedule)), net_(config), image_size_(image_size) {
+  net_->eval();
+}
+
+torch::Tensor DdpmPrior::epsilon(const torch::Tensor& x_t, const torch::Tensor& t) { return net_->forward(x_t, t); }
+
+void DdpmPrior::set_inference_precision(torch::ScalarType dtype, bool channels_last) {
+  cast_parameters(*net_, dtype, channels_last);
+}
+
+nlohmann::json DdpmPrior::description() const {
+  return {{"format", "ud2m-prior"}, {"version", 1}, {"arch", "ddpm"}, {"config", net_->config().to_json()},
+          {"image_size", image_size_}, {"schedule", schedule().to_json()}, {"prediction", "epsilon"}};
+}
+
+PriorPtr load_prior(const std::string& path) {
+  if (fs::is_directory(path)) return load_diffusers_folder(path);
   auto file = read_safetensors(path);
   UD2M_CHECK(file.metadata.count(kMetadataKey),
              "'{}' is a safetensors file without ud2m model metadata; convert the original checkpoint with "
              "`ud2m convert`",
              path);
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(file.metadata.at(kMetadataKey));
-  } catch (const nlohmann::json::exception& e) {
-    fail("'{}' has unreadable model metadata ({})", path, e.what());
-  }
+  auto meta = parse_json(file.metadata.at(kMetadataKey), "the model metadata of '" + path + "'");
   UD2M_CHECK(meta.value("format", "") == "ud2m-prior", "'{}' is not a diffusion prior (format '{}')", path,
              meta.value("format", ""));
-  UD2M_CHECK(meta.value("arch", "") == "adm", "'{}': unknown architecture '{}'", path, meta.value("arch", ""));
-  auto prior = std::make_shared<AdmPrior>(nets::AdmConfig::from_json(meta.at("config")),
-                                          Schedule::from_json(meta.at("schedule")));
-  nets::load_state_dict(*prior->net(), file.tensors, path);
+  PriorPtr prior;
+  const auto arch = meta.value("arch", "");
+  auto schedule = Schedule::from_json(meta.value("schedule", nlohmann::json::object()));
+  if (arch == "adm")
+    prior = std::make_shared<AdmPrior>(nets::AdmConfig::from_json(meta.at("config")), schedule);
+  else if (arch == "ddpm")
+    prior = std::make_shared<DdpmPrior>(nets::DdpmConfig::from_json(meta.at("config")), schedule,
+                                        meta.value("image_size", 256));
+  else
+    fail("'{}': unknown architecture '{}' (known: adm, ddpm)", path, arch);
+  nets::load_state_dict(prior->module(), file.tensors, path);
   return prior;
 }
 
-void save_prior(const std::string& path, AdmPrior& prior, torch::ScalarType dtype, const Metadata& extra) {
+void save_prior(const std::string& path, Prior& prior, torch::ScalarType dtype, const Metadata& extra) {
   TensorMap weights;
-  for (auto& [name, tensor] : nets::state_dict(*prior.net())) weights[name] = tensor.detach().to(dtype);
+  for (auto& [name, tensor] : nets::state_dict(prior.module())) weights[name] = tensor.detach().to(dtype).contiguous();
   Metadata metadata = extra;
   metadata[kMetadataKey] = prior.description().dump();
   write_safetensors(path, weights, metadata);

@@ -1,32 +1,75 @@
-// A diffusion prior on disk: a network + its noise schedule, stored as
-// safetensors whose metadata names the architecture and its config, so
-// `--model FILE` needs nothing else.
+// A diffusion prior: a network + its noise schedule. On disk it is a
+// safetensors file whose metadata names the architecture and its config, so
+// `--model FILE` needs nothing else; a diffusers model folder (config.json +
+// weights) also loads directly.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "diffusion/denoiser.hpp"
 #include "io/safetensors.hpp"
 #include "nets/adm_unet.hpp"
+#include "nets/ddpm_unet.hpp"
 
 namespace ud2m::diffusion {
 
-class AdmPrior : public Denoiser {
+class Prior : public Denoiser {
  public:
-  AdmPrior(const nets::AdmConfig& config, Schedule schedule);
-  torch::Tensor epsilon(const torch::Tensor& x_t, const torch::Tensor& t) override;
+  explicit Prior(Schedule schedule) : schedule_(std::move(schedule)) {}
   const Schedule& schedule() const override { return schedule_; }
-  nets::AdmUNet& net() { return net_; }
-  // Model-file metadata describing this prior.
-  nlohmann::json description() const;
+
+  virtual torch::nn::Module& module() = 0;
+  virtual int channels() const = 0;
+  virtual int image_size() const = 0;  // training resolution (other sizes work too)
+  // Input sizes must be multiples of this (the U-Net halves the resolution).
+  virtual int size_multiple() const = 0;
+  // Weights in `dtype` (bf16: the fast CPU path), convolutions channels-last.
+  virtual void set_inference_precision(torch::ScalarType dtype, bool channels_last) = 0;
+  // Model-file metadata: format, arch, config, schedule.
+  virtual nlohmann::json description() const = 0;
 
  private:
-  nets::AdmUNet net_;
   Schedule schedule_;
 };
 
-std::shared_ptr<AdmPrior> load_prior(const std::string& path);
+class AdmPrior : public Prior {
+ public:
+  AdmPrior(const nets::AdmConfig& config, Schedule schedule);
+  torch::Tensor epsilon(const torch::Tensor& x_t, const torch::Tensor& t) override;
+  torch::nn::Module& module() override { return *net_; }
+  int channels() const override { return net_->config().in_channels; }
+  int image_size() const override { return net_->config().image_size; }
+  int size_multiple() const override { return 1 << (net_->config().channel_mult.size() - 1); }
+  void set_inference_precision(torch::ScalarType dtype, bool channels_last) override;
+  nlohmann::json description() const override;
+  nets::AdmUNet& net() { return net_; }
+
+ private:
+  nets::AdmUNet net_;
+};
+
+class DdpmPrior : public Prior {
+ public:
+  DdpmPrior(const nets::DdpmConfig& config, Schedule schedule, int image_size);
+  torch::Tensor epsilon(const torch::Tensor& x_t, const torch::Tensor& t) override;
+  torch::nn::Module& module() override { return *net_; }
+  int channels() const override { return net_->config().in_channels; }
+  int image_size() const override { return image_size_; }
+  int size_multiple() const override { return 1 << (net_->config().block_out_channels.size() - 1); }
+  void set_inference_precision(torch::ScalarType dtype, bool channels_last) override;
+  nlohmann::json description() const override;
+
+ private:
+  nets::DdpmUNet net_;
+  int image_size_;
+};
+
+using PriorPtr = std::shared_ptr<Prior>;
+
+// A ud2m prior file, or a diffusers UNet2DModel folder.
+PriorPtr load_prior(const std::string& path);
 // Weights stored in `dtype` (e.g. bf16 to halve the file); written atomically.
-void save_prior(const std::string& path, AdmPrior& prior, torch::ScalarType dtype = torch::kFloat32,
+void save_prior(const std::string& path, Prior& prior, torch::ScalarType dtype = torch::kFloat32,
                 const Metadata& extra = {});
 
 }  // namespace ud2m::diffusion

@@ -376,15 +376,6 @@ torch::Tensor AdmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& 
   return out->forward(h).to(x.scalar_type());
 }
 
-void AdmUNetImpl::set_inference_precision(torch::ScalarType dtype, bool channels_last) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : parameters()) {
-    auto data = p.to(dtype);
-    if (channels_last && data.dim() == 4) data = data.contiguous(torch::MemoryFormat::ChannelsLast);
-    p.set_data(data);
-  }
-}
-
 int64_t count_parameters(torch::nn::Module& module) {
   int64_t n = 0;
   for (auto& p : module.parameters()) n += p.numel();

@@ -51,10 +51,6 @@ class AdmUNetImpl : public torch::nn::Module {
   // network output (ε, plus the variance interpolation when learn_sigma).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels = {});
   const AdmConfig& config() const { return config_; }
-  // Stores weights in `dtype` (bf16: the CPU's fast path; GroupNorm still runs
-  // in fp32) and convolution weights channels-last when asked. Inputs and
-  // outputs keep their own dtype.
-  void set_inference_precision(torch::ScalarType dtype, bool channels_last);
 
  private:
   AdmConfig config_;

@@ -1,4 +1,5 @@
 #include "core/atomic_file.hpp"
+#include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
 #include "nets/ddpm_unet.hpp"
 #include "nets/state_dict.hpp"
@@ -30,4 +31,18 @@ TEST(DdpmUNet, LsunBedroomConfigHasThePublishedParameterCount) {
   int64_t n = 0;
   for (auto& p : net->parameters()) n += p.numel();
   EXPECT_EQ(n, 113673219);
+}
+
+TEST(DdpmUNet, DiffusersFolderLoadsAsAPriorAndRoundTripsThroughAPriorFile) {
+  auto folder = test::refs_dir("ddpm") / "ho";
+  auto prior = diffusion::load_prior(folder.string());
+  EXPECT_EQ(prior->image_size(), 16);
+  auto io = read_safetensors((folder / "io.safetensors").string()).tensors;
+  torch::NoGradGuard no_grad;
+  auto eps = prior->epsilon(io.at("x"), io.at("t"));
+  EXPECT_LE(test::max_rel_error(eps, io.at("out")), 1e-5);
+  auto dir = test::temp_dir();
+  diffusion::save_prior((dir / "p.safetensors").string(), *prior);
+  auto again = diffusion::load_prior((dir / "p.safetensors").string());
+  EXPECT_TRUE(torch::equal(again->epsilon(io.at("x"), io.at("t")), eps));
 }

@@ -89,9 +89,9 @@ TEST(PriorTrainer, WritesAShippablePriorThatLoads) {
   trainer.step();
   trainer.save_checkpoint();
   auto prior = diffusion::load_prior(options.out_dir + "/prior.safetensors");
-  EXPECT_EQ(prior->net()->config().image_size, 16);
+  EXPECT_EQ(prior->image_size(), 16);
   // bf16 storage of the EMA weights: equal to them up to bf16 rounding.
-  auto a = prior->net()->parameters()[0];
+  auto a = prior->module().parameters()[0];
   auto b = trainer.ema().net()->parameters()[0];
   EXPECT_TRUE(torch::allclose(a, b.to(torch::kBFloat16).to(torch::kFloat32)));
 }
