@@ -26,7 +26,18 @@ struct Degradation {
   nlohmann::json sidecar;  // task, sigma, seed, shapes, operator->to_json()
 };
 
+// Version of the sidecar layout written by make_degradation; readers reject others.
+inline constexpr int kSidecarVersion = 1;
+
 std::vector<std::string> task_names();
+// The option keys a task accepts (CLI flag names without the leading dashes),
+// e.g. {"kernel-size", "kernel-std", "boundary"} for gaussian_deblur.
+std::vector<std::string> task_options(const std::string& task);
+// The noise uses its own stream, derived from the seed, so that changing the
+// noise level never changes the operator's random draws (mask, motion kernel).
+uint64_t noise_seed(uint64_t seed);
+// Rebuilds any operator from its to_json() (the "type" field picks the class).
+OperatorPtr operator_from_json(const nlohmann::json& j);
 // image_shape is (N, C, H, W) of the clean image the operator applies to.
 Degradation make_degradation(const TaskSpec& spec, const std::vector<int64_t>& image_shape);
 Degradation degradation_from_sidecar(const nlohmann::json& sidecar);
