@@ -52,10 +52,13 @@ torch::Tensor CircularBlur::prox(const torch::Tensor& z, const torch::Tensor& y,
   UD2M_CHECK(gamma >= 0, "prox step gamma must be non-negative, not {}", gamma);
   check_input(z);
   check_input(y);
-  auto K = spectrum_like(spectrum_, z);
-  auto num = gamma * K.conj() * torch::fft::rfft2(y) + torch::fft::rfft2(z);
-  auto den = gamma * spectrum_like(spectrum_.abs().pow(2), z) + 1;
-  return torch::fft::irfft2(num / den, std::vector<int64_t>{height_, width_});
+  // Per-frequency weights on the small half spectrum first, so the full-size
+  // work is two products and a sum: X = γK̄/(γ|K|²+1)·Y + 1/(γ|K|²+1)·Z.
+  auto inv_den = 1 / (gamma * spectrum_.abs().pow(2) + 1);
+  auto y_weight = spectrum_like(gamma * spectrum_.conj() * inv_den, z);
+  auto z_weight = inv_den.to(z.device(), z.scalar_type());
+  auto X = y_weight * torch::fft::rfft2(y) + z_weight * torch::fft::rfft2(z);
+  return torch::fft::irfft2(X, std::vector<int64_t>{height_, width_});
 }
 
 nlohmann::json CircularBlur::to_json() const {

@@ -25,8 +25,10 @@ torch::Tensor Inpainting::forward(const torch::Tensor& x) const { return x * mas
 
 torch::Tensor Inpainting::prox(const torch::Tensor& z, const torch::Tensor& y, double gamma) const {
   UD2M_CHECK(gamma >= 0, "prox step gamma must be non-negative, not {}", gamma);
+  // (γm y + z)/(γm + 1) = z + w (y − z) with w = γm/(γm + 1) computed on the small (H, W) mask.
   auto m = mask_for(z);
-  return (gamma * m * y + z) / (gamma * m + 1);
+  auto w = gamma * m / (gamma * m + 1);
+  return torch::addcmul(z, w, y - z);
 }
 
 nlohmann::json Inpainting::to_json() const { return {{"type", name()}, {"mask", mask_to_json(mask_)}}; }
