@@ -100,26 +100,56 @@ ConvBlur::ConvBlur(torch::Tensor kernel, Boundary boundary, int64_t height, int6
                height, width);
 }
 
+namespace {
+// deepinv's padding: centre at h/2, so even kernels pad one less before than after.
+struct Pads {
+  int64_t top, bottom, left, right;
+};
+Pads same_size_pads(const torch::Tensor& kernel) {
+  const int64_t h = kernel.size(0), w = kernel.size(1);
+  return {h / 2 - (h - 1) % 2, h / 2, w / 2 - (w - 1) % 2, w / 2};
+}
+
+// Adjoint of reflect padding along one dimension (before/after pixels added):
+// every mirrored pixel sends its value back to the pixel it copied.
+torch::Tensor reflect_pad_adjoint_1d(const torch::Tensor& p, int64_t dim, int64_t before, int64_t after) {
+  const int64_t n = p.size(dim) - before - after;
+  auto out = p.narrow(dim, before, n).clone();
+  auto index = torch::TensorOptions().dtype(torch::kLong).device(p.device());
+  if (before > 0)  // padded[j] = x[before − j], j < before
+    out.index_add_(dim, torch::arange(before, 0, -1, index), p.narrow(dim, 0, before));
+  if (after > 0)  // padded[before + n + k] = x[n − 2 − k]
+    out.index_add_(dim, torch::arange(n - 2, n - 2 - after, -1, index), p.narrow(dim, before + n, after));
+  return out;
+}
+
+torch::Tensor conv_valid_adjoint(const torch::Tensor& y, const torch::Tensor& kernel) {
+  const auto N = y.size(0), C = y.size(1);
+  auto weight = kernel.flip({0, 1}).to(y.device(), y.scalar_type()).view({1, 1, kernel.size(0), kernel.size(1)});
+  auto out = torch::conv_transpose2d(y.reshape({N * C, 1, y.size(2), y.size(3)}), weight);
+  return out.view({N, C, out.size(2), out.size(3)});
+}
+}  // namespace
+
 torch::Tensor ConvBlur::forward(const torch::Tensor& x) const {
   UD2M_CHECK(x.dim() == 4 && x.size(2) == height_ && x.size(3) == width_,
              "the blur was built for {}x{} images, not input of shape {}", height_, width_, x.sizes().vec());
   if (boundary_ == Boundary::valid) return conv_valid(x, kernel_);
-  // Same padding as deepinv: centre at h/2, so even kernels pad one less before than after.
-  const int64_t h = kernel_.size(0), w = kernel_.size(1);
-  const int64_t top = h / 2 - (h - 1) % 2, left = w / 2 - (w - 1) % 2;
+  const auto p = same_size_pads(kernel_);
   auto padded = torch::nn::functional::pad(
-      x, torch::nn::functional::PadFuncOptions({left, w / 2, top, h / 2}).mode(torch::kReflect));
+      x, torch::nn::functional::PadFuncOptions({p.left, p.right, p.top, p.bottom}).mode(torch::kReflect));
   return conv_valid(padded, kernel_);
 }
 
+// Explicit transpose (no autograd), so it also works under InferenceMode.
 torch::Tensor ConvBlur::adjoint(const torch::Tensor& y) const {
-  // The operator is linear, so the vector-Jacobian product at any point is Aᵀy exactly.
-  torch::AutoGradMode enable(true);
-  auto x = torch::zeros({y.size(0), y.size(1), height_, width_}, y.options().requires_grad(true));
-  auto out = forward(x);
-  UD2M_CHECK(out.sizes() == y.sizes(), "the blur adjoint expects input of shape {}, not {}", out.sizes().vec(),
-             y.sizes().vec());
-  return torch::autograd::grad({out}, {x}, {y}, /*retain_graph=*/false, /*create_graph=*/y.requires_grad())[0];
+  const auto expected = output_shape({y.size(0), y.size(1), height_, width_});
+  UD2M_CHECK(y.dim() == 4 && y.sizes().vec() == expected, "the blur adjoint expects input of shape {}, not {}",
+             expected, y.sizes().vec());
+  auto full = conv_valid_adjoint(y, kernel_);
+  if (boundary_ == Boundary::valid) return full;
+  const auto p = same_size_pads(kernel_);
+  return reflect_pad_adjoint_1d(reflect_pad_adjoint_1d(full, 2, p.top, p.bottom), 3, p.left, p.right);
 }
 
 std::vector<int64_t> ConvBlur::output_shape(const std::vector<int64_t>& s) const {

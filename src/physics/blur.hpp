@@ -3,8 +3,9 @@
 //    (γ|K|² + 1)⁻¹(γK̄Y + Z) and A† (K̄/|K|² where |K| > 1e-5, else 0, as
 //    deepinv's BlurFFT) are exact and cheap.
 //  - ConvBlur: "reflect" (output the image's size, mirrored border) or "valid"
-//    (output shrinks by the kernel size − 1); Aᵀ is the exact vector-Jacobian
-//    product of the linear map, prox and A† use conjugate gradients.
+//    (output shrinks by the kernel size − 1); Aᵀ is the exact transpose
+//    (transposed convolution, then the mirrored border folded back), prox and
+//    A† use conjugate gradients.
 #pragma once
 #include "physics/operator.hpp"
 

@@ -112,3 +112,16 @@ TEST(PhysicsSerialize, Base64AndMasksRoundTrip) {
   auto t = torch::randn({3, 4});
   EXPECT_TRUE(torch::equal(tensor_from_json(nlohmann::json::parse(tensor_to_json(t).dump()), "t"), t));
 }
+
+TEST(PhysicsDegradation, CompositionRoundTrips) {
+  auto blur = make_degradation({"gaussian_deblur", 0, 0, {}}, {1, 3, 16, 16}).op;
+  auto mask = make_degradation({"inpainting_random", 0, 4, {}}, {1, 3, 16, 16}).op;
+  nlohmann::json j = {{"type", "composition"}, {"outer", mask->to_json()}, {"inner", blur->to_json()}};
+  auto op = operator_from_json(nlohmann::json::parse(j.dump()));
+  EXPECT_EQ(op->to_json(), j);
+  auto x = torch::randn({1, 3, 16, 16});
+  EXPECT_TRUE(torch::equal(op->forward(x), mask->forward(blur->forward(x))));
+  // Only linear operators compose.
+  j["inner"] = make_degradation({"jpeg", 0, 0, {}}, {1, 3, 16, 16}).op->to_json();
+  EXPECT_THROW(operator_from_json(j), ud2m::Error);
+}

@@ -152,3 +152,42 @@ TEST(PhysicsLinear, KernelLargerThanImageIsAnError) {
   EXPECT_THROW(ConvBlur(gaussian_kernel(9, 2), ConvBlur::Boundary::valid, 16, 8), ud2m::Error);
   EXPECT_THROW(Downsampling(sr_filter("bicubic", 2), 3, 12, 13), ud2m::Error);
 }
+
+namespace {
+// The explicit matrix of a linear operator on (1, 1, H, W) images, float64.
+torch::Tensor dense_matrix(const LinearOperator& op, int64_t H, int64_t W) {
+  auto basis = torch::eye(H * W, torch::kFloat64).view({H * W, 1, H, W});
+  return op.forward(basis).flatten(1).t();  // (outputs, H·W)
+}
+}  // namespace
+
+TEST(PhysicsLinear, PseudoInverseEqualsTheMatrixPseudoInverse) {
+  struct Dense {
+    std::string label;
+    LinearOperatorPtr op;
+    int64_t H, W;
+    double tolerance;
+  };
+  const std::vector<Dense> cases = {
+      {"circular_gaussian", std::make_shared<CircularBlur>(gaussian_kernel(3, 0.8), 8, 6), 8, 6, 1e-8},
+      {"sr2_bicubic", std::make_shared<Downsampling>(sr_filter("bicubic", 2), 2, 8, 8), 8, 8, 1e-8},
+      {"sr2_box", std::make_shared<Downsampling>(sr_filter("box", 2), 2, 6, 8), 6, 8, 1e-8},
+      {"inpainting", std::make_shared<Inpainting>(random_mask(7, 5, 0.4, 3)), 7, 5, 1e-12},
+      {"valid_blur_cg", std::make_shared<ConvBlur>(random_kernel(3, 2, 4), ConvBlur::Boundary::valid, 7, 6), 7, 6,
+       1e-3},
+  };
+  for (const auto& c : cases) {
+    auto A = dense_matrix(*c.op, c.H, c.W);
+    auto y = torch::randn({A.size(0)}, torch::kFloat64);
+    auto expected = torch::matmul(torch::linalg_pinv(A), y).view({1, 1, c.H, c.W});
+    auto ours = c.op->pinv(y.view(c.op->output_shape({1, 1, c.H, c.W})));
+    EXPECT_LE(ud2m::test::max_rel_error(ours, expected), c.tolerance) << c.label;
+  }
+}
+
+TEST(PhysicsLinear, WorksUnderInferenceMode) {
+  c10::InferenceMode guard;
+  ConvBlur op(random_kernel(3, 3, 1), ConvBlur::Boundary::reflect, 10, 10);
+  auto y = op.adjoint(op.forward(torch::randn({1, 3, 10, 10})));
+  EXPECT_EQ(y.sizes().vec(), (std::vector<int64_t>{1, 3, 10, 10}));
+}
