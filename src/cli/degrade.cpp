@@ -76,7 +76,8 @@ std::string task_list() {
          "  denoise                  A = I\n"
          "  gaussian_deblur          Gaussian blur [--kernel-size 5 --kernel-std 1.7320508 (variance 3)]\n"
          "  uniform_deblur           box blur [--kernel-size 5]\n"
-         "  motion_deblur            random camera-shake PSF from --seed [--kernel-size 31]\n"
+         "  motion_deblur            random camera-shake PSF from --seed (Matern GP trajectory, l 0.3, sigma 0.25)\n"
+         "                           [--kernel-size 31]\n"
          "  kernel_deblur            blur with --kernel FILE (gray PNG/JPEG or safetensors, normalised to sum 1)\n"
          "                           (all blurs: [--boundary circular]; reflect keeps the size, valid shrinks it)\n"
          "  sr                       anti-aliasing filter + decimation [--factor 4 --filter bicubic]\n"
@@ -87,7 +88,8 @@ std::string task_list() {
          "  phase_retrieval          |FFT(zero-padded x)|^2 per channel [--oversampling 2]; .safetensors output\n"
          "  random_phase_retrieval   the same after a random unit-modulus phase mask from --seed\n"
          "Writes OUT (.png image, or .safetensors: exact float measurement in [-1, 1] units under key 'y')\n"
-         "and the sidecar OUT with extension .json, which `ud2m restore` uses to rebuild the operator.";
+         "and the sidecar (OUT with its extension replaced by .json), from which `ud2m restore` rebuilds\n"
+         "the operator and noise exactly. Nothing is written if any check fails.";
 }
 
 }  // namespace
@@ -103,25 +105,27 @@ void add_degrade_command(CLI::App& app) {
       ->capture_default_str();
   struct Flag {
     const char* name;
+    const char* type;
     const char* help;
   };
   static const Flag flags[] = {
-      {"kernel-size", "blur kernel side in pixels (gaussian/uniform 5, motion 31)"},
-      {"kernel-std", "Gaussian kernel std in pixels (default sqrt(3))"},
-      {"kernel", "kernel file for kernel_deblur (gray PNG/JPEG or .safetensors)"},
-      {"boundary", "blur boundary: circular (default), reflect or valid"},
-      {"factor", "super-resolution factor (default 4)"},
-      {"filter", "super-resolution filter: bicubic (default), gaussian or box"},
-      {"fraction", "fraction of missing pixels for inpainting_random (default 0.7)"},
-      {"box-size", "missing box for inpainting_box: N or HxW (default half of each side)"},
-      {"mask", "mask PNG for inpainting_mask (white = observed)"},
-      {"quality", "JPEG quality factor 1..100 (default 10)"},
-      {"oversampling", "phase retrieval zero-padding factor (default 2)"},
+      {"kernel-size", "INT", "blur kernel side in pixels (gaussian/uniform 5, motion 31)"},
+      {"kernel-std", "FLOAT", "Gaussian kernel std in pixels (default sqrt(3))"},
+      {"kernel", "FILE", "kernel file for kernel_deblur (gray PNG/JPEG or .safetensors)"},
+      {"boundary", "NAME", "blur boundary: circular (default), reflect or valid"},
+      {"factor", "INT", "super-resolution factor (default 4)"},
+      {"filter", "NAME", "super-resolution filter: bicubic (default), gaussian or box"},
+      {"fraction", "FLOAT", "fraction of missing pixels for inpainting_random (default 0.7)"},
+      {"box-size", "N|HxW", "missing box for inpainting_box: N or HxW (default half of each side)"},
+      {"mask", "FILE", "mask PNG for inpainting_mask (white = observed)"},
+      {"quality", "INT", "JPEG quality factor 1..100 (default 10)"},
+      {"oversampling", "INT", "phase retrieval zero-padding factor (default 2)"},
   };
   for (const auto& flag : flags) {
     std::string name = flag.name;
     cmd->add_option_function<std::string>(
-        "--" + name, [args, name](const std::string& value) { args->flags[name] = value; }, flag.help);
+        "--" + name, [args, name](const std::string& value) { args->flags[name] = value; }, flag.help)
+        ->type_name(flag.type);
   }
   cmd->add_option("IN", args->input, "clean image (PNG or JPEG)")->required();
   cmd->add_option("OUT", args->output, "measurement: .png or .safetensors")->required();
