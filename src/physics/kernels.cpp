@@ -58,7 +58,7 @@ torch::Tensor motion_kernel(int64_t size, uint64_t seed, double l, double sigma)
   auto iy = torch::floor((fy + 1) / 2 * size).to(torch::kLong);
   auto inside = (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size);
   auto k = torch::zeros({size * size}, torch::kFloat64);
-  auto idx = (iy * size + ix).masked_select(inside);
+  auto idx = (ix * size + iy).masked_select(inside);  // first coordinate = row, as deepinv
   k.index_add_(0, idx, torch::ones({idx.numel()}, torch::kFloat64));
   if (k.sum().item<double>() == 0) k[size * size / 2] = 1;  // a path that left the grid: no blur
   return normalised(k.view({size, size}));

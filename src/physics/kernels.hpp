@@ -17,7 +17,9 @@ torch::Tensor box_kernel(int64_t size);
 // Random camera-shake PSF: a 2-D trajectory whose coordinates are Gaussian
 // processes with a Matérn-5/2 covariance (length scale l, amplitude sigma) on
 // t ∈ [−π, π], sampled at 1000 steps of which the first 1000/(2π) are kept,
-// histogrammed on a size×size grid over [−1, 1]² (deepinv MotionBlurGenerator).
+// histogrammed on a size×size grid over [−1, 1]² (first coordinate = row). The
+// seeded CPU generator makes this deepinv MotionBlurGenerator's kernel for the
+// same seed, bit for bit (tested).
 torch::Tensor motion_kernel(int64_t size, uint64_t seed, double l = 0.3, double sigma = 0.25);
 // Anti-aliasing filters of deepinv's Downsampling for a decimation factor.
 torch::Tensor bicubic_filter(int64_t factor);  // 4·factor wide, Keys a = −0.5

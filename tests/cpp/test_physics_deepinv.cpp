@@ -74,3 +74,13 @@ TEST(PhysicsDeepinv, Inpainting) {
   Inpainting op(t.at("mask"));
   compare("inpainting", op, t);
 }
+
+TEST(PhysicsDeepinv, MotionBlurGenerator) {
+  for (int seed : {0, 7}) {
+    auto theirs = load("motion_" + std::to_string(seed)).at("kernel");
+    auto ours = motion_kernel(31, seed);
+    const double err = max_rel_error(ours, theirs);
+    std::printf("deepinv agreement motion kernel seed %d: max rel err %.2e\n", seed, err);
+    EXPECT_LE(err, 1e-5) << seed;
+  }
+}

@@ -70,3 +70,10 @@ def generate(out):
     photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float()[None] / 255
     photo = torch.nn.functional.avg_pool2d(photo, 4)[:, :, :120, :104]
     save_file({"photo": (photo * 255).round().div(255).contiguous()}, str(out / "photo.safetensors"))
+
+    # Motion blur PSFs from deepinv's generator: the same seeded torch CPU
+    # generator draws the same trajectories in C++.
+    for seed in (0, 7):
+        gen = dinv.physics.generator.MotionBlurGenerator((31, 31), rng=torch.Generator().manual_seed(seed))
+        save_file({"kernel": gen.step(batch_size=1, seed=seed)["filter"][0, 0].contiguous()},
+                  str(out / f"motion_{seed}.safetensors"))
