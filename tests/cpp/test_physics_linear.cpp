@@ -129,7 +129,8 @@ TEST(PhysicsLinear, ClosedFormProxMatchesConjugateGradients) {
 TEST(PhysicsLinear, PseudoInverse) {
   for (const auto& c : cases()) {
     auto p = make_problem(c, 5);
-    auto Ax = p.op->forward(p.x);
+    // One image, one channel: CG-based pseudo-inverses run hundreds of iterations.
+    auto Ax = p.op->forward(p.x.slice(0, 0, 1).slice(1, 0, 1));
     auto again = p.op->forward(p.op->pinv(Ax));
     EXPECT_LE(((again - Ax).norm() / Ax.norm()).item<double>(), c.pinv_tolerance) << c.label;
   }
