@@ -20,10 +20,18 @@ struct TaskSpec {
   std::map<std::string, std::string> options;  // task-specific settings (kernel size, factor, ...)
 };
 
+// The sidecar (format_version 1) is a JSON object:
+//   format "ud2m-degradation", format_version, task, sigma ([0, 1] units), seed,
+//   noise_seed (the noise generator's seed, noise_seed(seed)), options (the task
+//   options as given), input_shape and measurement_shape (N, C, H, W), and
+//   operator: op->to_json(), which holds every value needed to rebuild the
+//   operator without the original files or random draws (kernel values, mask
+//   bits, sizes; only the phase-retrieval phase mask is regenerated from its seed).
+// `ud2m degrade` adds measurement: {file, encoding}.
 struct Degradation {
   OperatorPtr op;
   GaussianNoise noise;
-  nlohmann::json sidecar;  // task, sigma, seed, shapes, operator->to_json()
+  nlohmann::json sidecar;
 };
 
 // Version of the sidecar layout written by make_degradation; readers reject others.
