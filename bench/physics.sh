@@ -1,16 +1,25 @@
 #!/bin/sh
 # Physics operators, C++ (ud2m) vs deepinv, same machine, same run.
-# Usage: bench/physics.sh BUILD_DIR PYTHON
+# Usage: bench/physics.sh [BUILD_BENCH_DIR] [PYTHON] [ROUNDS]
+# The two programs alternate for ROUNDS rounds and each time is the fastest seen,
+# so a burst of load from other processes does not decide the ratio.
 set -e
-build=${1:-build}
+bench=${1:-build/bench}
 python=${2:-$HOME/.cache/ud2m/venv/bin/python}
+rounds=${3:-3}
 here=$(dirname "$0")
-cpp=$("$build/bench_physics")
-py=$("$python" "$here/bench_physics.py")
-echo "$cpp" > /tmp/ud2m_bench_cpp.$$
-echo "$py" > /tmp/ud2m_bench_py.$$
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+i=0
+while [ $i -lt "$rounds" ]; do
+  "$bench/bench_physics" | sed 's/^/cpp /' >> "$tmp/all"
+  "$python" "$here/bench_physics.py" | sed 's/^/py /' >> "$tmp/all"
+  i=$((i + 1))
+done
 printf "%-24s %10s %10s %8s %10s %10s %8s\n" operator "A ud2m" "A deepinv" speedup "prox ud2m" "prox dinv" speedup
-# Both print the operators in the same order: pair the lines.
-paste -d' ' /tmp/ud2m_bench_cpp.$$ /tmp/ud2m_bench_py.$$ |
-  awk '{printf "%-24s %8.2fms %8.2fms %7.2fx %8.2fms %8.2fms %7.2fx\n", $1, $2, $5, $5/$2, $3, $6, $6/$3}'
-rm -f /tmp/ud2m_bench_cpp.$$ /tmp/ud2m_bench_py.$$
+awk '
+  { key = $1 " " $2; if (!(key in a) || $3 < a[key]) a[key] = $3; if (!(key in p) || $4 < p[key]) p[key] = $4;
+    if ($1 == "cpp" && !($2 in seen)) { seen[$2] = 1; order[n++] = $2 } }
+  END { for (i = 0; i < n; i++) { o = order[i]; c = "cpp " o; d = "py " o;
+          printf "%-24s %8.2fms %8.2fms %7.2fx %8.2fms %8.2fms %7.2fx\n", o, a[c], a[d], a[d] / a[c], p[c], p[d], p[d] / p[c] } }
+' "$tmp/all"
