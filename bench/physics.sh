@@ -1,12 +1,15 @@
 #!/bin/sh
 # Physics operators, C++ (ud2m) vs deepinv, same machine, same run.
-# Usage: bench/physics.sh [BUILD_BENCH_DIR] [PYTHON] [ROUNDS]
+# Usage: bench/physics.sh [BUILD_BENCH_DIR] [PYTHON] [ROUNDS] [THREADS]
 # The two programs alternate for ROUNDS rounds and each time is the fastest seen,
 # so a burst of load from other processes does not decide the ratio.
 set -e
 bench=${1:-build/bench}
 python=${2:-$HOME/.cache/ud2m/venv/bin/python}
 rounds=${3:-3}
+# Both sides get the same intra-op thread count (default 1: on a busy 2-core
+# machine a descheduled worker thread costs a whole time slice per op).
+export OMP_NUM_THREADS=${4:-1}
 here=$(dirname "$0")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

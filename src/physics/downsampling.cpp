@@ -25,6 +25,7 @@ Downsampling::Downsampling(torch::Tensor filter, int64_t factor, int64_t height,
              "the {}x{} anti-aliasing filter is larger than the {}x{} image", filter_.size(0), filter_.size(1),
              height, width);
   spectrum_ = kernel_spectrum(filter_, height, width, /*half=*/false);
+  half_spectrum_ = kernel_spectrum(filter_, height, width, /*half=*/true);
   aliased_power_ = block_mean(spectrum_.abs().pow(2));
 }
 
@@ -52,7 +53,8 @@ torch::Tensor Downsampling::tile(const torch::Tensor& s) const {
 
 torch::Tensor Downsampling::forward(const torch::Tensor& x) const {
   check_input(x);
-  auto blurred = torch::real(torch::fft::ifft2(torch::fft::fft2(x) * spectrum_like(spectrum_, x)));
+  auto blurred = torch::fft::irfft2(torch::fft::rfft2(x) * spectrum_like(half_spectrum_, x),
+                                    std::vector<int64_t>{height_, width_});
   return blurred.slice(2, 0, height_, factor_).slice(3, 0, width_, factor_);
 }
 
@@ -77,12 +79,12 @@ torch::Tensor Downsampling::prox(const torch::Tensor& z, const torch::Tensor& y,
   UD2M_CHECK(gamma >= 0, "prox step gamma must be non-negative, not {}", gamma);
   check_input(z);
   if (gamma == 0) return z;
-  // (AᵀA + I/γ)⁻¹ b with b = Aᵀy + z/γ, by Woodbury: γ(b − Aᵀ(AAᵀ + I/γ)⁻¹A b).
-  auto b = adjoint(y) + z / gamma;
+  // (AᵀA + I/γ)⁻¹ b with b = Aᵀy + z/γ, by Woodbury: γ(b − Aᵀ(AAᵀ + I/γ)⁻¹A b),
+  // all in Fourier (F Aᵀy = H̄·tile(F y)), so only two full-size transforms.
   auto Hk = spectrum_like(spectrum_, z);
-  auto Ab = block_mean(Hk * torch::fft::fft2(b));
-  auto solved = Ab / (aliased_power_.to(z.device(), z.scalar_type()) + 1 / gamma);
-  return gamma * (b - adjoint_from_spectrum(solved));
+  auto Fb = Hk.conj() * tile(torch::fft::fft2(y)) + torch::fft::fft2(z) / gamma;
+  auto solved = block_mean(Hk * Fb) / (aliased_power_.to(z.device(), z.scalar_type()) + 1 / gamma);
+  return gamma * torch::real(torch::fft::ifft2(Fb - Hk.conj() * tile(solved)));
 }
 
 std::vector<int64_t> Downsampling::output_shape(const std::vector<int64_t>& s) const {

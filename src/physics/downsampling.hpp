@@ -39,7 +39,8 @@ class Downsampling : public LinearOperator {
   void check_input(const torch::Tensor& x) const;
   torch::Tensor filter_;
   int64_t factor_, height_, width_;
-  torch::Tensor spectrum_;  // (H, W) complex128
+  torch::Tensor spectrum_;       // (H, W) complex128
+  torch::Tensor half_spectrum_;  // (H, W/2+1) complex128, for the real-FFT forward
   torch::Tensor aliased_power_;  // mean of |H|² over aliases, (H/f, W/f) float64: the eigenvalues of AAᵀ
 };
 
