@@ -10,15 +10,19 @@
 namespace ud2m::test {
 
 // Reference files written by tests/python/make_refs.py (the `python_refs` fixture).
-inline std::filesystem::path refs_dir(const std::string& area) {
-  const char* dir = std::getenv("UD2M_REFS_DIR");
-  return std::filesystem::path(dir ? dir : "refs") / area;
+// Paths come from the build (tests/CMakeLists.txt); the environment may override.
+inline std::string setting(const char* name, const char* built_in) {
+  const char* value = std::getenv(name);
+  return value ? value : built_in;
 }
 
-inline std::string ud2m_binary() {
-  const char* bin = std::getenv("UD2M_BIN");
-  return bin ? bin : "ud2m";
+inline std::filesystem::path refs_dir(const std::string& area) {
+  return std::filesystem::path(setting("UD2M_REFS_DIR", UD2M_DEFAULT_REFS_DIR)) / area;
 }
+
+inline std::string ud2m_binary() { return setting("UD2M_BIN", UD2M_DEFAULT_BIN); }
+
+inline std::string python() { return setting("UD2M_PYTHON", UD2M_DEFAULT_PYTHON); }
 
 inline std::filesystem::path source_dir() { return UD2M_SOURCE_DIR; }
 
