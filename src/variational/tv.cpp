@@ -34,7 +34,7 @@ torch::Tensor magnitude(const torch::Tensor& gx, const torch::Tensor& gy) {
   return (gx.pow(2) + gy.pow(2)).sum(1, true).sqrt();
 }
 
-constexpr double kTvWeightPerSigma = 1.0;
+constexpr double kTvWeightPerSigma = 0.1;
 
 }  // namespace
 
@@ -82,8 +82,9 @@ torch::Tensor tv_restore(const physics::Operator& op, const torch::Tensor& y, co
     }
     return z;
   }
-  // Nonlinear operator: proximal gradient from the mid-grey image.
-  auto x = torch::zeros(image_shape, y.options());
+  // Nonlinear operator: proximal gradient, from y itself when it is an image
+  // of the right size (JPEG), else from mid-grey (phase retrieval).
+  auto x = y.sizes().vec() == image_shape ? y.clamp(-1, 1) : torch::zeros(image_shape, y.options());
   for (int k = 0; k < options.iterations; ++k) {
     x = tv_prox(x - options.step * op.data_grad(x, y), options.step * lambda, options.inner).clamp(-1, 1);
     if (on_step) on_step(k, x);

@@ -22,7 +22,7 @@ struct TvOptions {
   double weight = 0.0;    // λ in model units; 0 picks default_tv_weight(σ)
   int iterations = 100;   // outer ADMM / proximal-gradient iterations
   int inner = 20;         // dual iterations of each TV prox
-  double step = 1.0;      // gradient step for nonlinear operators
+  double step = 0.05;      // gradient step for nonlinear operators
 };
 
 // A λ that works across the built-in tasks at measurement noise σ ([0, 1] units).
