@@ -17,7 +17,11 @@ inline std::filesystem::path refs_dir(const std::string& area) {
 
 inline std::string ud2m_binary() {
   const char* bin = std::getenv("UD2M_BIN");
+#ifdef UD2M_DEFAULT_BIN
+  return bin ? bin : UD2M_DEFAULT_BIN;
+#else
   return bin ? bin : "ud2m";
+#endif
 }
 
 inline std::filesystem::path source_dir() { return UD2M_SOURCE_DIR; }
