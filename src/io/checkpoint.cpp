@@ -101,7 +101,8 @@ TensorFile parse_detected(const std::string& bytes, const std::string& file, con
 }  // namespace
 
 CheckpointFormat detect_checkpoint_format(std::string_view bytes) {
-  if (bytes.size() >= 9 && bytes[8] == '{' && u64_le(bytes) <= bytes.size() - 8) return CheckpointFormat::Safetensors;
+  // A JSON header of plausible length; whether it fits the file is parse_safetensors' to say.
+  if (bytes.size() >= 9 && bytes[8] == '{' && u64_le(bytes) < (100u << 20)) return CheckpointFormat::Safetensors;
   if (looks_like_zip(bytes)) return CheckpointFormat::TorchZip;
   if (bytes.size() >= 262 && bytes.substr(257, 5) == "ustar") return CheckpointFormat::TorchTar;
   if (!bytes.empty() && static_cast<uint8_t>(bytes[0]) == 0x80) return CheckpointFormat::TorchLegacy;  // PROTO

@@ -76,8 +76,9 @@ PyPtr load_torch_zip(std::string_view bytes, const std::string& file, const Torc
              "torch.save instead",
              file);
   bool big_endian = false;
+  std::string scratch;
   if (zip.contains(prefix + "byteorder")) {
-    auto order = zip.read(prefix + "byteorder");
+    auto order = zip.read(prefix + "byteorder", scratch);
     UD2M_CHECK(order == "little" || order == "big", "'{}' is corrupt: unknown byte order '{}'", file, order);
     big_endian = order == "big";
   }
@@ -90,7 +91,8 @@ PyPtr load_torch_zip(std::string_view bytes, const std::string& file, const Torc
     auto s = parse_storage_id(id, file);
     auto it = loaded.find(s.key);
     if (it == loaded.end()) {
-      auto data = zip.read(prefix + "data/" + s.key);
+      std::string scratch;
+      auto data = zip.read(prefix + "data/" + s.key, scratch);
       UD2M_CHECK(data.size() >= static_cast<uint64_t>(checked_nbytes(s, bytes.size(), file)),
                  "'{}' is corrupt: storage '{}' has {} bytes but needs {}", file, s.key, data.size(),
                  s.numel * c10::elementSize(s.dtype));
@@ -100,7 +102,7 @@ PyPtr load_torch_zip(std::string_view bytes, const std::string& file, const Torc
     }
     return make_storage(it->second, s.dtype);
   };
-  return unpickle(zip.read(prefix + "data.pkl"), file, opts).value;
+  return unpickle(zip.read(prefix + "data.pkl", scratch), file, opts).value;
 }
 
 PyPtr load_torch_legacy(std::string_view bytes, const std::string& file, const TorchLoadOptions& options) {

@@ -109,7 +109,7 @@ PyGlobals make_torch_globals() {
       {"Float", torch::kFloat32}, {"Double", torch::kFloat64}, {"Half", torch::kFloat16},
       {"BFloat16", torch::kBFloat16}, {"Long", torch::kInt64}, {"Int", torch::kInt32},
       {"Short", torch::kInt16},   {"Char", torch::kInt8},     {"Byte", torch::kUInt8},
-      {"Bool", torch::kBool},
+      {"Bool", torch::kBool},     {"ComplexFloat", torch::kComplexFloat}, {"ComplexDouble", torch::kComplexDouble},
   };
   for (auto& [name, dtype] : storages) g[std::string("torch.") + name + "Storage"] = {{}, dtype};
   g["torch.UntypedStorage"] = {{}, torch::kUInt8};
@@ -120,7 +120,8 @@ PyGlobals make_torch_globals() {
       {"bfloat16", torch::kBFloat16}, {"int64", torch::kInt64},   {"long", torch::kInt64},
       {"int32", torch::kInt32},     {"int", torch::kInt32},       {"int16", torch::kInt16},
       {"short", torch::kInt16},     {"int8", torch::kInt8},       {"uint8", torch::kUInt8},
-      {"bool", torch::kBool},
+      {"bool", torch::kBool},       {"complex64", torch::kComplexFloat}, {"complex128", torch::kComplexDouble},
+      {"cfloat", torch::kComplexFloat}, {"cdouble", torch::kComplexDouble},
   };
   for (auto& [name, dtype] : dtypes) g[std::string("torch.") + name] = {{}, dtype};
   return g;
@@ -141,7 +142,8 @@ PyPtr make_storage(torch::Tensor bytes, torch::ScalarType dtype) {
 }
 
 void byteswap_storage(torch::Tensor& bytes, torch::ScalarType dtype) {
-  const int64_t elem = static_cast<int64_t>(c10::elementSize(dtype));
+  // complex numbers swap each of their two parts
+  const int64_t elem = static_cast<int64_t>(c10::elementSize(dtype)) / (c10::isComplexType(dtype) ? 2 : 1);
   if (elem == 1) return;
   auto* p = bytes.data_ptr<uint8_t>();
   for (int64_t i = 0; i + elem <= bytes.numel(); i += elem) std::reverse(p + i, p + i + elem);

@@ -1,5 +1,9 @@
 #include "io/zip.hpp"
 
+#include <zlib.h>
+
+#include <algorithm>
+
 #include "core/error.hpp"
 
 namespace ud2m {
@@ -93,22 +97,70 @@ std::vector<std::string> ZipArchive::names() const {
   return out;
 }
 
-std::string_view ZipArchive::read(const std::string& name) const {
+std::string_view ZipArchive::raw(const std::string& name, const Entry*& entry) const {
   auto it = entries_.find(name);
   UD2M_CHECK(it != entries_.end(), "'{}' is incomplete: it lacks the entry '{}'", file_, name);
   const Entry& e = it->second;
-  UD2M_CHECK(e.method == 0,
-             "'{}': entry '{}' is compressed (zip method {}); ud2m reads torch.save archives, which are stored "
-             "uncompressed — re-save it with torch.save or convert it to safetensors",
-             file_, name, e.method);
+  entry = &e;
   const uint64_t n = bytes_.size();
   UD2M_CHECK(e.local_offset <= n && n - e.local_offset >= 30 && le(bytes_, e.local_offset, 4) == kLocalHeader,
              "'{}' is truncated or corrupt: zip entry '{}' has no valid header", file_, name);
   uint64_t data = e.local_offset + 30 + le(bytes_, e.local_offset + 26, 2) + le(bytes_, e.local_offset + 28, 2);
-  UD2M_CHECK(data <= n && e.size <= n - data && e.compressed_size == e.size,
+  UD2M_CHECK(data <= n && e.compressed_size <= n - data,
              "'{}' is truncated or corrupt: zip entry '{}' ({} bytes) runs past the end of the file", file_, name,
-             e.size);
-  return bytes_.substr(data, e.size);
+             e.compressed_size);
+  return bytes_.substr(data, e.compressed_size);
+}
+
+std::string_view ZipArchive::read(const std::string& name) const {
+  const Entry* e = nullptr;
+  auto data = raw(name, e);
+  UD2M_CHECK(e->method == 0, "'{}': zip entry '{}' is compressed where ud2m expects it stored", file_, name);
+  UD2M_CHECK(e->size == e->compressed_size, "'{}' is corrupt: zip entry '{}' has inconsistent sizes", file_, name);
+  return data;
+}
+
+std::string_view ZipArchive::read(const std::string& name, std::string& scratch) const {
+  const Entry* e = nullptr;
+  auto data = raw(name, e);
+  if (e->method == 0) {
+    UD2M_CHECK(e->size == e->compressed_size, "'{}' is corrupt: zip entry '{}' has inconsistent sizes", file_, name);
+    return data;
+  }
+  UD2M_CHECK(e->method == 8, "'{}': zip entry '{}' uses compression method {}, which ud2m does not read (only stored "
+             "and deflate)", file_, name, e->method);
+  // The declared size bounds the allocation: deflate expands at most ~1032x.
+  UD2M_CHECK(e->size / 1100 <= e->compressed_size, "'{}' is corrupt: zip entry '{}' claims an impossible size", file_,
+             name);
+  scratch.assign(e->size, '\0');
+  z_stream z{};
+  UD2M_CHECK(inflateInit2(&z, -MAX_WBITS) == Z_OK, "cannot start zlib to read '{}'", file_);  // raw deflate
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = 0;
+  z.next_out = reinterpret_cast<Bytef*>(scratch.data());
+  z.avail_out = 0;
+  // zlib counts in 32 bits: feed and drain in chunks so entries over 4 GiB work.
+  uint64_t in_left = data.size(), out_left = scratch.size();
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    if (z.avail_in == 0 && in_left) {
+      z.avail_in = static_cast<uInt>(std::min<uint64_t>(in_left, 1u << 30));
+      in_left -= z.avail_in;
+    }
+    if (z.avail_out == 0 && out_left) {
+      z.avail_out = static_cast<uInt>(std::min<uint64_t>(out_left, 1u << 30));
+      out_left -= z.avail_out;
+    }
+    rc = inflate(&z, Z_NO_FLUSH);
+    // Out of input or output space: go on only if the next chunk of it exists.
+    if (rc == Z_BUF_ERROR && ((z.avail_in == 0 && in_left) || (z.avail_out == 0 && out_left))) rc = Z_OK;
+  }
+  const uint64_t produced = scratch.size() - out_left - z.avail_out;
+  inflateEnd(&z);
+  UD2M_CHECK(rc == Z_STREAM_END && produced == e->size,
+             "'{}' is truncated or corrupt: zip entry '{}' does not inflate to its declared {} bytes", file_, name,
+             e->size);
+  return scratch;
 }
 
 }  // namespace ud2m

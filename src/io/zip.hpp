@@ -1,7 +1,9 @@
 // A minimal reader of zip archives held in memory, enough for torch.save's
 // container: entries are found through the central directory (torch's writer
 // puts sizes there, not in local headers), zip64 is understood (checkpoints
-// over 4 GiB), and entries must be stored uncompressed, as torch writes them.
+// over 4 GiB). torch writes entries stored (uncompressed), which are returned
+// without a copy; deflated entries (an archive re-zipped by a user tool) are
+// inflated with zlib.
 #pragma once
 #include <map>
 #include <string>
@@ -18,8 +20,11 @@ class ZipArchive {
 
   std::vector<std::string> names() const;
   bool contains(const std::string& name) const { return entries_.count(name) > 0; }
-  // The bytes of one entry; throws Error if absent, compressed or out of bounds.
-  std::string_view read(const std::string& name) const;
+  // The bytes of one entry; throws Error if absent, corrupt or out of bounds.
+  // A stored entry is a view into the archive's bytes; a deflated one is
+  // inflated into `scratch`, which the view then refers to.
+  std::string_view read(const std::string& name, std::string& scratch) const;
+  std::string_view read(const std::string& name) const;  // stored entries only
 
  private:
   struct Entry {
@@ -27,6 +32,7 @@ class ZipArchive {
     uint16_t method = 0;
   };
   void parse_central_directory();
+  std::string_view raw(const std::string& name, const Entry*& entry) const;
 
   std::string_view bytes_;
   std::string file_;

@@ -44,6 +44,13 @@ TEST(Checkpoint, ReadsPlainAndOrderedStateDicts) {
   expect_matches_reference("ordered.pth", "plain.expected.safetensors");
 }
 
+TEST(Checkpoint, ReadsDeflatedZip) {
+  expect_matches_reference("deflated.pt", "plain.expected.safetensors");
+  const auto bytes = read_file(ref("deflated.pt"));
+  for (size_t cut : {bytes.size() / 2, bytes.size() - 30})
+    EXPECT_THROW(parse_checkpoint(bytes.substr(0, cut), "deflated.pt"), Error);
+}
+
 TEST(Checkpoint, ReadsSafetensorsThroughTheSameEntryPoint) {
   expect_matches_reference("plain.expected.safetensors", "plain.expected.safetensors");
 }
@@ -137,7 +144,7 @@ TEST(Checkpoint, TruncatedFilesAreClearErrors) {
 TEST(Checkpoint, CorruptBytesNeverCrash) {
   // Flipping bytes may still give a readable file; it must never crash or throw
   // anything but Error.
-  for (auto name : {"plain.pt", "legacy.pt"}) {
+  for (auto name : {"plain.pt", "legacy.pt", "deflated.pt"}) {
     const auto bytes = read_file(ref(name));
     std::mt19937 rng(42);
     for (int trial = 0; trial < 300; ++trial) {

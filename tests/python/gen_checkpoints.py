@@ -91,13 +91,19 @@ def write_layouts(out):
     dtypes = every_dtype()
     torch.save(dtypes, out / "dtypes.pt")
     expected(dtypes, out / "dtypes.expected.safetensors")
-    params = {"weight": torch.nn.Parameter(torch.randn(3, 2)), "frozen": torch.nn.Parameter(torch.ones(2), requires_grad=False)}
+    params = {
+        "weight": torch.nn.Parameter(torch.randn(3, 2)),
+        "frozen": torch.nn.Parameter(torch.ones(2), requires_grad=False),
+        "expanded": torch.arange(3.0).view(3, 1).expand(3, 4),  # stride 0
+    }
     torch.save(params, out / "parameters.pt")
     expected(params, out / "parameters.expected.safetensors")
 
     legacy = {**dtypes, **{"view." + k: v for k, v in views.items()}, "epoch": 12, "name": "legacy"}
     torch.save(legacy, out / "legacy.pt", _use_new_zipfile_serialization=False)
     expected({k: v for k, v in legacy.items() if torch.is_tensor(v)}, out / "legacy.expected.safetensors")
+
+    rezip_deflated(out / "plain.pt", out / "deflated.pt")
 
     # A whole nn.Module pickled: refused by default, readable as opaque records.
     torch.save(torch.nn.Linear(3, 2), out / "module.pt")
@@ -198,3 +204,10 @@ def generate(out):
     write_malicious(out)
     for leftover in out.glob("PWNED_*"):  # no marker may exist before the C++ tests run
         leftover.unlink()
+
+
+def rezip_deflated(src, dst):
+    """The same archive re-compressed, as a user's zip tool would write it."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
