@@ -4,7 +4,6 @@
 #include <cstdio>
 
 #include "cli/commands.hpp"
-#include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "io/checkpoint.hpp"
 
@@ -65,9 +64,8 @@ void print_json(const InfoOptions& o, const char* format, const TensorMap& tenso
 }
 
 void run_info(const InfoOptions& o) {
-  const std::string bytes = read_file(o.file);
-  const char* format = checkpoint_format_name(detect_checkpoint_format(bytes));
-  TensorFile file = parse_checkpoint(bytes, o.file);
+  TensorFile file = read_checkpoint(o.file);
+  const char* format = checkpoint_format_name(detect_checkpoint_file_format(o.file));
   TensorMap tensors = o.weights_only ? state_dict_of(file) : file.tensors;
   int64_t params = 0, nbytes = 0;
   for (auto& [name, t] : tensors) {

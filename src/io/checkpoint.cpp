@@ -1,5 +1,10 @@
 #include "io/checkpoint.hpp"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
 #include <set>
 
 #include "core/atomic_file.hpp"
@@ -82,8 +87,9 @@ uint64_t u64_le(std::string_view b) {
   return v;
 }
 
-TensorFile parse_detected(const std::string& bytes, const std::string& file, const CheckpointOptions& options) {
-  TorchLoadOptions torch_options{options.opaque_records};
+TensorFile parse_detected(const std::string& bytes, const std::string& file, const CheckpointOptions& options,
+                          std::shared_ptr<const std::string> owner) {
+  TorchLoadOptions torch_options{options.opaque_records, std::move(owner)};
   switch (detect_checkpoint_format(bytes)) {
     case CheckpointFormat::Safetensors: return parse_safetensors(bytes, file);
     case CheckpointFormat::TorchZip: return flatten(load_torch_zip(bytes, file, torch_options), file);
@@ -109,6 +115,15 @@ CheckpointFormat detect_checkpoint_format(std::string_view bytes) {
   return CheckpointFormat::Unknown;
 }
 
+CheckpointFormat detect_checkpoint_file_format(const std::string& path) {
+  std::string head(512, '\0');
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return CheckpointFormat::Unknown;
+  head.resize(std::fread(head.data(), 1, head.size(), f));
+  std::fclose(f);
+  return detect_checkpoint_format(head);
+}
+
 const char* checkpoint_format_name(CheckpointFormat format) {
   switch (format) {
     case CheckpointFormat::Safetensors: return "safetensors";
@@ -120,10 +135,33 @@ const char* checkpoint_format_name(CheckpointFormat format) {
   return "unknown";
 }
 
-TensorFile parse_checkpoint(const std::string& bytes, const std::string& file, const CheckpointOptions& options) {
+namespace {
+
+// Reads a file with one allocation of its exact size (core's read_file goes
+// through a stringstream, which holds a multi-GiB checkpoint two or three times).
+std::shared_ptr<const std::string> read_whole_file(const std::string& path) {
+  std::error_code ec;
+  UD2M_CHECK(!std::filesystem::is_directory(path, ec), "'{}' is a directory, not a model file", path);
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  UD2M_CHECK(f, "cannot open '{}': {}", path, std::strerror(errno));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(f, std::fclose);
+  const auto size = std::filesystem::file_size(path, ec);
+  UD2M_CHECK(!ec, "cannot read '{}': {}", path, ec.message());
+  auto bytes = std::make_shared<std::string>();
+  try {
+    bytes->resize(size);
+  } catch (const std::bad_alloc&) {
+    fail("cannot read '{}': {} bytes do not fit in memory", path, size);
+  }
+  UD2M_CHECK(std::fread(bytes->data(), 1, size, f) == size, "cannot read '{}': {}", path, std::strerror(errno));
+  return bytes;
+}
+
+TensorFile parse_guarded(const std::string& bytes, const std::string& file, const CheckpointOptions& options,
+                         std::shared_ptr<const std::string> owner) {
   // Anything torch itself throws on malformed input is still the file's fault.
   try {
-    return parse_detected(bytes, file, options);
+    return parse_detected(bytes, file, options, std::move(owner));
   } catch (const c10::Error& e) {
     fail("'{}' is corrupt: {}", file, e.what_without_backtrace());
   } catch (const std::bad_alloc&) {
@@ -131,8 +169,16 @@ TensorFile parse_checkpoint(const std::string& bytes, const std::string& file, c
   }
 }
 
+}  // namespace
+
+TensorFile parse_checkpoint(const std::string& bytes, const std::string& file, const CheckpointOptions& options) {
+  return parse_guarded(bytes, file, options, nullptr);
+}
+
 TensorFile read_checkpoint(const std::string& path, const CheckpointOptions& options) {
-  return parse_checkpoint(read_file(path), path, options);
+  // Shared, so the tensors of a zip checkpoint can be views of it instead of copies.
+  auto bytes = read_whole_file(path);
+  return parse_guarded(*bytes, path, options, bytes);
 }
 
 namespace {

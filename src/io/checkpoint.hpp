@@ -20,6 +20,7 @@ namespace ud2m {
 enum class CheckpointFormat { Safetensors, TorchZip, TorchLegacy, TorchTar, Unknown };
 
 CheckpointFormat detect_checkpoint_format(std::string_view bytes);
+CheckpointFormat detect_checkpoint_file_format(const std::string& path);  // from its first bytes; Unknown if unreadable
 const char* checkpoint_format_name(CheckpointFormat format);  // "safetensors", "torch zip", ...
 
 struct CheckpointOptions {
@@ -28,6 +29,8 @@ struct CheckpointOptions {
   bool opaque_records = false;
 };
 
+// Zip checkpoints' tensors are views of the file's bytes (read once, no copy),
+// which they keep alive; parse_checkpoint copies them out of `bytes`.
 TensorFile read_checkpoint(const std::string& path, const CheckpointOptions& options = {});
 TensorFile parse_checkpoint(const std::string& bytes, const std::string& name_for_errors,
                             const CheckpointOptions& options = {});

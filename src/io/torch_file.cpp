@@ -52,6 +52,16 @@ torch::Tensor bytes_tensor(std::string_view data) {
   return t;
 }
 
+// `data` as a tensor: in place when it lies in the shared buffer `owner` and
+// is aligned for any element type (torch aligns storages in its zip to 64
+// bytes), else a copy.
+torch::Tensor storage_bytes(std::string_view data, const std::shared_ptr<const std::string>& owner) {
+  const bool inside = owner && data.data() >= owner->data() && data.data() + data.size() <= owner->data() + owner->size();
+  if (!inside || reinterpret_cast<uintptr_t>(data.data()) % 16 != 0) return bytes_tensor(data);
+  return torch::from_blob(const_cast<char*>(data.data()), {static_cast<int64_t>(data.size())},
+                          [keep = owner](void*) {}, torch::kUInt8);
+}
+
 // The archive's folder: torch names it after the file, so find "<x>/data.pkl".
 std::string archive_prefix(const ZipArchive& zip, const std::string& file) {
   for (auto& name : zip.names()) {
@@ -96,7 +106,7 @@ PyPtr load_torch_zip(std::string_view bytes, const std::string& file, const Torc
       UD2M_CHECK(data.size() >= static_cast<uint64_t>(checked_nbytes(s, bytes.size(), file)),
                  "'{}' is corrupt: storage '{}' has {} bytes but needs {}", file, s.key, data.size(),
                  s.numel * c10::elementSize(s.dtype));
-      auto t = bytes_tensor(data);
+      auto t = big_endian ? bytes_tensor(data) : storage_bytes(data, options.owner);
       if (big_endian) byteswap_storage(t, s.dtype);
       it = loaded.emplace(s.key, t).first;
     }

@@ -7,6 +7,7 @@
 //    count and its raw bytes.
 // Both return the unpickled object, with tensors already rebuilt.
 #pragma once
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -16,6 +17,10 @@ namespace ud2m {
 
 struct TorchLoadOptions {
   bool opaque_records = false;  // see UnpickleOptions
+  // The buffer `bytes` lies in, if shared: stored storages then become tensors
+  // over it without a copy (a checkpoint of several GiB is not held twice),
+  // and keep it alive. Without it every storage is copied.
+  std::shared_ptr<const std::string> owner;
 };
 
 PyPtr load_torch_zip(std::string_view bytes, const std::string& file, const TorchLoadOptions& options = {});

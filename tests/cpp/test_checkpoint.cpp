@@ -191,3 +191,14 @@ TEST(Checkpoint, StateDictOfKeepsPlainModelsWhole) {
   ASSERT_EQ(sd.size(), 1u);
   EXPECT_TRUE(sd.count("a"));
 }
+
+TEST(Checkpoint, ZipStoragesAreReadInPlaceAndOutliveTheBuffer) {
+  TensorMap tensors;
+  {
+    auto file = read_checkpoint(ref("shared.pt"));
+    tensors = file.tensors;
+  }  // the file's buffer is now owned by the tensors alone
+  auto expected = read_safetensors(ref("shared.expected.safetensors")).tensors;
+  EXPECT_TRUE(torch::equal(tensors.at("slice"), expected.at("slice")));
+  tensors.clear();  // releases the buffer (checked by sanitizers, if enabled)
+}
