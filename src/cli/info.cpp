@@ -14,6 +14,7 @@ struct InfoOptions {
   std::string file;
   bool json = false;
   bool weights_only = false;
+  bool keep_objects = false;
 };
 
 std::string dtype_name(torch::ScalarType t) {
@@ -64,7 +65,9 @@ void print_json(const InfoOptions& o, const char* format, const TensorMap& tenso
 }
 
 void run_info(const InfoOptions& o) {
-  TensorFile file = read_checkpoint(o.file);
+  CheckpointOptions options;
+  options.opaque_records = o.keep_objects;
+  TensorFile file = read_checkpoint(o.file, options);
   const char* format = checkpoint_format_name(detect_checkpoint_file_format(o.file));
   TensorMap tensors = o.weights_only ? state_dict_of(file) : file.tensors;
   int64_t params = 0, nbytes = 0;
@@ -95,6 +98,10 @@ void add_info_command(CLI::App& app) {
   cmd->add_flag("--weights", options->weights_only,
                 "Show only the model weights, without a wrapper such as 'state_dict.' or 'model.' and without "
                 "optimizer state");
+  cmd->add_flag("--keep-objects", options->keep_objects,
+                "Also read files that pickle whole Python objects (an nn.Module, argparse.Namespace, ...) instead of "
+                "refusing them: each object is kept as inert data and its tensors are listed under its attribute "
+                "names. No code from the file runs either way, and names such as os.system stay refused");
   cmd->callback([options] { run_info(*options); });
 }
 

@@ -1,6 +1,7 @@
 #include "io/pickle.hpp"
 
 #include <cstring>
+#include <set>
 #include <unordered_map>
 
 #include "core/error.hpp"
@@ -149,6 +150,16 @@ const PyGlobals& builtin_globals() {
   return globals;
 }
 
+// Modules no honest pickle names, refused even in opaque mode (where a record
+// would be inert anyway): a file naming them is an attack, and should read as one.
+bool is_dangerous_module(const std::string& module) {
+  static const std::set<std::string> kModules = {
+      "os",      "posix",  "nt",   "sys",    "subprocess", "builtins", "shutil",          "socket",
+      "importlib", "runpy", "pickle", "_pickle", "marshal",  "ctypes",   "pty",             "code",
+      "codeop",  "webbrowser", "operator", "signal", "io",   "_io",      "multiprocessing", "tempfile"};
+  return kModules.count(module.substr(0, module.find('.'))) > 0;
+}
+
 // Python 2 spellings still written by protocol-2 pickles.
 std::string normalize_module(const std::string& module) {
   if (module == "__builtin__") return "builtins";
@@ -257,7 +268,7 @@ class Unpickler {
       g->global = found;
       return g;
     }
-    if (!options_.opaque_records) {
+    if (!options_.opaque_records || is_dangerous_module(normalize_module(module))) {
       // torch.nn.*, numpy.* ...: a whole pickled object rather than its weights.
       const bool object = full.rfind("torch.", 0) == 0 || full.rfind("__main__.", 0) == 0;
       fail("refusing to load '{}': it asks to call '{}', which a checkpoint never needs (ud2m runs no code from "

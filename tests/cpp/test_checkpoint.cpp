@@ -42,6 +42,8 @@ TEST(Checkpoint, DetectsFormatsFromBytes) {
 TEST(Checkpoint, ReadsPlainAndOrderedStateDicts) {
   expect_matches_reference("plain.pt", "plain.expected.safetensors");
   expect_matches_reference("ordered.pth", "plain.expected.safetensors");
+  expect_matches_reference("protocol4.pt", "plain.expected.safetensors");
+  expect_matches_reference("protocol5_legacy.pt", "plain.expected.safetensors");
 }
 
 TEST(Checkpoint, ReadsDeflatedZip) {

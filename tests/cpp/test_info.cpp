@@ -30,6 +30,19 @@ TEST(InfoCommand, WeightsFlagShowsTheModelOnly) {
   EXPECT_NE(r.output.find("parameters: 117"), std::string::npos) << r.output;
 }
 
+TEST(InfoCommand, KeepObjectsReadsPickledModules) {
+  auto refused = test::run_ud2m("info " + ref("module.pt"));
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("torch.nn.modules.linear.Linear"), std::string::npos) << refused.output;
+  auto r = test::run_ud2m("info --keep-objects " + ref("module.pt"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("_parameters.weight"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("parameters: 8"), std::string::npos) << r.output;
+  auto evil = test::run_ud2m("info --keep-objects " + ref("evil_torch_zip.pt"));
+  EXPECT_NE(evil.exit_code, 0);
+  EXPECT_NE(evil.output.find("posix.system"), std::string::npos) << evil.output;
+}
+
 TEST(InfoCommand, JsonOutput) {
   for (auto file : {"legacy.pt", "plain.expected.safetensors"}) {
     auto r = test::run_command(test::ud2m_binary() + " info --json " + ref(file) + " 2>/dev/null");

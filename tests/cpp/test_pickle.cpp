@@ -121,6 +121,17 @@ TEST(Pickle, OpaqueRecordsKeepUnknownObjectsAsData) {
   EXPECT_EQ(v->state->get("w")->number, 1.5);
 }
 
+TEST(Pickle, OpaqueRecordsStillRefuseDangerousModules) {
+  UnpickleOptions options;
+  options.opaque_records = true;
+  auto dir = test::refs_dir("checkpoints");
+  for (auto name : {"evil_reduce_os_system", "evil_eval_stack_global", "evil_exec_global", "evil_subprocess",
+                    "evil_global_os_system", "evil_inst", "evil_obj"}) {
+    auto message = refusal([&] { unpickle(read_file((dir / (std::string(name) + ".pkl")).string()), name, options); });
+    EXPECT_NE(message.find("refusing to load"), std::string::npos) << name << ": " << message;
+  }
+}
+
 TEST(Pickle, AllowedGlobalsThatAreNotFunctionsCannotBeCalled) {
   // torch.FloatStorage('x') is a name the allow-list knows, but calling it is refused.
   std::string p = std::string("\x80\x02" "ctorch\nFloatStorage\n" "X\x01\x00\x00\x00" "x\x85R.", 31);

@@ -68,6 +68,9 @@ def write_layouts(out):
     torch.save(dict(sd), out / "plain.pt")
     expected(sd, out / "plain.expected.safetensors")
     torch.save(sd, out / "ordered.pth")
+    # Newer pickle protocols: FRAME, MEMOIZE, STACK_GLOBAL, SHORT_BINUNICODE.
+    torch.save(sd, out / "protocol4.pt", pickle_protocol=4)
+    torch.save(sd, out / "protocol5_legacy.pt", pickle_protocol=5, _use_new_zipfile_serialization=False)
     torch.save({"model": sd, "optimizer": {"step": 5}}, out / "nested.pt")
     expected({"model." + k: v for k, v in sd.items()}, out / "nested.expected.safetensors")
 
