@@ -318,9 +318,14 @@ class Unpickler {
   }
 
   void build(PyValue& obj, PyPtr state) {
-    // Records keep their state; on anything else (a tensor subclass's __dict__,
-    // an OrderedDict's attributes) the state has no meaning for weights: dropped.
-    if (obj.is(K::Record)) obj.state = std::move(state);
+    // Records keep their state (or an allowed class decodes it); on anything
+    // else (a tensor subclass's __dict__, an OrderedDict's attributes) the
+    // state has no meaning for weights: dropped.
+    if (!obj.is(K::Record)) return;
+    if (obj.global && obj.global->build)
+      obj.global->build(obj, state, file_);
+    else
+      obj.state = std::move(state);
   }
 
   void step(uint8_t op, size_t at) {

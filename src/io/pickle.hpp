@@ -44,7 +44,8 @@ struct PyValue {
   torch::Tensor tensor;                          // Tensor; Storage (1-D uint8 bytes)
   torch::ScalarType dtype = torch::kFloat32;     // Storage element type; Global naming a dtype
   PyPtr state;                                   // Record: what BUILD set
-  const PyGlobal* global = nullptr;              // Global: its allow-list entry (null: opaque class)
+  const PyGlobal* global = nullptr;              // Global: its allow-list entry (null: opaque class);
+                                                 // Record: the entry whose build hook BUILD applies
 
   static PyPtr none();
   static PyPtr of_bool(bool v);
@@ -70,6 +71,9 @@ using PyCallable = std::function<PyPtr(const std::vector<PyPtr>& args, const std
 struct PyGlobal {
   PyCallable call;  // empty: a value that may be named but not called (a dtype, a storage class)
   torch::ScalarType dtype = torch::kFloat32;  // for storage classes and dtype objects
+  // BUILD (setstate) on a Record whose `global` is this entry; unset: the
+  // record just keeps the state.
+  std::function<void(PyValue& object, const PyPtr& state, const std::string& file)> build = nullptr;
 };
 
 // "module.name" -> what it means. The unpickler consults nothing else.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.hpp"
+#include "io/numpy_globals.hpp"
 
 namespace ud2m {
 namespace {
@@ -124,6 +125,8 @@ PyGlobals make_torch_globals() {
       {"cfloat", torch::kComplexFloat}, {"cdouble", torch::kComplexDouble},
   };
   for (auto& [name, dtype] : dtypes) g[std::string("torch.") + name] = {{}, dtype};
+  // numpy scalars and arrays appear in checkpoints' metadata and statistics.
+  for (auto& [name, entry] : numpy_globals()) g[name] = entry;
   return g;
 }
 

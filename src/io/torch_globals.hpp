@@ -7,7 +7,8 @@
 namespace ud2m {
 
 // torch._utils._rebuild_tensor{,_v2,_v3}, _rebuild_parameter{,_with_state},
-// torch.<X>Storage, torch.UntypedStorage, torch.<dtype>, torch.Size, torch.device.
+// torch.<X>Storage, torch.UntypedStorage, torch.<dtype>, torch.Size, torch.device,
+// and numpy_globals().
 const PyGlobals& torch_globals();
 
 // A Storage value: `bytes` (1-D uint8, CPU) holding elements of `dtype`.

@@ -79,6 +79,15 @@ TEST(Checkpoint, ReadsLightningCheckpointWithMetadata) {
   expect_same_tensors(state_dict_of(file), read_safetensors(ref("plain.expected.safetensors")).tensors);
 }
 
+TEST(Checkpoint, DecodesNumpyScalarsAndArrays) {
+  expect_matches_reference("numpy.ckpt", "numpy.expected.safetensors");
+  auto file = read_checkpoint(ref("numpy.ckpt"));
+  EXPECT_EQ(file.metadata.at("hyper_parameters.lr"), "0.0001");
+  EXPECT_EQ(file.metadata.at("hyper_parameters.steps"), "5");
+  EXPECT_EQ(file.metadata.at("hyper_parameters.flag"), "True");
+  EXPECT_EQ(file.metadata.at("hyper_parameters.half"), "0.5");
+}
+
 TEST(Checkpoint, RebuildsSharedStoragesViewsAndOffsets) {
   expect_matches_reference("shared.pt", "shared.expected.safetensors");
   auto t = read_checkpoint(ref("shared.pt")).tensors;

@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import zipfile
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -107,6 +108,19 @@ def write_layouts(out):
     expected({k: v for k, v in legacy.items() if torch.is_tensor(v)}, out / "legacy.expected.safetensors")
 
     rezip_deflated(out / "plain.pt", out / "deflated.pt")
+
+    # numpy values, as training scripts leave them in hyper-parameters and statistics.
+    arrays = {
+        "stats": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "big_endian": np.arange(-2, 3, dtype=">i4"),
+        "mask": np.array([True, False, True]),
+    }
+    hparams = {"lr": np.float64(1e-4), "steps": np.int64(5), "flag": np.bool_(True), "half": np.float16(0.5)}
+    torch.save({"state_dict": sd, "hyper_parameters": hparams, **arrays}, out / "numpy.ckpt")
+    tensors = {"state_dict." + k: v for k, v in sd.items()}
+    tensors.update({k: torch.from_numpy(np.ascontiguousarray(v).astype(v.dtype.newbyteorder("="))) for k, v in arrays.items()})
+    expected(tensors, out / "numpy.expected.safetensors")
 
     # A whole nn.Module pickled: refused by default, readable as opaque records.
     torch.save(torch.nn.Linear(3, 2), out / "module.pt")
