@@ -211,6 +211,10 @@ TensorMap state_dict_of(const TensorFile& file) {
   static const char* kWrappers[] = {"state_dict", "model_state_dict", "model", "module", "net", "network"};
   std::set<std::string> tops;
   for (auto& [name, t] : file.tensors) tops.insert(first_component(name));
+  // Weights that are the only thing saved, under an EMA name, are the model too.
+  static const std::set<std::string> kSoleWrappers = {"ema", "ema_model", "model_ema", "ema_state_dict", "params_ema"};
+  if (tops.size() == 1 && kSoleWrappers.count(*tops.begin()) && !file.tensors.count(*tops.begin()))
+    return strip_data_parallel(under(file.tensors, *tops.begin()));
   for (const char* wrapper : kWrappers) {
     if (!tops.count(wrapper) || file.tensors.count(wrapper)) continue;
     bool rest_is_training_state = std::all_of(tops.begin(), tops.end(), [&](const std::string& top) {

@@ -38,8 +38,9 @@ TensorFile parse_checkpoint(const std::string& bytes, const std::string& name_fo
 // The model weights of a checkpoint: drops a single wrapper around them
 // ("state_dict." of Lightning, "model."/"module."/"model_state_dict."/"net."
 // when every tensor lies under it, or when the other top-level entries are
-// training state such as "optimizer."), and DataParallel's "module." inside it.
-// Otherwise returns every tensor unchanged.
+// training state such as "optimizer."; "ema." and the like when nothing else
+// is saved), and DataParallel's "module." inside it. Otherwise returns every
+// tensor unchanged.
 TensorMap state_dict_of(const TensorFile& file);
 
 }  // namespace ud2m

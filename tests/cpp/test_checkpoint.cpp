@@ -201,6 +201,15 @@ TEST(Checkpoint, StateDictOfKeepsPlainModelsWhole) {
   auto sd = state_dict_of(with_optimizer);
   ASSERT_EQ(sd.size(), 1u);
   EXPECT_TRUE(sd.count("a"));
+  TensorFile ema_only;
+  ema_only.tensors["ema.module.a"] = torch::ones(1);
+  EXPECT_TRUE(state_dict_of(ema_only).count("a"));
+  TensorFile model_and_ema;  // the model wins; its EMA is training state
+  model_and_ema.tensors["model.a"] = torch::ones(1);
+  model_and_ema.tensors["ema.a"] = torch::zeros(1);
+  sd = state_dict_of(model_and_ema);
+  ASSERT_EQ(sd.size(), 1u);
+  EXPECT_EQ(sd.at("a").item<float>(), 1.0f);
 }
 
 TEST(Checkpoint, ZipStoragesAreReadInPlaceAndOutliveTheBuffer) {
