@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 #include <set>
+#include <unordered_set>
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -42,9 +43,14 @@ class Flattener {
         UD2M_CHECK(out.tensors.emplace(name.empty() ? "tensor" : name, v.tensor).second,
                    "'{}' holds two tensors named '{}'", file_, name);
         return;
-      case K::Dict:
-        for (auto& [key, value] : v.entries) walk(*value, join(name, key_name(*key)), depth + 1);
+      case K::Dict: {
+        std::unordered_set<std::string> seen;  // a repeated key: its last value counts, as in Python
+        for (auto it = v.entries.rbegin(); it != v.entries.rend(); ++it) {
+          auto part = key_name(*it->first);
+          if (seen.insert(part).second) walk(*it->second, join(name, part), depth + 1);
+        }
         return;
+      }
       case K::List:
       case K::Tuple:
         if (std::all_of(v.items.begin(), v.items.end(), [](const PyPtr& i) { return is_scalar(*i); })) {

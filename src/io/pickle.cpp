@@ -48,8 +48,8 @@ PyPtr PyValue::of_tensor(torch::Tensor t) {
 }
 
 PyPtr PyValue::get(std::string_view key) const {
-  for (auto& [k, v] : entries)
-    if (k->is(Kind::String) && k->text == key) return v;
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it)  // the last write of a key wins
+    if (it->first->is(Kind::String) && it->first->text == key) return it->second;
   return nullptr;
 }
 
@@ -299,21 +299,11 @@ class Unpickler {
     return t->items;
   }
 
-  // Dict keys in checkpoints are strings or ints; other keys are never merged.
-  static bool same_key(const PyValue& a, const PyValue& b) {
-    if (a.kind != b.kind) return false;
-    if (a.is(K::String)) return a.text == b.text;
-    if (a.is(K::Int)) return a.integer == b.integer;
-    return false;
-  }
-
+  // Appends without looking for an equal key: a scan would make a crafted
+  // pickle with millions of keys quadratic. Readers take the last entry of a
+  // key (PyValue::get, the flattener), which is Python's dict semantics.
   void set_item(PyValue& dict, PyPtr key, PyPtr value) {
     UD2M_CHECK(dict.is(K::Dict), "'{}' is corrupt: its pickle sets an item on {}", file_, py_repr(dict, 1));
-    for (auto& entry : dict.entries)  // keys are few; a linear scan keeps insertion order simple
-      if (same_key(*entry.first, *key)) {
-        entry.second = std::move(value);
-        return;
-      }
     dict.entries.emplace_back(std::move(key), std::move(value));
   }
 

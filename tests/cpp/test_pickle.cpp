@@ -1,5 +1,6 @@
 // The safe unpickler: plain data decodes like Python's, and every attempt to
 // reach a Python global outside the allow-list is refused without effect.
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -136,4 +137,21 @@ TEST(Pickle, AllowedGlobalsThatAreNotFunctionsCannotBeCalled) {
   // torch.FloatStorage('x') is a name the allow-list knows, but calling it is refused.
   std::string p = std::string("\x80\x02" "ctorch\nFloatStorage\n" "X\x01\x00\x00\x00" "x\x85R.", 31);
   EXPECT_NE(refusal([&] { load(p); }).find("'torch.FloatStorage'"), std::string::npos);
+}
+
+TEST(Pickle, RepeatedDictKeysKeepTheLastValueAndStayFast) {
+  // {'a': 1, 'a': 2} as SETITEMS, then 200k distinct keys: must not be quadratic.
+  std::string p("\x80\x02}(", 4);
+  auto unicode = [](const std::string& s) {
+    std::string out = "X";
+    for (int i = 0; i < 4; ++i) out += static_cast<char>((s.size() >> (8 * i)) & 0xff);
+    return out + s;
+  };
+  p += unicode("a") + "K" + std::string(1, '\x01') + unicode("a") + "K" + std::string(1, '\x02');
+  for (int i = 0; i < 200000; ++i) p += unicode(fmt::format("k{}", i)) + "N";
+  p += "u.";
+  auto start = std::chrono::steady_clock::now();
+  auto v = load(p);
+  EXPECT_EQ(v->get("a")->integer, 2);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
