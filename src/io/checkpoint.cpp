@@ -43,14 +43,9 @@ class Flattener {
         UD2M_CHECK(out.tensors.emplace(name.empty() ? "tensor" : name, v.tensor).second,
                    "'{}' holds two tensors named '{}'", file_, name);
         return;
-      case K::Dict: {
-        std::unordered_set<std::string> seen;  // a repeated key: its last value counts, as in Python
-        for (auto it = v.entries.rbegin(); it != v.entries.rend(); ++it) {
-          auto part = key_name(*it->first);
-          if (seen.insert(part).second) walk(*it->second, join(name, part), depth + 1);
-        }
+      case K::Dict:
+        walk_entries(v, name, depth);
         return;
-      }
       case K::List:
       case K::Tuple:
         if (std::all_of(v.items.begin(), v.items.end(), [](const PyPtr& i) { return is_scalar(*i); })) {
@@ -59,8 +54,9 @@ class Flattener {
         }
         for (size_t i = 0; i < v.items.size(); ++i) walk(*v.items[i], join(name, std::to_string(i)), depth + 1);
         return;
-      case K::Record:  // opaque mode: an object's tensors are in its constructor args and __dict__
+      case K::Record:  // opaque mode: an object's tensors are in its constructor args, items and __dict__
         for (size_t i = 0; i < v.items.size(); ++i) walk(*v.items[i], join(name, std::to_string(i)), depth + 1);
+        walk_entries(v, name, depth);
         if (v.state) walk(*v.state, name, depth + 1);
         return;
       case K::Storage:  // a bare storage has no shape: not a weight
@@ -73,6 +69,14 @@ class Flattener {
   TensorFile out;
 
  private:
+  void walk_entries(const PyValue& v, const std::string& name, int depth) {
+    std::unordered_set<std::string> seen;  // a repeated key: its last value counts, as in Python
+    for (auto it = v.entries.rbegin(); it != v.entries.rend(); ++it) {
+      auto part = key_name(*it->first);
+      if (seen.insert(part).second) walk(*it->second, join(name, part), depth + 1);
+    }
+  }
+
   std::string key_name(const PyValue& key) { return key.is(K::String) ? key.text : py_repr(key, 2); }
   void put_metadata(const std::string& name, std::string value) {
     out.metadata[name.empty() ? "value" : name] = std::move(value);

@@ -222,14 +222,15 @@ class Unpickler {
   // -- the stack
   void push(PyPtr v) { stack_.push_back(std::move(v)); }
   PyPtr pop() {
-    UD2M_CHECK(stack_.size() > (marks_.empty() ? 0 : marks_.back()), "'{}' is corrupt: its pickle pops an empty stack",
-               file_);
+    UD2M_CHECK(stack_.size() > floor(), "'{}' is corrupt: its pickle pops an empty stack", file_);
     auto v = std::move(stack_.back());
     stack_.pop_back();
     return v;
   }
+  // Values below the last MARK are out of reach, as in Python's unpickler.
+  size_t floor() const { return marks_.empty() ? 0 : marks_.back(); }
   PyPtr& top() {
-    UD2M_CHECK(!stack_.empty(), "'{}' is corrupt: its pickle reads an empty stack", file_);
+    UD2M_CHECK(stack_.size() > floor(), "'{}' is corrupt: its pickle reads an empty stack", file_);
     return stack_.back();
   }
   std::vector<PyPtr> pop_mark() {  // everything pushed since the last MARK
@@ -268,12 +269,14 @@ class Unpickler {
       g->global = found;
       return g;
     }
-    if (!options_.opaque_records || is_dangerous_module(normalize_module(module))) {
-      // torch.nn.*, numpy.* ...: a whole pickled object rather than its weights.
-      const bool object = full.rfind("torch.", 0) == 0 || full.rfind("__main__.", 0) == 0;
+    const bool dangerous = is_dangerous_module(normalize_module(module));
+    if (!options_.opaque_records || dangerous) {
+      // A class from a model library (torch.nn.*, the user's code) means a whole
+      // pickled object rather than its weights: say how to get the weights.
       fail("refusing to load '{}': it asks to call '{}', which a checkpoint never needs (ud2m runs no code from "
            "model files){}",
-           file_, full, object ? "; it seems to hold a whole pickled object: save its state_dict() instead" : "");
+           file_, full,
+           dangerous ? "" : "; if it holds a whole pickled model object, save its state_dict() instead");
     }
     return g;  // opaque: an unknown class, kept as a name
   }
@@ -303,7 +306,9 @@ class Unpickler {
   // pickle with millions of keys quadratic. Readers take the last entry of a
   // key (PyValue::get, the flattener), which is Python's dict semantics.
   void set_item(PyValue& dict, PyPtr key, PyPtr value) {
-    UD2M_CHECK(dict.is(K::Dict), "'{}' is corrupt: its pickle sets an item on {}", file_, py_repr(dict, 1));
+    // Records: instances of dict subclasses (EasyDict, ...) in opaque mode.
+    UD2M_CHECK(dict.is(K::Dict) || dict.is(K::Record), "'{}' is corrupt: its pickle sets an item on {}", file_,
+               py_repr(dict, 1));
     dict.entries.emplace_back(std::move(key), std::move(value));
   }
 
@@ -472,7 +477,9 @@ class Unpickler {
   }
 
   void append_to(const PyPtr& list, std::vector<PyPtr> items) {
-    UD2M_CHECK(list->is(K::List), "'{}' is corrupt: its pickle appends to {}", file_, py_repr(*list, 1));
+    // Records: instances of list subclasses in opaque mode; items join their args.
+    UD2M_CHECK(list->is(K::List) || list->is(K::Record), "'{}' is corrupt: its pickle appends to {}", file_,
+               py_repr(*list, 1));
     for (auto& i : items) list->items.push_back(std::move(i));
   }
 

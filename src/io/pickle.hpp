@@ -40,7 +40,8 @@ struct PyValue {
   double number = 0;
   std::string text;                              // String, Bytes, BigInt (LE bytes), Global/Record class name
   std::vector<PyPtr> items;                      // List, Tuple, Set, Record constructor args
-  std::vector<std::pair<PyPtr, PyPtr>> entries;  // Dict, in insertion order; a repeated key's last entry counts
+  std::vector<std::pair<PyPtr, PyPtr>> entries;  // Dict (and Record of a dict subclass), in insertion order;
+                                                 // a repeated key's last entry counts
   torch::Tensor tensor;                          // Tensor; Storage (1-D uint8 bytes)
   torch::ScalarType dtype = torch::kFloat32;     // Storage element type; Global naming a dtype
   PyPtr state;                                   // Record: what BUILD set

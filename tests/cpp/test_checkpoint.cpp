@@ -132,6 +132,15 @@ TEST(Checkpoint, RefusesWholeModulesUnlessOpaqueRecordsAreAllowed) {
   EXPECT_EQ(file.tensors.at("_parameters.bias").sizes(), (std::vector<int64_t>{2}));
 }
 
+TEST(Checkpoint, OpaqueRecordsOfDictSubclassesKeepTheirItems) {
+  EXPECT_THROW(read_checkpoint(ref("attrdict.pt")), Error);
+  CheckpointOptions opaque;
+  opaque.opaque_records = true;
+  auto file = read_checkpoint(ref("attrdict.pt"), opaque);
+  EXPECT_TRUE(torch::equal(file.tensors.at("model.w"), torch::ones(2)));
+  EXPECT_EQ(file.metadata.at("model.lr"), "0.1");
+}
+
 TEST(Checkpoint, TruncatedFilesAreClearErrors) {
   for (auto name : {"plain.pt", "legacy.pt", "lightning.ckpt", "shared.pt"}) {
     const auto bytes = read_file(ref(name));

@@ -6,11 +6,14 @@ Malicious payloads would create a marker file PWNED_<case> in the output
 folder; the C++ tests check that it never appears.
 """
 import builtins
+import contextlib
 import collections
 import io
 import os
 import pickle
 import subprocess
+import sys
+import types
 import zipfile
 
 import numpy as np
@@ -124,6 +127,26 @@ def write_layouts(out):
 
     # A whole nn.Module pickled: refused by default, readable as opaque records.
     torch.save(torch.nn.Linear(3, 2), out / "module.pt")
+    # A dict subclass from a user library (pickled with SETITEMS), likewise.
+    with fake_module("mylib", AttrDict):
+        torch.save({"model": AttrDict(w=torch.ones(2), lr=0.1)}, out / "attrdict.pt")
+
+
+class AttrDict(dict):
+    pass
+
+
+@contextlib.contextmanager
+def fake_module(name, cls):
+    """Makes `cls` picklable as name.<cls> without a real module file."""
+    module = types.ModuleType(name)
+    setattr(module, cls.__name__, cls)
+    cls.__module__ = name
+    sys.modules[name] = module
+    try:
+        yield
+    finally:
+        del sys.modules[name]
 
 
 def write_diffusers(out):
