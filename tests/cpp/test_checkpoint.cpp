@@ -53,6 +53,8 @@ TEST(Checkpoint, ReadsDeflatedZip) {
     EXPECT_THROW(parse_checkpoint(bytes.substr(0, cut), "deflated.pt"), Error);
 }
 
+TEST(Checkpoint, ReadsBigEndianZip) { expect_matches_reference("big_endian.pt", "big_endian.expected.safetensors"); }
+
 TEST(Checkpoint, ReadsSafetensorsThroughTheSameEntryPoint) {
   expect_matches_reference("plain.expected.safetensors", "plain.expected.safetensors");
 }

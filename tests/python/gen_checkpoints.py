@@ -111,6 +111,7 @@ def write_layouts(out):
     expected({k: v for k, v in legacy.items() if torch.is_tensor(v)}, out / "legacy.expected.safetensors")
 
     rezip_deflated(out / "plain.pt", out / "deflated.pt")
+    write_big_endian(out)
 
     # numpy values, as training scripts leave them in hyper-parameters and statistics.
     arrays = {
@@ -251,3 +252,23 @@ def rezip_deflated(src, dst):
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
         for info in zin.infolist():
             zout.writestr(info.filename, zin.read(info.filename))
+
+
+def write_big_endian(out):
+    """A zip checkpoint as a big-endian machine writes it: byteorder "big" and
+    every float32 storage byte-swapped (torch.load itself reads it back)."""
+    g = torch.Generator().manual_seed(3)
+    tensors = {"a": torch.randn(3, 4, generator=g), "b": torch.randn(5, generator=g)}
+    torch.save(tensors, out / "little.pt")
+    with zipfile.ZipFile(out / "little.pt") as zin, zipfile.ZipFile(out / "big_endian.pt", "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("/byteorder"):
+                data = b"big"
+            elif "/data/" in info.filename:
+                data = np.frombuffer(data, dtype="<f4").astype(">f4").tobytes()
+            zout.writestr(info.filename.replace("little/", "big_endian/"), data)
+    (out / "little.pt").unlink()
+    loaded = torch.load(out / "big_endian.pt")
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+    expected(tensors, out / "big_endian.expected.safetensors")
