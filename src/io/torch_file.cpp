@@ -20,6 +20,15 @@ struct StorageId {
   PyPtr view;  // legacy only: (view_key, offset, size) or None
 };
 
+// Legacy saves of whole modules also emit ('module', cls, source_file, source)
+// ids, to check the class's source on load: the class itself is the value.
+// (Its global was already refused unless opaque records are on.)
+PyPtr module_id(const PyPtr& id) {
+  if (id->is(K::Tuple) && id->items.size() == 4 && id->items[0]->is(K::String) && id->items[0]->text == "module")
+    return id->items[1];
+  return nullptr;
+}
+
 StorageId parse_storage_id(const PyPtr& id, const std::string& file) {
   UD2M_CHECK(id->is(K::Tuple) && id->items.size() >= 5 && id->items[0]->is(K::String) &&
                  id->items[0]->text == "storage",
@@ -139,6 +148,7 @@ PyPtr load_torch_legacy(std::string_view bytes, const std::string& file, const T
   opts.globals = &torch_globals();
   opts.opaque_records = options.opaque_records;
   opts.persistent_load = [&](const PyPtr& id) {
+    if (auto cls = module_id(id)) return cls;
     auto s = parse_storage_id(id, file);
     auto it = storages.find(s.key);
     if (it == storages.end())

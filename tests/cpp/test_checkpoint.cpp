@@ -129,9 +129,13 @@ TEST(Checkpoint, RefusesWholeModulesUnlessOpaqueRecordsAreAllowed) {
   }
   CheckpointOptions opaque;
   opaque.opaque_records = true;
-  auto file = read_checkpoint(ref("module.pt"), opaque);
-  EXPECT_EQ(file.tensors.at("_parameters.weight").sizes(), (std::vector<int64_t>{2, 3}));
-  EXPECT_EQ(file.tensors.at("_parameters.bias").sizes(), (std::vector<int64_t>{2}));
+  for (auto name : {"module.pt", "module_legacy.pt"}) {
+    SCOPED_TRACE(name);
+    EXPECT_THROW(read_checkpoint(ref(name)), Error);
+    auto file = read_checkpoint(ref(name), opaque);
+    EXPECT_EQ(file.tensors.at("_parameters.weight").sizes(), (std::vector<int64_t>{2, 3}));
+    EXPECT_EQ(file.tensors.at("_parameters.bias").sizes(), (std::vector<int64_t>{2}));
+  }
 }
 
 TEST(Checkpoint, OpaqueRecordsOfDictSubclassesKeepTheirItems) {

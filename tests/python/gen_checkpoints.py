@@ -128,6 +128,7 @@ def write_layouts(out):
 
     # A whole nn.Module pickled: refused by default, readable as opaque records.
     torch.save(torch.nn.Linear(3, 2), out / "module.pt")
+    torch.save(torch.nn.Linear(3, 2), out / "module_legacy.pt", _use_new_zipfile_serialization=False)
     # A dict subclass from a user library (pickled with SETITEMS), likewise.
     with fake_module("mylib", AttrDict):
         torch.save({"model": AttrDict(w=torch.ones(2), lr=0.1)}, out / "attrdict.pt")
