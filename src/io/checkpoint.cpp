@@ -49,7 +49,7 @@ class Flattener {
       case K::List:
       case K::Tuple:
         if (std::all_of(v.items.begin(), v.items.end(), [](const PyPtr& i) { return is_scalar(*i); })) {
-          put_metadata(name, py_repr(v));  // e.g. hyper-parameters such as channel_mult=(1, 2, 4)
+          put_metadata(name, short_repr(v));  // e.g. hyper-parameters such as channel_mult=(1, 2, 4)
           return;
         }
         for (size_t i = 0; i < v.items.size(); ++i) walk(*v.items[i], join(name, std::to_string(i)), depth + 1);
@@ -75,6 +75,16 @@ class Flattener {
       auto part = key_name(*it->first);
       if (seen.insert(part).second) walk(*it->second, join(name, part), depth + 1);
     }
+  }
+
+  // Metadata is for reading: a list of thousands of parameter ids is summarised.
+  static std::string short_repr(const PyValue& v) {
+    constexpr size_t kMax = 32;
+    if (v.items.size() <= kMax) return py_repr(v);
+    PyValue head = v;
+    head.items.resize(kMax);
+    auto s = py_repr(head);
+    return fmt::format("{}, ... ({} items){}", s.substr(0, s.size() - 1), v.items.size(), s.back());
   }
 
   std::string key_name(const PyValue& key) { return key.is(K::String) ? key.text : py_repr(key, 2); }

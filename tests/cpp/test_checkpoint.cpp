@@ -77,6 +77,8 @@ TEST(Checkpoint, ReadsLightningCheckpointWithMetadata) {
   EXPECT_EQ(file.metadata.at("hyper_parameters.ema"), "True");
   EXPECT_EQ(file.metadata.at("hyper_parameters.dropout"), "None");
   EXPECT_EQ(file.metadata.at("optimizer_states.0.param_groups.0.lr"), "0.001");
+  EXPECT_EQ(file.metadata.at("long_list"), "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, "
+                                           "21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, ... (100 items)]");
   // The model weights: Lightning's "state_dict." and DataParallel's "module." removed.
   expect_same_tensors(state_dict_of(file), read_safetensors(ref("plain.expected.safetensors")).tensors);
 }

@@ -83,6 +83,7 @@ def write_layouts(out):
         "epoch": 3,
         "global_step": 10,
         "pytorch-lightning_version": "2.1.0",
+        "long_list": list(range(100)),
         "state_dict": collections.OrderedDict(("module." + k, v) for k, v in sd.items()),
         "optimizer_states": [opt_state],
         "hyper_parameters": {"lr": 0.0001, "channel_mult": (1, 2, 4), "name": "unet", "ema": True, "dropout": None},
