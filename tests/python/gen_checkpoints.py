@@ -241,10 +241,28 @@ def write_malicious(out):
     (out / "evil_handmade_zip.global").write_text("builtins.exec")
 
 
+def check_payloads_are_live(out):
+    """Python's own unpickler does run each payload (creates its marker), so the
+    C++ test's "no marker" check means something."""
+    for path in sorted(out.glob("evil_*")):
+        case = path.stem[len("evil_"):]
+        if path.suffix not in (".pkl", ".pt"):
+            continue
+        if path.suffix == ".pkl":
+            pickle.loads(path.read_bytes())
+        elif case == "handmade_zip":  # not a complete torch archive: unpickle its data.pkl
+            with zipfile.ZipFile(path) as z:
+                pickle.loads(z.read("archive/data.pkl"))
+        else:
+            torch.load(path, weights_only=False)
+        assert (out / f"PWNED_{case}").exists(), f"payload {case} did not run in Python"
+
+
 def generate(out):
     write_layouts(out)
     write_diffusers(out)
     write_malicious(out)
+    check_payloads_are_live(out)
     for leftover in out.glob("PWNED_*"):  # no marker may exist before the C++ tests run
         leftover.unlink()
 
