@@ -161,7 +161,10 @@ namespace {
 // through a stringstream, which holds a multi-GiB checkpoint two or three times).
 std::shared_ptr<const std::string> read_whole_file(const std::string& path) {
   std::error_code ec;
-  UD2M_CHECK(!std::filesystem::is_directory(path, ec), "'{}' is a directory, not a model file", path);
+  UD2M_CHECK(!std::filesystem::is_directory(path, ec),
+             "'{}' is a directory, not a model file (in a diffusers folder, name its "
+             "diffusion_pytorch_model.safetensors or .bin)",
+             path);
   std::FILE* f = std::fopen(path.c_str(), "rb");
   UD2M_CHECK(f, "cannot open '{}': {}", path, std::strerror(errno));
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(f, std::fclose);
