@@ -53,6 +53,12 @@ TEST(Checkpoint, ReadsDeflatedZip) {
     EXPECT_THROW(parse_checkpoint(bytes.substr(0, cut), "deflated.pt"), Error);
 }
 
+TEST(Checkpoint, ReadsZip64) {
+  const auto bytes = read_file(ref("zip64.pt"));
+  ASSERT_NE(bytes.find(std::string("PK\x06\x06", 4)), std::string::npos) << "no zip64 end record";
+  expect_matches_reference("zip64.pt", "plain.expected.safetensors");
+}
+
 TEST(Checkpoint, ReadsBigEndianZip) { expect_matches_reference("big_endian.pt", "big_endian.expected.safetensors"); }
 
 TEST(Checkpoint, ReadsSafetensorsThroughTheSameEntryPoint) {

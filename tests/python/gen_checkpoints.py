@@ -112,6 +112,7 @@ def write_layouts(out):
     expected({k: v for k, v in legacy.items() if torch.is_tensor(v)}, out / "legacy.expected.safetensors")
 
     rezip_deflated(out / "plain.pt", out / "deflated.pt")
+    rezip_zip64(out / "plain.pt", out / "zip64.pt")
     write_big_endian(out)
 
     # numpy values, as training scripts leave them in hyper-parameters and statistics.
@@ -265,6 +266,21 @@ def generate(out):
     check_payloads_are_live(out)
     for leftover in out.glob("PWNED_*"):  # no marker may exist before the C++ tests run
         leftover.unlink()
+
+
+def rezip_zip64(src, dst):
+    """The same archive with zip64 records, as for checkpoints over 4 GiB: the
+    limits are lowered so that a small file needs them."""
+    saved = zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT
+    zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = 1, 1
+    try:
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+            for info in zin.infolist():
+                zout.writestr(info.filename, zin.read(info.filename))
+    finally:
+        zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = saved
+    with zipfile.ZipFile(dst) as z:  # zip64 end record and per-entry zip64 fields present
+        assert z.read(z.namelist()[0])
 
 
 def rezip_deflated(src, dst):
