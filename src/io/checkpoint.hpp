@@ -21,7 +21,7 @@ enum class CheckpointFormat { Safetensors, TorchZip, TorchLegacy, TorchTar, Unkn
 
 CheckpointFormat detect_checkpoint_format(std::string_view bytes);
 CheckpointFormat detect_checkpoint_file_format(const std::string& path);  // from its first bytes; Unknown if unreadable
-const char* checkpoint_format_name(CheckpointFormat format);  // "safetensors", "torch zip", ...
+const char* checkpoint_format_name(CheckpointFormat format);  // "safetensors", "torch.save (zip)", ...
 
 struct CheckpointOptions {
   // Keep instances of unknown classes as records and collect their tensors
