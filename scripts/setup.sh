@@ -8,7 +8,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${UD2M_VENV:-$HOME/.cache/ud2m/venv}"
 
 apt_pkgs=(build-essential cmake ninja-build pkg-config
-  libpng-dev libjpeg62-turbo-dev libcli11-dev nlohmann-json3-dev
+  libpng-dev libjpeg62-turbo-dev zlib1g-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-skimage)
 missing=()
