@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   ud2m::cli::add_degrade_command(app);
   ud2m::cli::add_restore_command(app);
   ud2m::cli::add_info_command(app);
+  ud2m::cli::add_convert_command(app);
   ud2m::cli::add_sample_command(app);
   ud2m::cli::add_denoise_command(app);
   ud2m::cli::add_train_prior_command(app);

@@ -4,6 +4,8 @@
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "io/checkpoint.hpp"
+#include "nets/adm_infer.hpp"
 #include "nets/state_dict.hpp"
 
 namespace ud2m::diffusion {
@@ -30,20 +32,44 @@ nlohmann::json parse_json(const std::string& text, const std::string& what) {
   }
 }
 
-// A diffusers UNet2DModel folder: config.json + diffusion_pytorch_model.safetensors.
-PriorPtr load_diffusers_folder(const fs::path& folder) {
-  const auto config_path = folder / "config.json";
-  const auto weights_path = folder / "diffusion_pytorch_model.safetensors";
-  UD2M_CHECK(fs::exists(config_path), "'{}' is a folder without config.json; give a model file or a diffusers "
-             "UNet2DModel folder", folder.string());
-  UD2M_CHECK(fs::exists(weights_path), "'{}' has no diffusion_pytorch_model.safetensors", folder.string());
+// A diffusers UNet2DModel from its config.json and weights.
+PriorPtr diffusers_prior(const fs::path& config_path, const TensorMap& weights, const std::string& source) {
   auto config = parse_json(read_file(config_path.string()), "'" + config_path.string() + "'");
   UD2M_CHECK(config.value("_class_name", "UNet2DModel") == "UNet2DModel",
              "'{}' describes a {}, not a UNet2DModel", config_path.string(), config.value("_class_name", ""));
-  const int size = config.contains("sample_size") && config.at("sample_size").is_number() ? config.at("sample_size").get<int>() : 256;
-  auto prior = std::make_shared<DdpmPrior>(nets::DdpmConfig::from_diffusers(config), Schedule::linear(), size);
-  nets::load_state_dict(prior->module(), read_safetensors(weights_path.string()).tensors, weights_path.string());
+  const auto& size = config.contains("sample_size") ? config.at("sample_size") : nlohmann::json(256);
+  auto prior = std::make_shared<DdpmPrior>(nets::DdpmConfig::from_diffusers(config), Schedule::linear(),
+                                           size.is_number() ? size.get<int>() : 256);
+  nets::load_state_dict(prior->module(), weights, source);
   return prior;
+}
+
+// A diffusers model folder: config.json + diffusion_pytorch_model.{safetensors,bin}.
+PriorPtr load_diffusers_folder(const fs::path& folder) {
+  const auto config_path = folder / "config.json";
+  UD2M_CHECK(fs::exists(config_path), "'{}' is a folder without config.json; give a model file or a diffusers "
+             "UNet2DModel folder", folder.string());
+  for (auto name : {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"}) {
+    const auto weights_path = (folder / name).string();
+    if (fs::exists(weights_path)) return diffusers_prior(config_path, state_dict_of(read_checkpoint(weights_path)), weights_path);
+  }
+  fail("'{}' has no diffusion_pytorch_model.safetensors or .bin", folder.string());
+}
+
+// Weights without ud2m metadata: an ADM state dict (guided-diffusion names), or a
+// diffusers UNet2DModel file with its config.json beside it.
+PriorPtr prior_from_weights(const TensorMap& weights, const std::string& path, const LoadOptions& options) {
+  if (weights.count("input_blocks.0.0.weight")) {
+    auto config = nets::infer_adm_config(weights, path, options.num_head_channels, options.image_size);
+    auto prior = std::make_shared<AdmPrior>(config, Schedule::linear());
+    nets::load_state_dict(prior->module(), weights, path);
+    return prior;
+  }
+  const auto config_path = fs::path(path).parent_path() / "config.json";
+  if (weights.count("conv_in.weight") && fs::exists(config_path)) return diffusers_prior(config_path, weights, path);
+  fail("'{}' holds no known diffusion network: neither guided-diffusion (ADM) names nor diffusers UNet2DModel "
+       "names with a config.json beside the file",
+       path);
 }
 
 }  // namespace
@@ -82,13 +108,10 @@ nlohmann::json DdpmPrior::description() const {
           {"image_size", image_size_}, {"schedule", schedule().to_json()}, {"prediction", "epsilon"}};
 }
 
-PriorPtr load_prior(const std::string& path) {
+PriorPtr load_prior(const std::string& path, const LoadOptions& options) {
   if (fs::is_directory(path)) return load_diffusers_folder(path);
-  auto file = read_safetensors(path);
-  UD2M_CHECK(file.metadata.count(kMetadataKey),
-             "'{}' is a safetensors file without ud2m model metadata; convert the original checkpoint with "
-             "`ud2m convert`",
-             path);
+  auto file = read_checkpoint(path);
+  if (!file.metadata.count(kMetadataKey)) return prior_from_weights(state_dict_of(file), path, options);
   auto meta = parse_json(file.metadata.at(kMetadataKey), "the model metadata of '" + path + "'");
   UD2M_CHECK(meta.value("format", "") == "ud2m-prior", "'{}' is not a diffusion prior (format '{}')", path,
              meta.value("format", ""));

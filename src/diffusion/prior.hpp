@@ -66,8 +66,16 @@ class DdpmPrior : public Prior {
 
 using PriorPtr = std::shared_ptr<Prior>;
 
-// A ud2m prior file, or a diffusers UNet2DModel folder.
-PriorPtr load_prior(const std::string& path);
+// What weights alone cannot tell about an original ADM checkpoint.
+struct LoadOptions {
+  int num_head_channels = 64;  // every published ADM model
+  int image_size = 256;
+};
+
+// A ud2m prior file; a diffusers UNet2DModel folder; or an original checkpoint
+// (guided-diffusion .pt, Lightning .ckpt, plain safetensors) whose ADM config
+// is recovered from its tensor shapes.
+PriorPtr load_prior(const std::string& path, const LoadOptions& options = {});
 // Weights stored in `dtype` (e.g. bf16 to halve the file); written atomically.
 void save_prior(const std::string& path, Prior& prior, torch::ScalarType dtype = torch::kFloat32,
                 const Metadata& extra = {});

@@ -1,4 +1,7 @@
+#include <filesystem>
+
 #include "core/error.hpp"
+#include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
 #include "nets/adm_infer.hpp"
 #include "nets/adm_unet.hpp"
@@ -88,4 +91,31 @@ TEST(AdmUNet, ConfigIsRecoveredFromAStateDict) {
   EXPECT_EQ(inferred.channel_mult, (std::vector<int>{1, 2}));
   EXPECT_EQ(inferred.attention_resolutions, (std::vector<int>{16, 8}));
   EXPECT_THROW(nets::infer_adm_config({{"x", torch::zeros({1})}}, "junk"), Error);
+}
+
+TEST(AdmUNet, OriginalTorchSaveCheckpointConvertsAndMatches) {
+  auto ref = load_reference("published_style");
+  auto dir = test::temp_dir();
+  auto pt = (test::refs_dir("adm") / "published_style.pt").string();
+  auto out = (dir / "prior.safetensors").string();
+  auto r = test::run_ud2m("convert " + pt + " " + out + " --head-channels 16 --image-size 32");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto prior = diffusion::load_prior(out);
+  torch::NoGradGuard no_grad;
+  auto raw = static_cast<diffusion::AdmPrior&>(*prior).net()->forward(ref.inputs.at("x"), ref.inputs.at("t"));
+  EXPECT_LE(test::max_rel_error(raw, ref.inputs.at("out")), 1e-5);
+  // Loading the .pt directly gives the same network.
+  auto direct = diffusion::load_prior(pt, {16, 32});
+  EXPECT_TRUE(torch::equal(direct->epsilon(ref.inputs.at("x"), ref.inputs.at("t")),
+                           prior->epsilon(ref.inputs.at("x"), ref.inputs.at("t"))));
+}
+
+TEST(AdmUNet, ConvertRefusesNonModelsWithOneClearError) {
+  auto dir = test::temp_dir();
+  auto junk = (dir / "junk.safetensors").string();
+  write_safetensors(junk, {{"w", torch::zeros({2})}});
+  auto r = test::run_ud2m("convert " + junk + " " + (dir / "out.safetensors").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("holds no known diffusion network"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "out.safetensors"));
 }

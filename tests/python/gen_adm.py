@@ -23,6 +23,14 @@ CONFIGS = {
                              num_heads=1, num_head_channels=16, num_heads_upsample=-1,
                              use_scale_shift_norm=False, resblock_updown=False,
                              use_new_attention_order=True),
+    # the published checkpoints' conventions (legacy attention, 64-style head
+    # channels, learn_sigma), saved by torch.save(state_dict) as they are
+    "published_style": dict(image_size=32, in_channels=3, model_channels=32, out_channels=6,
+                            num_res_blocks=1, attention_resolutions=[8], dropout=0.0,
+                            channel_mult=[1, 2, 2], conv_resample=True, num_classes=0,
+                            num_heads=4, num_head_channels=16, num_heads_upsample=-1,
+                            use_scale_shift_norm=True, resblock_updown=True,
+                            use_new_attention_order=False),
 }
 
 

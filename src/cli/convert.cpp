@@ -1,0 +1,46 @@
+// ud2m convert: any prior ud2m can load -> one self-describing safetensors file.
+#include "cli/commands.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "diffusion/prior.hpp"
+#include "nets/adm_unet.hpp"
+
+namespace ud2m::cli {
+namespace {
+
+struct ConvertArgs {
+  std::string in, out, dtype = "fp32";
+  diffusion::LoadOptions load;
+};
+
+void run_convert(const ConvertArgs& args) {
+  const torch::ScalarType dtype = args.dtype == "bf16" ? torch::kBFloat16
+                                  : args.dtype == "fp16" ? torch::kFloat16
+                                                         : torch::kFloat32;
+  auto prior = diffusion::load_prior(args.in, args.load);
+  diffusion::save_prior(args.out, *prior, dtype, {{"converted_from", args.in}});
+  log::info("wrote '{}': {} ({} parameters, {})", args.out, prior->description().value("arch", ""),
+            nets::count_parameters(prior->module()), args.dtype);
+}
+
+}  // namespace
+
+void add_convert_command(CLI::App& app) {
+  auto args = std::make_shared<ConvertArgs>();
+  auto* cmd = app.add_subcommand(
+      "convert",
+      "Convert a prior (guided-diffusion .pt, Lightning .ckpt, diffusers folder or .bin/.safetensors) into a\n"
+      "ud2m .safetensors file that names its architecture, so --model needs nothing else.");
+  cmd->add_option("in", args->in, "Original checkpoint file or diffusers model folder")->required()->check(CLI::ExistingPath);
+  cmd->add_option("out", args->out, "Output .safetensors")->required();
+  cmd->add_option("--dtype", args->dtype, "Storage dtype of the weights")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->capture_default_str();
+  cmd->add_option("--head-channels", args->load.num_head_channels,
+                  "ADM attention head channels (not stored in the weights)")->capture_default_str();
+  cmd->add_option("--image-size", args->load.image_size, "ADM training resolution (not stored in the weights)")
+      ->capture_default_str();
+  cmd->callback([args] { run_convert(*args); });
+}
+
+}  // namespace ud2m::cli
