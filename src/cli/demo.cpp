@@ -59,8 +59,9 @@ void run_demo(const DemoArgs& args) {
                            {fmt::format("TV {:.2f} dB", psnr_x), restored},
                            {"ground truth", clean}});
   write_png((dir / "panel.png").string(), panel);
-  log::info("{} (sigma {}): measurement {:.2f} dB -> TV {:.2f} dB PSNR; panel: {}", args.task, args.sigma, psnr_y,
-            psnr_x, (dir / "panel.png").string());
+  const auto measured = same_size ? fmt::format("measurement {:.2f} dB -> ", psnr_y) : std::string();
+  log::info("{} (sigma {}): {}TV {:.2f} dB PSNR; panel: {}", args.task, args.sigma, measured, psnr_x,
+            (dir / "panel.png").string());
 }
 
 }  // namespace
