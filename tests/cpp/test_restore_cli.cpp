@@ -1,0 +1,91 @@
+#include <filesystem>
+
+#include "core/atomic_file.hpp"
+#include "core/image.hpp"
+#include "diffusion/prior.hpp"
+#include "metrics/metrics.hpp"
+#include "test_util.hpp"
+
+using namespace ud2m;
+namespace fs = std::filesystem;
+
+namespace {
+// A smooth 32x32 photo-like image and its Gaussian-blur measurement.
+fs::path degraded(const fs::path& dir, const std::string& task = "gaussian_deblur", const std::string& extra = "") {
+  torch::manual_seed(5);
+  auto coarse = torch::rand({1, 3, 4, 4});
+  auto image = torch::nn::functional::interpolate(
+      coarse, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{32, 32})
+                  .mode(torch::kBilinear).align_corners(false));
+  write_png((dir / "clean.png").string(), image);
+  auto r = test::run_ud2m("degrade --task " + task + " --sigma 0.02 " + extra + " " + (dir / "clean.png").string() +
+                          " " + (dir / "y.png").string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return dir / "y.png";
+}
+}  // namespace
+
+TEST(RestoreCli, TvImprovesOnTheBlurredMeasurementAndWritesReportAndPanel) {
+  auto dir = test::temp_dir();
+  auto y = degraded(dir);
+  auto r = test::run_ud2m("restore -m " + y.string() + " --out " + (dir / "x.png").string() + " --panel " +
+                          (dir / "panel.png").string() + " --reference " + (dir / "clean.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto clean = read_image((dir / "clean.png").string());
+  EXPECT_GT(metrics::psnr(read_image((dir / "x.png").string()), clean),
+            metrics::psnr(read_image(y.string()), clean) + 1.0);
+  auto report = nlohmann::json::parse(read_file((dir / "x.json").string()));
+  EXPECT_EQ(report.at("method"), "tv");
+  EXPECT_TRUE(fs::exists(dir / "panel.png"));
+}
+
+TEST(RestoreCli, DiffPirRunsWithAPriorFileAndReportsItsSettings) {
+  auto dir = test::temp_dir();
+  auto y = degraded(dir);
+  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
+  auto r = test::run_ud2m("restore -m " + y.string() + " --method diffpir --model " +
+                          (dir / "prior.safetensors").string() + " --nfe 5 --samples 2 --out " +
+                          (dir / "x.png").string() + " --panel " + (dir / "panel.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_image((dir / "x.png").string()).sizes(), (std::vector<int64_t>{1, 3, 32, 32}));
+  auto report = nlohmann::json::parse(read_file((dir / "x.json").string()));
+  EXPECT_EQ(report.at("settings").at("nfe"), 5);
+  EXPECT_EQ(report.at("samples"), 2);
+}
+
+TEST(RestoreCli, BadRequestsFailWithOneClearErrorAndNoOutput) {
+  auto dir = test::temp_dir();
+  auto y = degraded(dir);
+  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
+  const auto out = (dir / "x.png").string();
+  const auto model = " --model " + (dir / "prior.safetensors").string();
+  struct Case {
+    std::string args, message;
+  };
+  std::vector<Case> cases = {
+      {"--method dps", "unknown --method 'dps'"},
+      {"--method diffpir", "needs a prior"},
+      {"--method diffpir --nfe 0" + model, "--nfe must be positive"},
+      {"--method diffpir --samples 0" + model, "--samples must be positive"},
+      {"--sidecar " + (dir / "missing.json").string(), "no sidecar"},
+  };
+  for (auto& c : cases) {
+    auto r = test::run_ud2m("restore -m " + y.string() + " --out " + out + " " + c.args);
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << ": " << r.output;
+    EXPECT_FALSE(fs::exists(out)) << c.args;
+  }
+  // A measurement whose size does not match its sidecar.
+  write_png(y.string(), torch::rand({1, 3, 16, 16}));
+  auto r = test::run_ud2m("restore -m " + y.string() + " --out " + out);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("sidecar"), std::string::npos) << r.output;
+  // DiffPIR on a nonlinear operator.
+  auto j = degraded(dir, "jpeg");
+  r = test::run_ud2m("restore -m " + j.string() + " --method diffpir --out " + out + model);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("needs a linear operator"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+}
