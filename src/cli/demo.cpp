@@ -31,7 +31,8 @@ void run_demo(const DemoArgs& args) {
   auto clean = read_image(args.image);
   physics::TaskSpec spec{args.task, args.sigma, args.seed, {}};
   auto degradation = physics::make_degradation(spec, clean.sizes().vec());
-  auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
+  // The same noise stream as `ud2m degrade --seed`, so the demo's measurement can be reproduced.
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(physics::noise_seed(args.seed));
   torch::Tensor y;
   {
     torch::NoGradGuard no_grad;

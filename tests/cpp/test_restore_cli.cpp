@@ -89,3 +89,20 @@ TEST(RestoreCli, BadRequestsFailWithOneClearErrorAndNoOutput) {
   EXPECT_NE(r.output.find("needs a linear operator"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out));
 }
+
+TEST(DemoCli, RestoresTheBundledImageAndMatchesDegrade) {
+  auto dir = test::temp_dir();
+  auto r = test::run_ud2m("demo --out-dir " + (dir / "demo").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (auto name : {"measurement.png", "measurement.json", "restored.png", "panel.png"})
+    EXPECT_TRUE(fs::exists(dir / "demo" / name)) << name;
+  auto clean_path = (test::source_dir() / "assets" / "astronaut_256.png").string();
+  auto clean = read_image(clean_path);
+  EXPECT_GT(metrics::psnr(read_image((dir / "demo" / "restored.png").string()), clean),
+            metrics::psnr(read_image((dir / "demo" / "measurement.png").string()), clean) + 3.0);
+  // The demo's measurement is exactly what `ud2m degrade` makes with the same settings.
+  r = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.01 --seed 0 " + clean_path + " " +
+                     (dir / "y.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_file((dir / "y.png").string()), read_file((dir / "demo" / "measurement.png").string()));
+}
