@@ -12,6 +12,7 @@
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
+#include "core/paths.hpp"
 #include "io/safetensors.hpp"
 #include "physics/degradation.hpp"
 
@@ -28,10 +29,6 @@ struct DegradeArgs {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string sidecar_path(const std::string& output) {
-  return std::filesystem::path(output).replace_extension(".json").string();
 }
 
 void run_degrade(const DegradeArgs& args) {
@@ -59,7 +56,7 @@ void run_degrade(const DegradeArgs& args) {
                                                    : "png 8-bit, [0, 1] image units (clipped)"}};
   std::string bytes = to_tensor ? serialize_safetensors({{"y", y.contiguous()}}, {{"ud2m_sidecar", sidecar.dump()}})
                                 : encode_png(from_model(y)[0]);
-  const auto json_path = sidecar_path(args.output);
+  const auto json_path = replace_extension(args.output, ".json");
   write_file_atomic(json_path, sidecar.dump(2) + "\n");
   try {
     write_file_atomic(args.output, bytes);

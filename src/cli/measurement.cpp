@@ -9,16 +9,6 @@
 
 namespace ud2m::cli {
 
-std::string replace_extension(const std::string& path, const std::string& extension) {
-  return std::filesystem::path(path).replace_extension(extension).string();
-}
-
-bool has_extension(const std::string& path, const std::string& extension) {
-  auto ext = std::filesystem::path(path).extension().string();
-  for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return ext == extension;
-}
-
 namespace {
 
 nlohmann::json parse_sidecar(const std::string& text, const std::string& name) {

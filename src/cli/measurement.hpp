@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "core/paths.hpp"
 #include "physics/degradation.hpp"
 
 namespace ud2m::cli {
@@ -18,8 +19,5 @@ struct Measurement {
 
 // sidecar_path "" means: beside the measurement, with a .json extension.
 Measurement load_measurement(const std::string& path, const std::string& sidecar_path = "");
-
-std::string replace_extension(const std::string& path, const std::string& extension);
-bool has_extension(const std::string& path, const std::string& extension);
 
 }  // namespace ud2m::cli

@@ -9,16 +9,10 @@
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "core/paths.hpp"
 
 namespace ud2m {
 namespace {
-
-bool has_suffix(const std::string& s, const std::string& suffix) {
-  if (s.size() < suffix.size()) return false;
-  auto tail = s.substr(s.size() - suffix.size());
-  for (auto& c : tail) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return tail == suffix;
-}
 
 // Converts (H, W, C) samples to the (1, C', H, W) float tensor callers expect.
 torch::Tensor to_nchw(torch::Tensor hwc, double max_value, int channels) {
@@ -242,7 +236,7 @@ void write_png(const std::string& path, const torch::Tensor& image, int bit_dept
 }
 
 void write_image(const std::string& path, const torch::Tensor& image) {
-  if (has_suffix(path, ".jpg") || has_suffix(path, ".jpeg"))
+  if (has_extension(path, ".jpg") || has_extension(path, ".jpeg"))
     write_file_atomic(path, encode_jpeg(image, 95));
   else
     write_png(path, image);

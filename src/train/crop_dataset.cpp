@@ -5,6 +5,7 @@
 
 #include "core/error.hpp"
 #include "core/image.hpp"
+#include "core/paths.hpp"
 
 namespace ud2m::train {
 namespace fs = std::filesystem;
@@ -13,9 +14,9 @@ std::vector<std::string> list_images(const std::string& source) {
   std::vector<std::string> paths;
   if (fs::is_directory(source)) {
     for (auto& entry : fs::recursive_directory_iterator(source)) {
-      auto ext = entry.path().extension().string();
-      for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (entry.is_regular_file() && (ext == ".png" || ext == ".jpg" || ext == ".jpeg"))
+      const auto name = entry.path().string();
+      if (entry.is_regular_file() &&
+          (has_extension(name, ".png") || has_extension(name, ".jpg") || has_extension(name, ".jpeg")))
         paths.push_back(entry.path().string());
     }
     std::sort(paths.begin(), paths.end());
