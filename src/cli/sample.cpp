@@ -1,12 +1,11 @@
 // ud2m sample: unconditional samples from a prior, as a grid PNG.
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <cmath>
-
 #include "cli/commands.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "core/log.hpp"
+#include "core/panel.hpp"
 #include "core/progress.hpp"
 #include "diffusion/prior.hpp"
 #include "samplers/ddim.hpp"
@@ -21,14 +20,6 @@ struct SampleArgs {
   uint64_t seed = 0;
 };
 
-// n images -> one grid with ⌈√n⌉ columns (white padding).
-torch::Tensor grid(const torch::Tensor& images) {
-  const int64_t n = images.size(0), cols = static_cast<int64_t>(std::ceil(std::sqrt(double(n))));
-  const int64_t rows = (n + cols - 1) / cols, c = images.size(1), h = images.size(2), w = images.size(3);
-  auto padded = torch::cat({images, torch::ones({rows * cols - n, c, h, w})});
-  return padded.view({rows, cols, c, h, w}).permute({2, 0, 3, 1, 4}).reshape({1, c, rows * h, cols * w});
-}
-
 void run_sample(const SampleArgs& args) {
   UD2M_CHECK(args.n > 0, "--n must be positive, not {}", args.n);
   auto prior = diffusion::load_prior(args.model);
@@ -40,7 +31,7 @@ void run_sample(const SampleArgs& args) {
     x = samplers::sample_ddim(*prior, {args.n, prior->channels(), size, size}, args.steps, args.eta,
                               rng, [&](int, int, const torch::Tensor&) { progress.step(); });
   }
-  write_png(args.out, grid(from_model(x).clamp(0, 1)));
+  write_png(args.out, make_grid(from_model(x).clamp(0, 1)));
   log::info("wrote {} samples to '{}'", args.n, args.out);
 }
 

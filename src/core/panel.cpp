@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 
 #include "core/error.hpp"
 
@@ -120,6 +121,13 @@ torch::Tensor make_panel(const std::vector<PanelItem>& items) {
     x += tiles[i].size(2) + gutter;
   }
   return canvas.unsqueeze(0);
+}
+
+torch::Tensor make_grid(const torch::Tensor& images) {
+  const int64_t n = images.size(0), cols = static_cast<int64_t>(std::ceil(std::sqrt(double(n))));
+  const int64_t rows = (n + cols - 1) / cols, c = images.size(1), h = images.size(2), w = images.size(3);
+  auto padded = torch::cat({images, torch::ones({rows * cols - n, c, h, w}, images.options())});
+  return padded.view({rows, cols, c, h, w}).permute({2, 0, 3, 1, 4}).reshape({1, c, rows * h, cols * w});
 }
 
 }  // namespace ud2m

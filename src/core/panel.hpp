@@ -16,4 +16,8 @@ struct PanelItem {
 
 torch::Tensor make_panel(const std::vector<PanelItem>& items);
 
+// (N, C, H, W) images -> one (1, C, rows·H, cols·W) grid with ⌈√N⌉ columns,
+// empty cells white.
+torch::Tensor make_grid(const torch::Tensor& images);
+
 }  // namespace ud2m

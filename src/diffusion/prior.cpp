@@ -13,16 +13,16 @@ namespace fs = std::filesystem;
 
 constexpr const char* kMetadataKey = "ud2m";
 
-namespace {
-
-void cast_parameters(torch::nn::Module& module, torch::ScalarType dtype, bool channels_last) {
+void Prior::set_inference_precision(torch::ScalarType dtype, bool channels_last) {
   torch::NoGradGuard no_grad;
-  for (auto& p : module.parameters()) {
+  for (auto& p : module().parameters()) {
     auto data = p.to(dtype);
     if (channels_last && data.dim() == 4) data = data.contiguous(torch::MemoryFormat::ChannelsLast);
     p.set_data(data);
   }
 }
+
+namespace {
 
 nlohmann::json parse_json(const std::string& text, const std::string& what) {
   try {
@@ -83,10 +83,6 @@ torch::Tensor AdmPrior::epsilon(const torch::Tensor& x_t, const torch::Tensor& t
   return net_->forward(x_t, t).narrow(1, 0, x_t.size(1));
 }
 
-void AdmPrior::set_inference_precision(torch::ScalarType dtype, bool channels_last) {
-  cast_parameters(*net_, dtype, channels_last);
-}
-
 nlohmann::json AdmPrior::description() const {
   return {{"format", "ud2m-prior"}, {"version", 1}, {"arch", "adm"}, {"config", net_->config().to_json()},
           {"schedule", schedule().to_json()}, {"prediction", "epsilon"}};
@@ -98,10 +94,6 @@ DdpmPrior::DdpmPrior(const nets::DdpmConfig& config, Schedule schedule, int imag
 }
 
 torch::Tensor DdpmPrior::epsilon(const torch::Tensor& x_t, const torch::Tensor& t) { return net_->forward(x_t, t); }
-
-void DdpmPrior::set_inference_precision(torch::ScalarType dtype, bool channels_last) {
-  cast_parameters(*net_, dtype, channels_last);
-}
 
 nlohmann::json DdpmPrior::description() const {
   return {{"format", "ud2m-prior"}, {"version", 1}, {"arch", "ddpm"}, {"config", net_->config().to_json()},

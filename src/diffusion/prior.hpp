@@ -24,7 +24,7 @@ class Prior : public Denoiser {
   // Input sizes must be multiples of this (the U-Net halves the resolution).
   virtual int size_multiple() const = 0;
   // Weights in `dtype` (bf16: the fast CPU path), convolutions channels-last.
-  virtual void set_inference_precision(torch::ScalarType dtype, bool channels_last) = 0;
+  void set_inference_precision(torch::ScalarType dtype, bool channels_last);
   // Model-file metadata: format, arch, config, schedule.
   virtual nlohmann::json description() const = 0;
 
@@ -40,7 +40,6 @@ class AdmPrior : public Prior {
   int channels() const override { return net_->config().in_channels; }
   int image_size() const override { return net_->config().image_size; }
   int size_multiple() const override { return 1 << (net_->config().channel_mult.size() - 1); }
-  void set_inference_precision(torch::ScalarType dtype, bool channels_last) override;
   nlohmann::json description() const override;
   nets::AdmUNet& net() { return net_; }
 
@@ -56,7 +55,6 @@ class DdpmPrior : public Prior {
   int channels() const override { return net_->config().in_channels; }
   int image_size() const override { return image_size_; }
   int size_multiple() const override { return 1 << (net_->config().block_out_channels.size() - 1); }
-  void set_inference_precision(torch::ScalarType dtype, bool channels_last) override;
   nlohmann::json description() const override;
 
  private:

@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "core/log.hpp"
+#include "core/panel.hpp"
 #include "core/progress.hpp"
 #include "nets/state_dict.hpp"
 #include "samplers/ddim.hpp"
@@ -180,8 +181,7 @@ void PriorTrainer::write_samples(const std::string& path) {
   auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 1);
   const int64_t n = 16, size = options_.crop;
   auto x = samplers::sample_ddim(*ema_, {n, 3, size, size}, options_.sample_steps, 0.0, rng);
-  auto grid = from_model(x).clamp(0, 1).view({4, 4, 3, size, size}).permute({2, 0, 3, 1, 4}).reshape({1, 3, 4 * size, 4 * size});
-  write_png(path, grid);
+  write_png(path, make_grid(from_model(x).clamp(0, 1)));
 }
 
 void PriorTrainer::run() {
