@@ -1,7 +1,11 @@
-// ud2m restore: measurement (+ sidecar) -> restored image, panel, JSON report.
+// ud2m restore: measurement (+ sidecar) -> restored image, panel, JSON report;
+// or a folder of measurements -> a folder of restorations.
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <numeric>
 
 #include "cli/commands.hpp"
 #include "cli/measurement.hpp"
@@ -13,28 +17,67 @@
 #include "core/progress.hpp"
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
+#include "samplers/ddrm.hpp"
 #include "samplers/diffpir.hpp"
+#include "samplers/dps.hpp"
+#include "samplers/latino.hpp"
 #include "variational/tv.hpp"
 
 namespace ud2m::cli {
 namespace {
 
+namespace fs = std::filesystem;
+
+struct Method {
+  int default_nfe;  // the published default (TV: iterations)
+  const char* summary;
+};
+
+const std::map<std::string, Method>& methods() {
+  static const std::map<std::string, Method> table = {
+      {"tv", {100, "total-variation regularised, no prior (any operator)"}},
+      {"dps", {1000, "DPS, gradient through the network (any differentiable operator, also nonlinear)"}},
+      {"diffpir", {100, "DiffPIR, operator prox (linear operators, sigma > 0)"}},
+      {"ddrm", {20, "DDRM, in the operator's SVD (identity, inpainting, circular blur, circular SR)"}},
+      {"latino", {8, "LATINO, prox + re-noise (linear operators, sigma > 0)"}},
+  };
+  return table;
+}
+
+std::string method_names() {
+  std::string names;
+  for (auto& [name, _] : methods()) names += (names.empty() ? "" : ", ") + name;
+  return names;
+}
+
 struct RestoreArgs {
   std::string method = "tv";
   std::string measurement, sidecar, out, panel, reference, model;
-  int iterations = 100;  // TV iterations
-  int nfe = 100;         // diffusion samplers: network evaluations per sample
+  int nfe = 0;  // 0: the method's default
   int samples = 1;
   uint64_t seed = 0;
   double tv_weight = 0.0;
+  double dps_zeta = samplers::DpsOptions{}.zeta;
+  double latino_delta = samplers::LatinoOptions{}.delta;
   int bit_depth = 8;
 };
 
-void check_writable(const std::string& path, const char* flag) {
+void check_folder_of(const std::string& path, const char* flag) {
   if (path.empty()) return;
-  auto dir = std::filesystem::path(path).parent_path();
-  UD2M_CHECK(dir.empty() || std::filesystem::is_directory(dir), "{} '{}': the folder '{}' does not exist", flag,
-             path, dir.string());
+  auto dir = fs::path(path).parent_path();
+  UD2M_CHECK(dir.empty() || fs::is_directory(dir), "{} '{}': the folder '{}' does not exist", flag, path,
+             dir.string());
+}
+
+const physics::LinearOperator& linear_operator(const Measurement& m, const std::string& method) {
+  auto* linear = dynamic_cast<const physics::LinearOperator*>(m.degradation.op.get());
+  UD2M_CHECK(linear, "{} needs a linear operator; '{}' is not linear (use dps or tv)", method, m.degradation.op->name());
+  return *linear;
+}
+
+void check_noisy(const Measurement& m, const std::string& method) {
+  UD2M_CHECK(m.degradation.noise.sigma > 0, "{} needs measurement noise sigma > 0 (the sidecar says {})", method,
+             m.degradation.noise.sigma);
 }
 
 struct Restoration {
@@ -42,118 +85,242 @@ struct Restoration {
   nlohmann::json settings;
 };
 
-Restoration restore_tv(const RestoreArgs& args, const Measurement& m) {
+// Everything one restoration needs besides the measurement.
+struct Context {
+  const RestoreArgs& args;
+  int nfe;
+  std::shared_ptr<diffusion::Prior> prior;  // null for tv
+  Progress* progress;
+};
+
+Restoration restore_tv(const Context& c, const Measurement& m) {
   variational::TvOptions options;
-  options.iterations = args.iterations;
-  options.weight = args.tv_weight > 0 ? args.tv_weight : variational::default_tv_weight(m.degradation.noise.sigma);
-  Progress progress("restore (tv)", options.iterations);
+  options.iterations = c.nfe;
+  options.weight = c.args.tv_weight > 0 ? c.args.tv_weight : variational::default_tv_weight(m.degradation.noise.sigma);
   auto x = variational::tv_restore(*m.degradation.op, m.y, m.image_shape, options,
-                                   [&](int, const torch::Tensor&) { progress.step(); });
+                                   [&](int, const torch::Tensor&) { c.progress->step(); });
   return {{x}, {{"tv_weight", options.weight}, {"iterations", options.iterations}}};
 }
 
-Restoration restore_diffpir(const RestoreArgs& args, const Measurement& m) {
-  UD2M_CHECK(!args.model.empty(), "--method diffpir needs a prior: --model FILE");
-  auto* linear = dynamic_cast<const physics::LinearOperator*>(m.degradation.op.get());
-  UD2M_CHECK(linear, "DiffPIR needs a linear operator; '{}' is not linear", m.degradation.op->name());
-  UD2M_CHECK(m.degradation.noise.sigma > 0, "DiffPIR needs measurement noise sigma > 0 (the sidecar says {})",
-             m.degradation.noise.sigma);
-  auto prior = diffusion::load_prior(args.model);
-  UD2M_CHECK(m.image_shape[1] == prior->channels(), "the prior '{}' models {}-channel images, the measurement {}",
-             args.model, prior->channels(), m.image_shape[1]);
-  const int multiple = prior->size_multiple();
+void check_prior_fits(const Context& c, const Measurement& m) {
+  const auto& prior = *c.prior;
+  UD2M_CHECK(m.image_shape[1] == prior.channels(), "the prior '{}' models {}-channel images, the measurement {}",
+             c.args.model, prior.channels(), m.image_shape[1]);
+  const int multiple = prior.size_multiple();
   UD2M_CHECK(m.image_shape[2] % multiple == 0 && m.image_shape[3] % multiple == 0,
-             "the prior '{}' needs image sides that are multiples of {}, not {}x{}", args.model, multiple,
+             "the prior '{}' needs image sides that are multiples of {}, not {}x{}", c.args.model, multiple,
              m.image_shape[3], m.image_shape[2]);
-  samplers::DiffPirOptions options;
-  options.steps = args.nfe;
-  auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
-  Restoration r{{}, {{"model", args.model}, {"nfe", options.steps}, {"zeta", options.zeta}, {"lambda", options.lambda},
-                     {"seed", args.seed}}};
-  Progress progress("restore (diffpir)", options.steps * args.samples);
-  for (int s = 0; s < args.samples; ++s) {
-    auto x = samplers::diffpir(*prior, *linear, m.y, m.degradation.noise.sigma, options, rng,
-                               [&](int step, int, const torch::Tensor& x0) {
-                                 UD2M_CHECK(torch::isfinite(x0).all().item<bool>(),
-                                            "DiffPIR produced NaN or infinite values at step {}", step);
-                                 progress.step();
-                               });
+}
+
+// One posterior sample with the chosen diffusion sampler.
+using Sampler = std::function<torch::Tensor(torch::Generator&, const samplers::StepCallback&)>;
+
+std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurement& m) {
+  auto& prior = *c.prior;
+  const auto& method = c.args.method;
+  const double sigma = m.degradation.noise.sigma;
+  if (method == "diffpir") {
+    auto& op = linear_operator(m, "DiffPIR");
+    check_noisy(m, "DiffPIR");
+    samplers::DiffPirOptions o;
+    o.steps = c.nfe;
+    return {[&, o, sigma](torch::Generator& rng, const samplers::StepCallback& cb) {
+              return samplers::diffpir(prior, op, m.y, sigma, o, rng, cb);
+            },
+            {{"zeta", o.zeta}, {"lambda", o.lambda}}};
+  }
+  if (method == "ddrm") {
+    samplers::DdrmOptions o;
+    o.steps = c.nfe;
+    return {[&, o, sigma](torch::Generator& rng, const samplers::StepCallback& cb) {
+              return samplers::ddrm(prior, *m.degradation.op, m.y, sigma, o, rng, cb);
+            },
+            {{"eta", o.eta}, {"eta_b", o.eta_b}}};
+  }
+  if (method == "dps") {
+    samplers::DpsOptions o;
+    o.steps = c.nfe;
+    o.zeta = c.args.dps_zeta;
+    return {[&, o](torch::Generator& rng, const samplers::StepCallback& cb) {
+              return samplers::dps(prior, *m.degradation.op, m.y, m.image_shape, o, rng, cb);
+            },
+            {{"zeta", o.zeta}}};
+  }
+  auto& op = linear_operator(m, "LATINO");
+  check_noisy(m, "LATINO");
+  samplers::LatinoOptions o;
+  o.steps = c.nfe;
+  o.delta = c.args.latino_delta;
+  return {[&, o, sigma](torch::Generator& rng, const samplers::StepCallback& cb) {
+            return samplers::latino(prior, op, m.y, sigma, o, rng, cb);
+          },
+          {{"delta", o.delta}}};
+}
+
+Restoration restore_diffusion(const Context& c, const Measurement& m) {
+  check_prior_fits(c, m);
+  auto [sample, settings] = make_sampler(c, m);
+  settings.update({{"model", c.args.model}, {"nfe", c.nfe}, {"seed", c.args.seed}});
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(c.args.seed);
+  Restoration r{{}, settings};
+  for (int s = 0; s < c.args.samples; ++s) {
+    auto x = sample(rng, [&](int step, int t, const torch::Tensor& x0) {
+      UD2M_CHECK(torch::isfinite(x0).all().item<bool>(),
+                 "{} produced NaN or infinite values at step {} (timestep {}) of sample {}", c.args.method, step + 1,
+                 t, s + 1);
+      c.progress->step();
+    });
     r.samples.push_back(x.clamp(-1, 1));
   }
   return r;
 }
 
-void run_restore(const RestoreArgs& args) {
-  UD2M_CHECK(args.method == "tv" || args.method == "diffpir", "unknown --method '{}'; available: tv, diffpir",
-             args.method);
-  UD2M_CHECK(args.nfe > 0, "--nfe must be positive, not {}", args.nfe);
-  UD2M_CHECK(args.samples > 0, "--samples must be positive, not {}", args.samples);
-  check_writable(args.out, "--out");
-  check_writable(args.panel, "--panel");
-  auto m = load_measurement(args.measurement, args.sidecar);
+// Measurement | a few samples | mean | std map | reference.
+void write_restore_panel(const std::string& path, const Measurement& m, const torch::Tensor& stack,
+                         const torch::Tensor& restored, const torch::Tensor& reference, const std::string& method) {
+  std::vector<PanelItem> items;
+  if (m.y.dim() == 4 && (m.y.size(1) == 1 || m.y.size(1) == 3)) items.push_back({"measurement", from_model(m.y)});
+  const int64_t n = stack.size(0);
+  for (int64_t i = 0; i < std::min<int64_t>(n, 3) && n > 1; ++i)
+    items.push_back({"sample " + std::to_string(i + 1), stack.slice(0, i, i + 1)});
+  items.push_back({n > 1 ? "posterior mean" : method, restored});
+  if (n > 1) items.push_back({"std (x4)", (4 * stack.std(0, /*unbiased=*/true, /*keepdim=*/true).mean(1, true)).clamp(0, 1)});
+  if (reference.defined()) items.push_back({"reference", reference});
+  write_png(path, make_panel(items));
+}
+
+struct Job {
+  std::string measurement, out, panel, reference;
+};
+
+nlohmann::json restore_one(const Context& c, const Job& job) {
+  auto m = load_measurement(job.measurement, c.args.sidecar);
   torch::Tensor reference;
-  if (!args.reference.empty()) {
-    reference = read_image(args.reference, static_cast<int>(m.image_shape[1]));
+  if (!job.reference.empty()) {
+    reference = read_image(job.reference, static_cast<int>(m.image_shape[1]));
     UD2M_CHECK(reference.sizes().vec() == m.image_shape, "--reference '{}' is {} but the restored image will be {}",
-               args.reference, fmt::join(reference.sizes(), "x"), fmt::join(m.image_shape, "x"));
+               job.reference, fmt::join(reference.sizes(), "x"), fmt::join(m.image_shape, "x"));
   }
   const auto start = std::chrono::steady_clock::now();
-  auto r = args.method == "tv" ? restore_tv(args, m) : restore_diffpir(args, m);
+  auto r = c.args.method == "tv" ? restore_tv(c, m) : restore_diffusion(c, m);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   // Several samples: the posterior mean is the estimate, their spread the uncertainty.
-  auto stack = from_model(torch::stack(r.samples)).clamp(0, 1);
-  auto restored = stack.mean(0);
-  nlohmann::json report = {{"method", args.method}, {"measurement", args.measurement}, {"seconds", seconds},
-                           {"samples", args.samples}, {"task", m.degradation.sidecar.value("task", "")},
+  auto stack = from_model(torch::cat(r.samples)).clamp(0, 1);
+  auto restored = stack.mean(0, true);
+  nlohmann::json report = {{"method", c.args.method}, {"measurement", job.measurement}, {"seconds", seconds},
+                           {"samples", c.args.samples}, {"task", m.degradation.sidecar.value("task", "")},
                            {"sigma", m.degradation.noise.sigma}, {"settings", r.settings}};
   if (reference.defined()) {
+    report["reference"] = job.reference;
     report["psnr"] = metrics::psnr(restored, reference);
-    log::info("PSNR against '{}': {:.2f} dB", args.reference, report["psnr"].get<double>());
+    log::info("{}: PSNR {:.2f} dB", job.measurement, report["psnr"].get<double>());
   }
-  write_png(args.out, restored, args.bit_depth);
-  write_file_atomic(replace_extension(args.out, ".json"), report.dump(2) + "\n");
-  if (!args.panel.empty()) {
-    std::vector<PanelItem> items;
-    if (m.y.dim() == 4 && (m.y.size(1) == 1 || m.y.size(1) == 3)) items.push_back({"measurement", from_model(m.y)});
-    items.push_back({args.samples > 1 ? "posterior mean" : args.method, restored});
-    if (args.samples > 1) {
-      auto std_map = stack.std(0).mean(1, true);
-      items.push_back({"std (x4)", (4 * std_map).clamp(0, 1)});
+  write_png(job.out, restored, c.args.bit_depth);
+  write_file_atomic(replace_extension(job.out, ".json"), report.dump(2) + "\n");
+  if (!job.panel.empty()) write_restore_panel(job.panel, m, stack, restored, reference, c.args.method);
+  return report;
+}
+
+bool is_measurement_file(const fs::path& p) {
+  for (const char* ext : {".png", ".jpg", ".jpeg", ".safetensors"})
+    if (has_extension(p.string(), ext)) return true;
+  return false;
+}
+
+// A folder of measurements: one job each, outputs named after the inputs.
+std::vector<Job> folder_jobs(const RestoreArgs& args) {
+  UD2M_CHECK(args.sidecar.empty(), "--sidecar names one file; with a folder of measurements each has its own");
+  std::vector<fs::path> inputs;
+  for (auto& entry : fs::directory_iterator(args.measurement))
+    if (entry.is_regular_file() && is_measurement_file(entry.path())) inputs.push_back(entry.path());
+  std::sort(inputs.begin(), inputs.end());
+  UD2M_CHECK(!inputs.empty(), "the folder '{}' holds no measurement (.png, .jpg, .safetensors)", args.measurement);
+  fs::create_directories(args.out);
+  if (!args.panel.empty()) fs::create_directories(args.panel);
+  std::vector<Job> jobs;
+  for (auto& in : inputs) {
+    const auto stem = in.stem().string();
+    Job job{in.string(), (fs::path(args.out) / (stem + ".png")).string(), "", ""};
+    if (!args.panel.empty()) job.panel = (fs::path(args.panel) / (stem + ".png")).string();
+    if (!args.reference.empty()) {
+      for (const char* ext : {".png", ".jpg", ".jpeg"})
+        if (auto ref = fs::path(args.reference) / (stem + ext); fs::exists(ref)) job.reference = ref.string();
+      UD2M_CHECK(!job.reference.empty(), "no reference image named '{}' in '{}'", stem, args.reference);
     }
-    if (reference.defined()) items.push_back({"reference", reference});
-    write_png(args.panel, make_panel(items));
+    jobs.push_back(job);
   }
-  log::info("wrote '{}' ({:.1f} s)", args.out, seconds);
+  return jobs;
+}
+
+void run_restore(const RestoreArgs& args, bool nfe_given) {
+  auto method = methods().find(args.method);
+  UD2M_CHECK(method != methods().end(), "unknown --method '{}'; available: {}", args.method, method_names());
+  UD2M_CHECK(!nfe_given || args.nfe > 0, "--nfe must be positive, not {}", args.nfe);
+  UD2M_CHECK(args.samples > 0, "--samples must be positive, not {}", args.samples);
+  UD2M_CHECK(args.method == "tv" || !args.model.empty(), "--method {} needs a prior: --model FILE", args.method);
+  const bool folder = fs::is_directory(args.measurement);
+  std::vector<Job> jobs;
+  if (folder) {
+    jobs = folder_jobs(args);
+  } else {
+    check_folder_of(args.out, "--out");
+    check_folder_of(args.panel, "--panel");
+    jobs.push_back({args.measurement, args.out, args.panel, args.reference});
+  }
+  const int nfe = nfe_given ? args.nfe : method->second.default_nfe;
+  std::shared_ptr<diffusion::Prior> prior;
+  if (args.method != "tv") prior = diffusion::load_prior(args.model);
+  const int samples = args.method == "tv" ? 1 : args.samples;
+  Progress progress("restore (" + args.method + ")", nfe * samples * static_cast<int>(jobs.size()));
+  Context context{args, nfe, prior, &progress};
+  std::vector<double> psnrs;
+  for (auto& job : jobs) {
+    auto report = restore_one(context, job);
+    if (report.contains("psnr")) psnrs.push_back(report["psnr"].get<double>());
+    if (!folder) log::info("wrote '{}' ({:.1f} s)", job.out, report["seconds"].get<double>());
+  }
+  if (folder) {
+    log::info("restored {} measurements into '{}' ({:.1f} s)", jobs.size(), args.out, progress.elapsed_seconds());
+    if (!psnrs.empty())
+      log::info("mean PSNR {:.2f} dB over {} images", std::accumulate(psnrs.begin(), psnrs.end(), 0.0) / psnrs.size(),
+                psnrs.size());
+  }
 }
 
 }  // namespace
 
 void add_restore_command(CLI::App& app) {
   auto args = std::make_shared<RestoreArgs>();
-  auto* cmd = app.add_subcommand("restore", "Restore an image from a measurement made by `ud2m degrade`.");
+  auto* cmd = app.add_subcommand("restore", "Restore an image (or a folder of them) from measurements made by `ud2m degrade`.");
   cmd->add_option("--measurement,-m", args->measurement,
-                  "Measurement: PNG/JPEG with a JSON sidecar, or .safetensors (exact values, sidecar inside)")
+                  "Measurement: PNG/JPEG with a JSON sidecar, or .safetensors (exact values, sidecar inside); or a "
+                  "folder of them")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
   cmd->add_option("--sidecar", args->sidecar, "Sidecar JSON describing the degradation (default: beside the measurement)");
-  cmd->add_option("--out,-o", args->out, "Restored image (PNG; the posterior mean when --samples > 1); a JSON report "
-                  "is written beside it")->required();
-  cmd->add_option("--method", args->method,
-                  "tv: total-variation regularised (non-learned); diffpir: DiffPIR with a diffusion prior (linear "
-                  "operators, sigma > 0)")->capture_default_str();
-  cmd->add_option("--model", args->model, "Diffusion prior for diffpir (ud2m file, original checkpoint, diffusers folder)");
-  cmd->add_option("--nfe", args->nfe, "Network evaluations per sample (diffpir steps)")->capture_default_str();
-  cmd->add_option("--samples", args->samples, "Posterior samples; the output is their mean")->capture_default_str();
+  cmd->add_option("--out,-o", args->out, "Restored image (PNG; the posterior mean when --samples > 1), or a folder "
+                  "for a folder of measurements; a JSON report is written beside each")->required();
+  std::string method_help = "Method:";
+  for (auto& [name, m] : methods())
+    method_help += "\n  " + name + ": " + m.summary + " (default NFE " + std::to_string(m.default_nfe) + ")";
+  cmd->add_option("--method", args->method, method_help)->capture_default_str();
+  cmd->add_option("--model", args->model, "Diffusion prior (ud2m file, original checkpoint, diffusers folder)");
+  auto* nfe = cmd->add_option("--nfe", args->nfe, "Network evaluations per sample (TV: iterations); default: the "
+                              "method's published setting");
+  cmd->add_option("--samples", args->samples, "Posterior samples; the output is their mean, the panel shows their std")
+      ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the sampler's noise")->capture_default_str();
-  cmd->add_option("--panel", args->panel, "Also write a side-by-side PNG: measurement | restored | std | reference");
-  cmd->add_option("--reference", args->reference, "Ground-truth image: report PSNR and add it to the panel")
-      ->check(CLI::ExistingFile);
-  cmd->add_option("--iterations", args->iterations, "TV iterations")->capture_default_str();
+  cmd->add_option("--panel", args->panel, "Also write a side-by-side PNG: measurement | samples | mean | std | "
+                  "reference (a folder for a folder of measurements)");
+  cmd->add_option("--reference", args->reference, "Ground-truth image (or folder, matched by name): report PSNR and "
+                  "add it to the panel")->check(CLI::ExistingPath);
   cmd->add_option("--tv-weight", args->tv_weight, "TV weight λ in [-1,1] units (default: chosen from the noise level)");
+  cmd->add_option("--dps-zeta", args->dps_zeta, "DPS step on the residual norm's gradient")->capture_default_str();
+  cmd->add_option("--latino-delta", args->latino_delta, "LATINO prox step scale δ")->capture_default_str();
   cmd->add_option("--bit-depth", args->bit_depth, "PNG bit depth of the output: 8 or 16")
       ->check(CLI::IsMember({8, 16}))
       ->capture_default_str();
-  cmd->callback([args] { run_restore(*args); });
+  cmd->callback([args, nfe] { run_restore(*args, nfe->count() > 0); });
 }
 
 }  // namespace ud2m::cli

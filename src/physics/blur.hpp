@@ -27,6 +27,9 @@ class CircularBlur : public LinearOperator {
   static std::shared_ptr<CircularBlur> from_json(const nlohmann::json& j);
 
   const torch::Tensor& kernel() const { return kernel_; }
+  const torch::Tensor& half_spectrum() const { return spectrum_; }
+  int64_t height() const { return height_; }
+  int64_t width() const { return width_; }
   static constexpr double kPinvTolerance = 1e-5;  // singular values |K| below this count as zero
 
  private:

@@ -30,6 +30,8 @@ class Downsampling : public LinearOperator {
 
   int64_t factor() const { return factor_; }
   const torch::Tensor& filter() const { return filter_; }
+  // Eigenvalues of AAᵀ in the orthonormal low-resolution Fourier basis, (H/f, W/f) float64.
+  const torch::Tensor& aat_eigenvalues() const { return aliased_power_; }
 
  private:
   torch::Tensor block_mean(const torch::Tensor& spectrum) const;  // (.., H, W) -> (.., H/f, W/f)

@@ -2,6 +2,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/image.hpp"
+#include "core/paths.hpp"
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
 #include "test_util.hpp"
@@ -54,6 +55,63 @@ TEST(RestoreCli, DiffPirRunsWithAPriorFileAndReportsItsSettings) {
   EXPECT_EQ(report.at("samples"), 2);
 }
 
+TEST(RestoreCli, EveryDiffusionSamplerRunsAndDefaultsToItsPublishedNfe) {
+  auto dir = test::temp_dir();
+  auto y = degraded(dir);
+  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
+  const auto model = " --model " + (dir / "prior.safetensors").string();
+  for (std::string method : {"dps", "ddrm", "latino", "diffpir"}) {
+    const auto out = (dir / (method + ".png")).string();
+    auto r = test::run_ud2m("restore -m " + y.string() + " --method " + method + " --nfe 3 --out " + out + model);
+    ASSERT_EQ(r.exit_code, 0) << method << ": " << r.output;
+    EXPECT_EQ(read_image(out).sizes(), (std::vector<int64_t>{1, 3, 32, 32})) << method;
+    auto report = nlohmann::json::parse(read_file(replace_extension(out, ".json")));
+    EXPECT_EQ(report.at("settings").at("nfe"), 3) << method;
+  }
+  auto r = test::run_ud2m("restore -m " + y.string() + " --method latino --out " + (dir / "d.png").string() + model);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(read_file((dir / "d.json").string())).at("settings").at("nfe"), 8);
+}
+
+TEST(RestoreCli, RestoresAFolderOfMeasurementsWithReferencesByName) {
+  auto dir = test::temp_dir();
+  fs::create_directories(dir / "in");
+  fs::create_directories(dir / "ref");
+  for (auto name : {"a", "b"}) {
+    auto sub = dir / name;
+    fs::create_directories(sub);
+    degraded(sub);
+    fs::copy_file(sub / "y.png", dir / "in" / (std::string(name) + ".png"));
+    fs::copy_file(sub / "y.json", dir / "in" / (std::string(name) + ".json"));
+    fs::copy_file(sub / "clean.png", dir / "ref" / (std::string(name) + ".png"));
+  }
+  auto r = test::run_ud2m("restore -m " + (dir / "in").string() + " --out " + (dir / "out").string() +
+                          " --reference " + (dir / "ref").string() + " --panel " + (dir / "panels").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (auto name : {"a.png", "a.json", "b.png", "b.json"}) EXPECT_TRUE(fs::exists(dir / "out" / name)) << name;
+  EXPECT_TRUE(fs::exists(dir / "panels" / "b.png"));
+  EXPECT_NE(r.output.find("mean PSNR"), std::string::npos) << r.output;
+  EXPECT_TRUE(nlohmann::json::parse(read_file((dir / "out" / "a.json").string())).contains("psnr"));
+}
+
+TEST(RestoreCli, NanDuringSamplingIsReportedWithItsStep) {
+  auto dir = test::temp_dir();
+  auto y = degraded(dir);
+  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+  {
+    torch::NoGradGuard no_grad;
+    prior.module().parameters().back().fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
+  const auto out = (dir / "x.png").string();
+  auto r = test::run_ud2m("restore -m " + y.string() + " --method ddrm --nfe 3 --out " + out + " --model " +
+                          (dir / "prior.safetensors").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("NaN"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+}
+
 TEST(RestoreCli, BadRequestsFailWithOneClearErrorAndNoOutput) {
   auto dir = test::temp_dir();
   auto y = degraded(dir);
@@ -65,7 +123,7 @@ TEST(RestoreCli, BadRequestsFailWithOneClearErrorAndNoOutput) {
     std::string args, message;
   };
   std::vector<Case> cases = {
-      {"--method dps", "unknown --method 'dps'"},
+      {"--method foo", "unknown --method 'foo'"},
       {"--method diffpir", "needs a prior"},
       {"--method diffpir --nfe 0" + model, "--nfe must be positive"},
       {"--method diffpir --samples 0" + model, "--samples must be positive"},
@@ -87,6 +145,11 @@ TEST(RestoreCli, BadRequestsFailWithOneClearErrorAndNoOutput) {
   r = test::run_ud2m("restore -m " + j.string() + " --method diffpir --out " + out + model);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("needs a linear operator"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  // DDRM on an operator without an SVD.
+  r = test::run_ud2m("restore -m " + j.string() + " --method ddrm --out " + out + model);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("singular value decomposition"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(out));
 }
 
