@@ -1,0 +1,139 @@
+"""ud2m's zero-shot samplers vs deepinv's on the same prior weights, operator,
+measurements and held-out images: mean PSNR of each, and the gap.
+
+    python bench/zero_shot_agreement.py --build build --model PRIOR.safetensors \
+        [--images 20] [--size 64] [--task gaussian_deblur] [--sigma 0.05] \
+        [--methods diffpir,ddrm,dps] [--dps-steps 100] [--out bench_out/agreement]
+
+The measurements are made once by `ud2m degrade` (exact float values in
+.safetensors); deepinv reads the same values and the same blur kernel. The
+deepinv network is the ADM assembled from deepinv's own DiffUNet blocks
+(tests/python/gen_adm.py) carrying the prior's weights. Each side uses its own
+random numbers, so single images differ; the claim is about the mean.
+"""
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "bench"))
+import deepinv as dinv  # noqa: E402
+from gen_adm import build  # noqa: E402
+from heldout import write_heldout  # noqa: E402
+
+
+def load_deepinv_prior(path):
+    with safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["ud2m"])
+        weights = {k: f.get_tensor(k).float() for k in f.keys()}
+    assert meta["arch"] == "adm", "this benchmark compares ADM priors"
+    model = build(meta["config"])
+    model.load_state_dict(weights)
+    # DiffUNet's denoiser mode maps σ to timesteps with these buffers.
+    betas = torch.linspace(1e-4, 2e-2, 1000, dtype=torch.float32)
+    ab = torch.cumprod(1 - betas, 0)
+    model.register_buffer("sqrt_1m_alphas_cumprod", (1 - ab).sqrt())
+    model.register_buffer("sqrt_alphas_cumprod", ab.sqrt())
+    return model.eval()
+
+
+def psnr(x, ref):
+    mse = ((x.clamp(0, 1).double() - ref.double()) ** 2).mean().item()
+    return 10 * np.log10(1 / mse)
+
+
+def read_png(path):
+    from PIL import Image
+    a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(a).permute(2, 0, 1)[None]
+
+
+def ud2m(binary, *args):
+    subprocess.run([str(binary), *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+
+
+def ddpm_sigmas(steps):
+    """Our DDRM grid (steps evenly spaced timesteps 999 → 0) as deepinv noise levels in [0, 1] units."""
+    betas = torch.linspace(1e-4, 2e-2, 1000, dtype=torch.float64)
+    ab = torch.cumprod(1 - betas, 0)
+    ts = [round(i * 999 / (steps - 1)) for i in range(steps - 1, -1, -1)]
+    return [float(((1 - ab[t]) / ab[t]).sqrt() / 2) for t in ts]
+
+
+def deepinv_restore(method, model, physics, y01, sigma, args):
+    if method == "diffpir":
+        algo = dinv.sampling.DiffPIR(model, dinv.optim.data_fidelity.L2(), sigma=sigma, max_iter=100)
+    elif method == "ddrm":
+        algo = dinv.sampling.DDRM(model, sigmas=np.array(ddpm_sigmas(20)))
+    elif method == "dps":
+        algo = dinv.sampling.DPS(model, num_steps=args.dps_steps, dtype=torch.float32)
+    else:
+        raise ValueError(method)
+    if method == "dps":
+        return algo(y01, physics)
+    with torch.no_grad():
+        return algo(y01, physics)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--task", default="gaussian_deblur")
+    ap.add_argument("--sigma", type=float, default=0.05)
+    ap.add_argument("--methods", default="diffpir,ddrm,dps")
+    ap.add_argument("--dps-steps", type=int, default=100)
+    ap.add_argument("--out", default="bench_out/agreement")
+    args = ap.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    binary = pathlib.Path(args.build) / "ud2m"
+    out = pathlib.Path(args.out)
+    clean = write_heldout(out / "clean", args.size, args.images)
+    (out / "y").mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(clean):
+        ud2m(binary, "degrade", "--task", args.task, "--sigma", args.sigma, "--seed", i, path,
+             out / "y" / (path.stem + ".safetensors"))
+    model = load_deepinv_prior(args.model)
+    results = {}
+    for method in args.methods.split(","):
+        nfe = {"diffpir": 100, "ddrm": 20, "dps": args.dps_steps}[method]
+        start = time.time()
+        ud2m(binary, "restore", "-m", out / "y", "--method", method, "--model", args.model, "--nfe", nfe,
+             "--out", out / f"ud2m_{method}", "--reference", out / "clean")
+        ud2m_seconds = time.time() - start
+        ours = [json.loads((out / f"ud2m_{method}" / (p.stem + ".json")).read_text())["psnr"] for p in clean]
+        theirs, start = [], time.time()
+        torch.manual_seed(0)
+        for p in clean:
+            with safe_open(str(out / "y" / (p.stem + ".safetensors")), "pt") as f:
+                y = f.get_tensor("y").float()
+                sidecar = json.loads(f.metadata()["ud2m_sidecar"])
+            kernel = torch.tensor(sidecar["operator"]["kernel"]["values"], dtype=torch.float32)
+            kernel = kernel.reshape(sidecar["operator"]["kernel"]["shape"])[None, None]
+            physics = dinv.physics.BlurFFT(img_size=(3, args.size, args.size), filter=kernel,
+                                           noise_model=dinv.physics.GaussianNoise(args.sigma))
+            x = deepinv_restore(method, model, physics, (y + 1) / 2, args.sigma, args)
+            theirs.append(psnr(x.detach(), read_png(p)))
+        results[method] = {"nfe": nfe, "ud2m_psnr": float(np.mean(ours)), "deepinv_psnr": float(np.mean(theirs)),
+                           "gap_db": float(np.mean(ours) - np.mean(theirs)), "ud2m_seconds": ud2m_seconds,
+                           "deepinv_seconds": time.time() - start, "images": len(clean)}
+        r = results[method]
+        print(f"{method:8s} NFE {nfe:4d}: ud2m {r['ud2m_psnr']:.2f} dB ({r['ud2m_seconds']:.0f} s), "
+              f"deepinv {r['deepinv_psnr']:.2f} dB ({r['deepinv_seconds']:.0f} s), gap {r['gap_db']:+.2f} dB",
+              flush=True)
+    (out / "agreement.json").write_text(json.dumps({"task": args.task, "sigma": args.sigma, "model": args.model,
+                                                     "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
