@@ -5,6 +5,10 @@ eager on the same weights, same input, same threads, in one run.
 
 Python peers: plain fp32 eager, and the tuned bf16 recipe (bf16 weights +
 autocast, channels-last; GroupNorm runs in fp32 inside the model).
+
+It also checks the outputs: the C++ fp32 network must give PyTorch's ε on the
+same input (max relative error printed; `--config adm-256-uncond` is the
+full-size conformance check of the 552,814,086-parameter network).
 """
 import argparse
 import copy
@@ -16,7 +20,7 @@ import tempfile
 import time
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "python"))
 from gen_adm import build  # noqa: E402  (deepinv's DiffUNet blocks)
@@ -78,7 +82,6 @@ def main():
         path = pathlib.Path(tmp) / "prior.safetensors"
         if args.model:
             path = pathlib.Path(args.model)
-            from safetensors.torch import load_file
             model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
         else:
             meta = {"format": "ud2m-prior", "version": 1, "arch": "adm", "config": cfg,
@@ -88,23 +91,33 @@ def main():
                       metadata={"ud2m": json.dumps(meta)})
         x = torch.randn(args.batch, 3, size, size)
         t = torch.full((args.batch,), 500.0)
+        io = pathlib.Path(tmp) / "io.safetensors"
+        save_file({"x": x, "t": t}, str(io))
+        with torch.no_grad():
+            reference = model.forward_diffusion(x, t)
         rows = []
         py_fp32 = time_python(model, x, t, args.iters, False, False)
         rows.append(("PyTorch eager fp32", py_fp32, peak_rss_mib()))
         py_bf16 = time_python(copy.deepcopy(model), x, t, args.iters, True, True)
         rows.append(("PyTorch bf16 weights+autocast, channels-last", py_bf16, None))  # peak already counted
         binary = pathlib.Path(args.build) / "bench" / "adm_forward"
+        errors = {}
         for label, dtype, cl in [("ud2m C++ fp32", "fp32", 0), ("ud2m C++ fp32 channels-last", "fp32", 1),
                                  ("ud2m C++ bf16 channels-last", "bf16", 1)]:
             out = subprocess.run([str(binary), str(path), str(size), str(args.batch), dtype, str(cl),
-                                  str(args.iters), str(args.threads)], capture_output=True, text=True, check=True)
+                                  str(args.iters), str(args.threads), str(io)], capture_output=True, text=True,
+                                 check=True)
             r = json.loads(out.stdout)
             rows.append((label, r["seconds_per_pass"], r["peak_rss_mib"]))
+            eps = load_file(str(io) + ".out.safetensors")["eps"]
+            errors[label] = ((eps - reference).abs().max() / reference.abs().max()).item()
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.config} ({params / 1e6:.1f} M params), {size}x{size}, batch {args.batch}, {args.threads} threads")
     print(f"{'':48s} {'s/pass':>9s} {'vs eager fp32':>14s} {'vs PyTorch bf16':>16s} {'peak RSS MiB':>13s}")
     for label, sec, rss in rows:
         print(f"{label:48s} {sec:9.4f} {py_fp32 / sec:13.2f}x {py_bf16 / sec:15.2f}x {rss or float('nan'):13.0f}")
+    print("output vs PyTorch fp32 (max relative error): " +
+          ", ".join(f"{label} {err:.1e}" for label, err in errors.items()))
 
 
 if __name__ == "__main__":
