@@ -9,7 +9,7 @@ VENV="${UD2M_VENV:-$HOME/.cache/ud2m/venv}"
 
 apt_pkgs=(build-essential cmake ninja-build pkg-config
   libpng-dev libjpeg62-turbo-dev zlib1g-dev libcli11-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgloo-dev libgtest-dev libgmock-dev libbenchmark-dev
   python3-skimage)
 missing=()
 for p in "${apt_pkgs[@]}"; do

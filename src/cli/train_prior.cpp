@@ -1,8 +1,12 @@
 // ud2m train-prior: train a diffusion prior on a folder or list of photographs.
+#include <cstdlib>
 #include <filesystem>
 
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
+#include "dist/context.hpp"
+#include "dist/launch.hpp"
 #include "train/prior_trainer.hpp"
 
 namespace ud2m::cli {
@@ -13,14 +17,15 @@ void add_train_prior_command(CLI::App& app) {
       "train-prior",
       "Train a diffusion prior (ε-prediction, AdamW, EMA) on random crops of photographs. Resumes from\n"
       "OUT/checkpoint.safetensors when present; writes OUT/prior.safetensors (EMA weights, bf16),\n"
-      "OUT/loss.csv and OUT/samples.png.");
+      "OUT/loss.csv and OUT/samples.png. Data parallel over processes: --nproc N on this machine, or\n"
+      "under a launcher that sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (torchrun).");
   cmd->add_option("--data", o->data, "Folder of PNG/JPEG photos, or a text file listing one path per line")
       ->check(CLI::ExistingPath);
   cmd->add_option("--out", o->out_dir, "Output folder")->required();
   cmd->add_option("--config", o->config, "ADM preset: ud2m-small-64, tiny-16, adm-ffhq-256, adm-256-uncond")
       ->capture_default_str();
   cmd->add_option("--crop", o->crop, "Crop size in pixels")->capture_default_str();
-  cmd->add_option("--batch", o->batch, "Batch size")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Batch size (global: split evenly over the processes)")->capture_default_str();
   cmd->add_option("--steps", o->steps, "Total optimisation steps to reach")->capture_default_str();
   cmd->add_option("--lr", o->lr, "AdamW learning rate")->capture_default_str();
   cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay")->capture_default_str();
@@ -29,10 +34,25 @@ void add_train_prior_command(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data order and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
   cmd->add_option("--sample-every", o->sample_every, "Sample-grid period in steps (0: never)")->capture_default_str();
-  cmd->callback([o] {
-    UD2M_CHECK(!o->data.empty() || std::filesystem::exists(o->out_dir + "/checkpoint.safetensors"),
-               "--data is required unless --out holds a checkpoint to resume");
-    train::PriorTrainer(*o).run();
+  auto nproc = std::make_shared<int>(1);
+  auto* nproc_option = cmd->add_option(
+      "--nproc", *nproc, "Worker processes on this machine (data parallel, Gloo over loopback)");
+  cmd->callback([o, nproc, nproc_option] {
+    const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
+    UD2M_CHECK(!o->data.empty() || resume, "--data is required unless --out holds a checkpoint to resume");
+    if (nproc_option->count()) {
+      UD2M_CHECK(*nproc >= 1, "--nproc must be at least 1, not {}", *nproc);
+      UD2M_CHECK(!std::getenv("WORLD_SIZE"),
+                 "--nproc starts its own worker processes: drop it when a launcher sets WORLD_SIZE");
+    }
+    if (*nproc > 1) {
+      if (!resume) train::PriorTrainer::rank_batch(o->batch, *nproc);  // fail before starting anyone
+      dist::run_local_workers(dist::without_nproc(dist::own_command_line()), *nproc);
+      return;
+    }
+    auto dist = dist::DistContext::from_environment();
+    if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
+    train::PriorTrainer(*o, nullptr, dist).run();
   });
 }
 

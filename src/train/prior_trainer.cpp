@@ -4,6 +4,8 @@
 #include <ATen/autocast_mode.h>
 
 #include <filesystem>
+#include <mutex>
+#include <optional>
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -45,8 +47,16 @@ PriorTrainOptions PriorTrainOptions::from_json(const nlohmann::json& j) {
 
 std::string PriorTrainer::checkpoint_path() const { return (fs::path(options_.out_dir) / "checkpoint.safetensors").string(); }
 
-PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const CropDataset> data)
-    : options_(std::move(options)), data_(std::move(data)) {
+int PriorTrainer::rank_batch(int batch, int world) {
+  UD2M_CHECK(batch % world == 0, "the batch ({}) must be divisible by the number of processes ({}): each trains on "
+             "an equal share", batch, world);
+  return batch / world;
+}
+
+PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const CropDataset> data,
+                           std::shared_ptr<dist::DistContext> dist)
+    : options_(std::move(options)), data_(std::move(data)), dist_(std::move(dist)) {
+  if (!dist_) dist_ = std::make_shared<dist::DistContext>();
   UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
   UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
   fs::create_directories(options_.out_dir);
@@ -59,11 +69,15 @@ PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const Crop
     saved.out_dir = options_.out_dir;
     options_ = saved;
   }
+  rank_batch_ = rank_batch(options_.batch, dist_->world());
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   torch::manual_seed(options_.seed);  // weight initialisation
   auto config = nets::AdmConfig::preset(options_.config);
   model_ = std::make_shared<diffusion::AdmPrior>(config, diffusion::Schedule::linear());
   ema_ = std::make_shared<diffusion::AdmPrior>(config, diffusion::Schedule::linear());
+  // Rank 0's initial weights for all: equal seeds would do on one machine, but
+  // not across different CPUs or library builds.
+  dist_->broadcast(model_->net()->parameters());
   {
     torch::NoGradGuard no_grad;
     auto src = model_->net()->parameters();
@@ -80,13 +94,22 @@ PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const Crop
 
 float PriorTrainer::step() {
   const auto& schedule = model_->schedule();
+  // Every rank draws the whole global batch (crops, times, noise) from the same
+  // generator and keeps its own slice: the slices together are exactly what one
+  // process draws, and the generators of all ranks stay equal, so rank 0's
+  // checkpoint holds everyone's. Drawing crops is cheap next to the network.
   auto x0 = data_->batch(options_.batch, rng_);
   auto t = at::randint(schedule.steps(), {options_.batch}, rng_, torch::kLong);
   auto noise = at::randn(x0.sizes(), rng_, x0.options());
+  const int64_t first = static_cast<int64_t>(dist_->rank()) * rank_batch_;
+  x0 = x0.narrow(0, first, rank_batch_);
+  t = t.narrow(0, first, rank_batch_);
+  noise = noise.narrow(0, first, rank_batch_);
   auto ab = schedule.alpha_bars().index_select(0, t).to(torch::kFloat32).view({-1, 1, 1, 1});
   auto x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise;
 
   optimizer_->zero_grad();
+  seed_dropout();
   torch::Tensor loss;
   {
     at::autocast::set_autocast_enabled(at::kCPU, options_.bf16);
@@ -96,14 +119,37 @@ float PriorTrainer::step() {
     loss = torch::mse_loss(eps.to(torch::kFloat32), noise);
   }
   at::autocast::clear_cache();
-  UD2M_CHECK(std::isfinite(loss.item<float>()), "the training loss became {} at step {}", loss.item<float>(), step_);
   loss.backward();
+  // Each rank's loss is the mean over its equal share, so the mean of the ranks'
+  // gradients is the gradient of the global batch's mean loss; the loss itself
+  // rides along in the same collective, for the log and the finiteness check.
+  auto global_loss = loss.detach().reshape({1}).clone();
+  std::vector<torch::Tensor> reduced;
+  for (auto& p : model_->net()->parameters())
+    if (p.grad().defined()) reduced.push_back(p.grad());
+  reduced.push_back(global_loss);
+  dist_->allreduce_mean(reduced);
+  const float value = global_loss.item<float>();
+  // After the reduction, so that every rank stops at the same step.
+  UD2M_CHECK(std::isfinite(value), "the training loss became {} at step {}", value, step_);
   torch::nn::utils::clip_grad_norm_(model_->net()->parameters(), options_.grad_clip);
   optimizer_->step();
   update_ema();
   ++step_;
-  losses_.push_back(loss.item<float>());
-  return losses_.back();
+  losses_.push_back(value);
+  return value;
+}
+
+void PriorTrainer::seed_dropout() {
+  // Dropout draws from the global CPU generator. Seeding it from (seed, step,
+  // rank) gives the ranks independent masks and makes a resume exact without
+  // saving it. (Masks depend on the split, so W ranks match one process only
+  // without dropout, as in the tiny-16 test config.)
+  uint64_t seed = options_.seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(step_ + 1));
+  seed ^= 0xBF58476D1CE4E5B9ull * static_cast<uint64_t>(dist_->rank() + 1);
+  auto global = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(global.mutex());
+  global.set_current_seed(seed);
 }
 
 void PriorTrainer::update_ema() {
@@ -116,6 +162,7 @@ void PriorTrainer::update_ema() {
 }
 
 void PriorTrainer::save_checkpoint() {
+  if (!dist_->is_main()) return;  // all ranks hold the same state
   TensorMap tensors;
   for (auto& [name, t] : nets::state_dict(*model_->net())) tensors["model." + name] = t;
   for (auto& [name, t] : nets::state_dict(*ema_->net())) tensors["ema." + name] = t;
@@ -129,8 +176,6 @@ void PriorTrainer::save_checkpoint() {
     adam_step = state.step();
   }
   tensors["rng"] = rng_.get_state();
-  // Dropout draws from the global generator: saved too, for an exact resume.
-  tensors["rng.global"] = at::detail::getDefaultCPUGenerator().get_state();
   tensors["loss"] = torch::tensor(losses_);
   nlohmann::json meta = {{"step", step_}, {"adam_step", adam_step}, {"options", options_.to_json()}};
   write_safetensors(checkpoint_path(), tensors, {{"ud2m_train", meta.dump()}});
@@ -165,11 +210,7 @@ void PriorTrainer::load_checkpoint(const std::string& path) {
     state->step(adam_step);
     optimizer_->state()[item.value().unsafeGetTensorImpl()] = std::move(state);
   }
-  rng_.set_state(file.tensors.at("rng"));
-  if (file.tensors.count("rng.global")) {
-    auto global = at::detail::getDefaultCPUGenerator();  // a handle to the shared generator
-    global.set_state(file.tensors.at("rng.global"));
-  }
+  rng_.set_state(file.tensors.at("rng"));  // (older checkpoints' "rng.global" is unused: see seed_dropout)
   auto loss = file.tensors.at("loss").contiguous();
   losses_.assign(loss.data_ptr<float>(), loss.data_ptr<float>() + loss.numel());
   step_ = meta.at("step");
@@ -189,15 +230,20 @@ void PriorTrainer::run() {
     log::info("already trained for {} steps (target {})", step_, options_.steps);
     return;
   }
-  log::info("training {} ({} parameters) on {} photos ({} scaled copies), batch {}, from step {} to {}",
-            options_.config, nets::count_parameters(*model_->net()), data_->photos(), data_->pyramid_images(),
-            options_.batch, step_, options_.steps);
-  Progress progress("train-prior", static_cast<int>(options_.steps - step_));
+  const bool main = dist_->is_main();
+  if (main)
+    log::info("training {} ({} parameters) on {} photos ({} scaled copies), batch {} ({} processes × {}), "
+              "from step {} to {}",
+              options_.config, nets::count_parameters(*model_->net()), data_->photos(), data_->pyramid_images(),
+              options_.batch, dist_->world(), rank_batch_, step_, options_.steps);
+  std::optional<Progress> progress;
+  if (main) progress.emplace("train-prior", static_cast<int>(options_.steps - step_));
   double recent = 0;
   while (step_ < options_.steps) {
     const float loss = step();
     recent = step_ == 1 ? loss : 0.98 * recent + 0.02 * loss;
-    progress.step(fmt::format("step {} loss {:.4f}", step_, recent));
+    if (!main) continue;  // rank 0 alone reports and writes files
+    progress->step(fmt::format("step {} loss {:.4f}", step_, recent));
     if (step_ % options_.save_every == 0 || step_ == options_.steps) save_checkpoint();
     if (options_.sample_every > 0 && (step_ % options_.sample_every == 0 || step_ == options_.steps))
       write_samples((fs::path(options_.out_dir) / "samples.png").string());

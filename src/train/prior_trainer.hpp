@@ -1,5 +1,6 @@
 // Training a diffusion prior: ε-prediction loss on random crops, AdamW, EMA
-// weights, bf16 autocast, atomic checkpoints and exact resume.
+// weights, bf16 autocast, atomic checkpoints and exact resume; data parallel
+// over the ranks of a dist::DistContext (one process by default).
 #pragma once
 #include <torch/torch.h>
 
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "diffusion/prior.hpp"
+#include "dist/context.hpp"
 #include "train/crop_dataset.hpp"
 
 namespace ud2m::train {
@@ -17,7 +19,7 @@ struct PriorTrainOptions {
   std::string out_dir;
   std::string config = "ud2m-small-64";  // ADM preset name
   int crop = 64;
-  int batch = 32;
+  int batch = 32;  // the global batch: each of W ranks trains on batch/W samples
   int steps = 100000;  // total optimisation steps (resume continues towards it)
   double lr = 2e-4;
   double weight_decay = 0.0;
@@ -37,12 +39,18 @@ class PriorTrainer {
  public:
   // Starts fresh, or resumes from out_dir/checkpoint.safetensors when present
   // (the options saved there win over `options`, except steps and out_dir).
-  explicit PriorTrainer(PriorTrainOptions options, std::shared_ptr<const CropDataset> data = nullptr);
+  // With several ranks, every rank constructs one with the same options; they
+  // start from rank 0's initial weights and resume from the same checkpoint.
+  explicit PriorTrainer(PriorTrainOptions options, std::shared_ptr<const CropDataset> data = nullptr,
+                        std::shared_ptr<dist::DistContext> dist = nullptr);
 
-  float step();            // one optimisation step; returns its loss
-  void save_checkpoint();  // atomic: checkpoint.safetensors + prior.safetensors (EMA, bf16)
+  // Each rank's share of the global batch; an error unless `world` divides it.
+  static int rank_batch(int batch, int world);
+
+  float step();            // one optimisation step; returns its loss (the mean over all ranks)
+  void save_checkpoint();  // rank 0 only, atomic: checkpoint.safetensors + prior.safetensors (EMA, bf16)
   void write_samples(const std::string& path);
-  void run();              // steps until options.steps, with progress, checkpoints, samples
+  void run();              // steps until options.steps; rank 0 shows progress, saves checkpoints, samples
 
   int64_t current_step() const { return step_; }
   diffusion::AdmPrior& model() { return *model_; }
@@ -52,9 +60,12 @@ class PriorTrainer {
  private:
   void load_checkpoint(const std::string& path);
   void update_ema();
+  void seed_dropout();
 
   PriorTrainOptions options_;
   std::shared_ptr<const CropDataset> data_;
+  std::shared_ptr<dist::DistContext> dist_;
+  int rank_batch_ = 0;
   std::shared_ptr<diffusion::AdmPrior> model_, ema_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   torch::Generator rng_;
