@@ -21,6 +21,8 @@
 #include "samplers/diffpir.hpp"
 #include "samplers/dps.hpp"
 #include "samplers/latino.hpp"
+#include "ud2m/adapter.hpp"
+#include "ud2m/sampler.hpp"
 #include "variational/tv.hpp"
 
 namespace ud2m::cli {
@@ -40,6 +42,7 @@ const std::map<std::string, Method>& methods() {
       {"diffpir", {100, "DiffPIR, operator prox (linear operators, sigma > 0)"}},
       {"ddrm", {20, "DDRM, in the operator's SVD (identity, inpainting, circular blur, circular SR)"}},
       {"latino", {8, "LATINO, prox + re-noise (linear operators, sigma > 0)"}},
+      {"ud2m", {9, "UD2M, unrolled LATINO with a trained adapter (--adapter; NFE = N steps x K blocks)"}},
   };
   return table;
 }
@@ -52,7 +55,8 @@ std::string method_names() {
 
 struct RestoreArgs {
   std::string method = "tv";
-  std::string measurement, sidecar, out, panel, reference, model;
+  std::string measurement, sidecar, out, panel, reference, model, adapter;
+  int ud2m_steps = -1, ud2m_blocks = -1;  // -1: the adapter's own N and K
   int nfe = 0;  // 0: the method's default
   int samples = 1;
   uint64_t seed = 0;
@@ -91,6 +95,8 @@ struct Context {
   int nfe;
   std::shared_ptr<diffusion::Prior> prior;  // null for tv
   Progress* progress;
+  unrolled::LoadedAdapter adapter;  // ud2m only
+  int ud2m_steps = 0;
 };
 
 Restoration restore_tv(const Context& c, const Measurement& m) {
@@ -145,6 +151,22 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
               return samplers::dps(prior, *m.degradation.op, m.y, m.image_shape, o, rng, cb);
             },
             {{"zeta", o.zeta}}};
+  }
+  if (method == "ud2m") {
+    auto& op = linear_operator(m, "UD2M");
+    check_noisy(m, "UD2M");
+    const auto task = m.degradation.sidecar.value("task", "");
+    UD2M_CHECK(c.adapter.info.task == "general" || c.adapter.info.task == task,
+               "the adapter '{}' was trained for {}, not for this {} measurement; use a general-operator adapter",
+               c.args.adapter, c.adapter.info.task, task.empty() ? "custom-operator" : task);
+    unrolled::SamplerOptions o;
+    o.steps = c.ud2m_steps;
+    auto& network = *c.adapter.network;
+    return {[&, o, sigma](torch::Generator& rng, const samplers::StepCallback& cb) {
+              return unrolled::sample(network, op, m.y, sigma, m.image_shape, o, rng, cb);
+            },
+            {{"adapter", c.args.adapter}, {"steps", o.steps}, {"blocks", network.options().blocks},
+             {"eta", o.eta}, {"adapter_task", c.adapter.info.task}}};
   }
   auto& op = linear_operator(m, "LATINO");
   check_noisy(m, "LATINO");
@@ -267,12 +289,25 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
     check_folder_of(args.panel, "--panel");
     jobs.push_back({args.measurement, args.out, args.panel, args.reference});
   }
-  const int nfe = nfe_given ? args.nfe : method->second.default_nfe;
+  int nfe = nfe_given ? args.nfe : method->second.default_nfe;
   std::shared_ptr<diffusion::Prior> prior;
   if (args.method != "tv") prior = diffusion::load_prior(args.model);
+  unrolled::LoadedAdapter adapter;
+  int progress_per_sample = nfe;
+  if (args.method == "ud2m") {
+    UD2M_CHECK(!nfe_given, "UD2M's cost is set by --steps N and --blocks K (NFE = N x K), not --nfe");
+    UD2M_CHECK(!args.adapter.empty(), "--method ud2m needs an adapter: --adapter FILE");
+    UD2M_CHECK(args.ud2m_steps == -1 || args.ud2m_steps > 0, "--steps N must be positive, not {}", args.ud2m_steps);
+    UD2M_CHECK(args.ud2m_blocks == -1 || args.ud2m_blocks > 0, "--blocks K must be positive, not {}",
+               args.ud2m_blocks);
+    adapter = unrolled::load_adapter(args.adapter, prior, args.model);
+    if (args.ud2m_blocks > 0) adapter.network->set_blocks(args.ud2m_blocks);
+    progress_per_sample = args.ud2m_steps > 0 ? args.ud2m_steps : adapter.info.steps;
+    nfe = progress_per_sample * adapter.network->options().blocks;
+  }
   const int samples = args.method == "tv" ? 1 : args.samples;
-  Progress progress("restore (" + args.method + ")", nfe * samples * static_cast<int>(jobs.size()));
-  Context context{args, nfe, prior, &progress};
+  Progress progress("restore (" + args.method + ")", progress_per_sample * samples * static_cast<int>(jobs.size()));
+  Context context{args, nfe, prior, &progress, adapter, progress_per_sample};
   std::vector<double> psnrs;
   for (auto& job : jobs) {
     auto report = restore_one(context, job);
@@ -315,6 +350,9 @@ void add_restore_command(CLI::App& app) {
   cmd->add_option("--reference", args->reference, "Ground-truth image (or folder, matched by name): report PSNR and "
                   "add it to the panel")->check(CLI::ExistingPath);
   cmd->add_option("--tv-weight", args->tv_weight, "TV weight λ in [-1,1] units (default: chosen from the noise level)");
+  cmd->add_option("--adapter", args->adapter, "UD2M adapter file (trained on --model)")->check(CLI::ExistingFile);
+  cmd->add_option("--steps", args->ud2m_steps, "UD2M sampling steps N (default: the adapter's)");
+  cmd->add_option("--blocks", args->ud2m_blocks, "UD2M unrolled blocks K (default: the adapter's)");
   cmd->add_option("--dps-zeta", args->dps_zeta, "DPS step on the residual norm's gradient")->capture_default_str();
   cmd->add_option("--latino-delta", args->latino_delta, "LATINO prox step scale δ")->capture_default_str();
   cmd->add_option("--bit-depth", args->bit_depth, "PNG bit depth of the output: 8 or 16")

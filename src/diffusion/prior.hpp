@@ -27,6 +27,10 @@ class Prior : public Denoiser {
   void set_inference_precision(torch::ScalarType dtype, bool channels_last);
   // Model-file metadata: format, arch, config, schedule.
   virtual nlohmann::json description() const = 0;
+  // UD2M adapters: LoRA on the attention projections, and which parameters
+  // form the output head (trained along with the LoRA factors).
+  virtual void add_lora(const nets::LoraOptions& options) = 0;
+  virtual bool is_output_head(const std::string& parameter_name) const = 0;
 
  private:
   Schedule schedule_;
@@ -41,6 +45,8 @@ class AdmPrior : public Prior {
   int image_size() const override { return net_->config().image_size; }
   int size_multiple() const override { return 1 << (net_->config().channel_mult.size() - 1); }
   nlohmann::json description() const override;
+  void add_lora(const nets::LoraOptions& options) override { net_->add_lora(options); }
+  bool is_output_head(const std::string& name) const override { return name.rfind("out.", 0) == 0; }
   nets::AdmUNet& net() { return net_; }
 
  private:
@@ -56,6 +62,10 @@ class DdpmPrior : public Prior {
   int image_size() const override { return image_size_; }
   int size_multiple() const override { return 1 << (net_->config().block_out_channels.size() - 1); }
   nlohmann::json description() const override;
+  void add_lora(const nets::LoraOptions& options) override { net_->add_lora(options); }
+  bool is_output_head(const std::string& name) const override {
+    return name.rfind("conv_norm_out.", 0) == 0 || name.rfind("conv_out.", 0) == 0;
+  }
 
  private:
   nets::DdpmUNet net_;

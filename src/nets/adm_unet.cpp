@@ -130,8 +130,19 @@ class AttentionBlockImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x) {
     const int64_t b = x.size(0), c = x.size(1), length = x.size(2) * x.size(3);
     auto flat = x.reshape({b, c, length});
-    auto h = proj_out(attention(qkv(norm(flat))));
+    auto normed = norm(flat);
+    auto q_k_v = qkv(normed);
+    if (qkv_lora) q_k_v = q_k_v + qkv_lora->channels_first(normed);
+    auto a = attention(q_k_v);
+    auto h = proj_out(a);
+    if (proj_out_lora) h = h + proj_out_lora->channels_first(a);
     return (flat + h).reshape(x.sizes());
+  }
+
+  void add_lora(const LoraOptions& options) {
+    const int64_t c = proj_out->options.in_channels();
+    qkv_lora = register_module("qkv_lora", Lora(c, 3 * c, options));
+    proj_out_lora = register_module("proj_out_lora", Lora(c, c, options));
   }
 
  private:
@@ -156,6 +167,7 @@ class AttentionBlockImpl : public torch::nn::Module {
   int64_t heads_;
   GroupNorm32 norm{nullptr};
   torch::nn::Conv1d qkv{nullptr}, proj_out{nullptr};
+  Lora qkv_lora{nullptr}, proj_out_lora{nullptr};
 };
 
 // guided-diffusion's TimestepEmbedSequential: children named "0", "1", ...;
@@ -380,6 +392,11 @@ int64_t count_parameters(torch::nn::Module& module) {
   int64_t n = 0;
   for (auto& p : module.parameters()) n += p.numel();
   return n;
+}
+
+void AdmUNetImpl::add_lora(const LoraOptions& options) {
+  for (auto& m : modules(/*include_self=*/false))
+    if (auto* attention = dynamic_cast<AttentionBlockImpl*>(m.get())) attention->add_lora(options);
 }
 
 }  // namespace ud2m::nets

@@ -3,6 +3,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "nets/lora.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <string>
@@ -51,6 +53,8 @@ class AdmUNetImpl : public torch::nn::Module {
   // network output (ε, plus the variance interpolation when learn_sigma).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels = {});
   const AdmConfig& config() const { return config_; }
+  // LoRA on every attention block's qkv and proj_out (UD2M's adapter placement).
+  void add_lora(const LoraOptions& options);
 
  private:
   AdmConfig config_;

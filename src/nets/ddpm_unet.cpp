@@ -58,9 +58,24 @@ class AttentionImpl : public torch::nn::Module {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), d = c / heads_;
     auto tokens = group_norm_(x).view({b, c, h * w}).transpose(1, 2);  // (B, T, C)
     auto split = [&](const torch::Tensor& t) { return t.view({b, h * w, heads_, d}).transpose(1, 2); };
-    auto a = at::scaled_dot_product_attention(split(to_q(tokens)), split(to_k(tokens)), split(to_v(tokens)));
-    auto out = to_out[0]->as<torch::nn::Linear>()->forward(a.transpose(1, 2).reshape({b, h * w, c}));
+    auto project = [&](torch::nn::Linear& linear, Lora& lora, const torch::Tensor& in) {
+      auto out = linear(in);
+      return lora ? out + lora->channels_last(in) : out;
+    };
+    auto a = at::scaled_dot_product_attention(split(project(to_q, q_lora, tokens)), split(project(to_k, k_lora, tokens)),
+                                              split(project(to_v, v_lora, tokens)));
+    auto merged = a.transpose(1, 2).reshape({b, h * w, c});
+    auto out = to_out[0]->as<torch::nn::Linear>()->forward(merged);
+    if (out_lora) out = out + out_lora->channels_last(merged);
     return out.transpose(1, 2).reshape({b, c, h, w}) + x;
+  }
+
+  void add_lora(const LoraOptions& options) {
+    const int64_t c = to_q->options.in_features();
+    q_lora = register_module("to_q_lora", Lora(c, c, options));
+    k_lora = register_module("to_k_lora", Lora(c, c, options));
+    v_lora = register_module("to_v_lora", Lora(c, c, options));
+    out_lora = register_module("to_out_lora", Lora(c, c, options));
   }
 
  private:
@@ -68,6 +83,7 @@ class AttentionImpl : public torch::nn::Module {
   torch::nn::GroupNorm group_norm_{nullptr};
   torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::ModuleList to_out{nullptr};
+  Lora q_lora{nullptr}, k_lora{nullptr}, v_lora{nullptr}, out_lora{nullptr};
 };
 TORCH_MODULE(Attention);
 
@@ -254,6 +270,11 @@ torch::Tensor DdpmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor&
   h = std::static_pointer_cast<MidBlockImpl>(mid_block)->forward(h, emb);
   for (auto& block : *up_blocks) h = block->as<LevelImpl>()->up(h, emb, skips);
   return conv_out(torch::silu(conv_norm_out(h)));
+}
+
+void DdpmUNetImpl::add_lora(const LoraOptions& options) {
+  for (auto& m : modules(/*include_self=*/false))
+    if (auto* attention = dynamic_cast<AttentionImpl*>(m.get())) attention->add_lora(options);
 }
 
 }  // namespace ud2m::nets

@@ -4,6 +4,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "nets/lora.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <vector>
@@ -36,6 +38,8 @@ class DdpmUNetImpl : public torch::nn::Module {
   // x: (N, C, H, W); t: (N,) timesteps. Returns ε̂.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t);
   const DdpmConfig& config() const { return config_; }
+  // LoRA on every attention's q, k, v and output projection (UD2M's placement).
+  void add_lora(const LoraOptions& options);
 
  private:
   DdpmConfig config_;

@@ -1,0 +1,56 @@
+#include "ud2m/adapter.hpp"
+
+#include "core/error.hpp"
+#include "io/safetensors.hpp"
+
+namespace ud2m::unrolled {
+
+constexpr const char* kMetadataKey = "ud2m";
+
+void save_adapter(const std::string& path, UnrolledNetwork& network, const AdapterInfo& info) {
+  TensorMap tensors;
+  for (auto& [name, value] : network.trainable_parameters())
+    tensors[name] = value.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  const auto& o = network.options();
+  nlohmann::json meta = {{"format", "ud2m-adapter"},
+                         {"version", 1},
+                         {"base_fingerprint", network.base_fingerprint()},
+                         {"base", network.prior().description()},
+                         {"task", info.task},
+                         {"blocks", o.blocks},
+                         {"steps", info.steps},
+                         {"lora", {{"rank", o.lora.rank}, {"alpha", o.lora.alpha}}},
+                         {"training", info.training}};
+  write_safetensors(path, tensors, {{kMetadataKey, meta.dump()}});
+}
+
+LoadedAdapter load_adapter(const std::string& path, diffusion::PriorPtr prior, const std::string& prior_name) {
+  auto file = read_safetensors(path);
+  auto it = file.metadata.find(kMetadataKey);
+  nlohmann::json meta;
+  if (it != file.metadata.end()) meta = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+  UD2M_CHECK(meta.is_object() && meta.value("format", "") == "ud2m-adapter",
+             "'{}' is not a UD2M adapter (no ud2m-adapter metadata)", path);
+  const auto expected = meta.value("base_fingerprint", "");
+  const auto actual = weights_fingerprint(prior->module());
+  UD2M_CHECK(expected == actual,
+             "the adapter '{}' was trained on another base prior (fingerprint {}) than '{}' ({})", path, expected,
+             prior_name, actual);
+  UnrolledOptions options;
+  options.blocks = meta.value("blocks", 3);
+  options.lora.rank = meta.at("lora").value("rank", 5);
+  options.lora.alpha = meta.at("lora").value("alpha", 1.5);
+  auto network = std::make_shared<UnrolledNetwork>(std::move(prior), options);
+  torch::NoGradGuard no_grad;
+  for (auto& [name, value] : network->trainable_parameters()) {
+    auto found = file.tensors.find(name);
+    UD2M_CHECK(found != file.tensors.end(), "the adapter '{}' lacks '{}'", path, name);
+    UD2M_CHECK(found->second.sizes() == value.sizes(), "the adapter '{}' has '{}' of shape {}, the network {}", path,
+               name, found->second.sizes().vec(), value.sizes().vec());
+    value.copy_(found->second);
+  }
+  AdapterInfo info{meta.value("task", "general"), meta.value("steps", 3), meta.value("training", nlohmann::json())};
+  return {network, info};
+}
+
+}  // namespace ud2m::unrolled

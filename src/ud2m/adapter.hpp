@@ -1,0 +1,28 @@
+// UD2M adapter files: only what was trained (LoRA factors, the prior's output
+// head, λ and ρ scales) plus metadata naming the base prior by fingerprint,
+// the task it was trained for (or "general"), K and N. A few hundred KiB.
+#pragma once
+#include <string>
+
+#include "ud2m/unrolled.hpp"
+
+namespace ud2m::unrolled {
+
+struct AdapterInfo {
+  std::string task = "general";  // a degrade task name, or "general" (any operator)
+  int steps = 3;                 // N the adapter was trained for
+  nlohmann::json training;       // free-form: data, steps, losses
+};
+
+void save_adapter(const std::string& path, UnrolledNetwork& network, const AdapterInfo& info);
+
+struct LoadedAdapter {
+  std::shared_ptr<UnrolledNetwork> network;
+  AdapterInfo info;
+};
+
+// `prior` must be the base the adapter was trained on (checked by fingerprint);
+// it is adapted in place.
+LoadedAdapter load_adapter(const std::string& path, diffusion::PriorPtr prior, const std::string& prior_name);
+
+}  // namespace ud2m::unrolled

@@ -1,0 +1,97 @@
+#include "ud2m/unrolled.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "core/error.hpp"
+
+namespace ud2m::unrolled {
+
+std::string weights_fingerprint(torch::nn::Module& module) {
+  std::map<std::string, torch::Tensor> sorted;
+  for (auto& item : module.named_parameters()) sorted[item.key()] = item.value();
+  for (auto& item : module.named_buffers()) sorted[item.key()] = item.value();
+  uint64_t hash = 1469598103934665603ull;
+  auto mix = [&](const void* data, size_t n) {
+    auto* bytes = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+  };
+  for (auto& [name, tensor] : sorted) {
+    mix(name.data(), name.size());
+    auto values = tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    mix(values.data_ptr(), values.numel() * sizeof(float));
+  }
+  return fmt::format("fnv1a64:{:016x}", hash);
+}
+
+UnrolledNetwork::UnrolledNetwork(diffusion::PriorPtr prior, UnrolledOptions options)
+    : prior_(std::move(prior)), options_(options) {
+  UD2M_CHECK(options_.blocks > 0, "the number of unrolled blocks K must be positive, not {}", options_.blocks);
+  base_fingerprint_ = weights_fingerprint(prior_->module());
+  for (auto& p : prior_->module().parameters()) p.set_requires_grad(false);
+  prior_->add_lora(options_.lora);
+  for (auto& item : prior_->module().named_parameters())
+    if (prior_->is_output_head(item.key())) item.value().set_requires_grad(true);
+  register_module("prior", prior_->module().shared_from_this());
+  log_lambda_ = register_parameter("log_lambda", torch::zeros({}));
+  log_rho_scale_ = register_parameter("log_rho_scale", torch::zeros({}));
+}
+
+void UnrolledNetwork::set_blocks(int blocks) {
+  UD2M_CHECK(blocks > 0, "the number of unrolled blocks K must be positive, not {}", blocks);
+  options_.blocks = blocks;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> UnrolledNetwork::trainable_parameters() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& item : named_parameters())
+    if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+double UnrolledNetwork::rho0(double sigma_y, int t) const {
+  const double sigma_t = prior_->schedule().sigma(t);
+  return sigma_y * sigma_t / std::sqrt(sigma_y * sigma_y + sigma_t * sigma_t);
+}
+
+int UnrolledNetwork::renoise_timestep(double sigma_y, int t) const {
+  return prior_->schedule().timestep_for_sigma(rho0(sigma_y, t));
+}
+
+torch::Tensor UnrolledNetwork::data_step(const physics::LinearOperator& op, const torch::Tensor& y, double sigma_y,
+                                         const torch::Tensor& x_t, int t, const torch::Tensor& previous) const {
+  const auto& schedule = prior_->schedule();
+  const double sigma_t = schedule.sigma(t);
+  // The two quadratic terms in z merge into one, ‖z − u‖²/(2v).
+  auto rho = rho0(sigma_y, t) * rho_scale();
+  auto w_t = torch::full({}, 1 / (sigma_t * sigma_t), torch::kFloat64), w_prev = 1 / rho.to(torch::kFloat64).pow(2);
+  auto v = 1 / (w_t + w_prev);
+  auto u = (v * (w_t * x_t / std::sqrt(schedule.alpha_bar(t)) + w_prev * previous)).to(x_t.scalar_type());
+  auto gamma = v / (lambda().to(torch::kFloat64) * sigma_y * sigma_y);  // ½γ‖Az − y‖² + ½‖z − u‖²
+  const double g = gamma.item<double>();
+  auto z = op.prox(u, y, g);
+  if (!gamma.requires_grad()) return z;
+  // The prox takes γ as a number; its derivative dz/dγ = (γAᵀA + I)⁻¹Aᵀ(y − Az)
+  // is attached with a term that is zero in value.
+  auto dz_dgamma = op.prox(op.adjoint(y - op.forward(z.detach())).detach(), torch::zeros_like(y), g);
+  return z + (gamma - gamma.detach()).to(z.scalar_type()) * dz_dgamma;
+}
+
+torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
+                                       const torch::Tensor& x_t, int t, torch::Generator& rng) {
+  UD2M_CHECK(sigma > 0, "UD2M needs a positive measurement noise level, not {}", sigma);
+  const double sigma_y = 2 * sigma;  // model units
+  const auto& schedule = prior_->schedule();
+  const int t_delta = renoise_timestep(sigma_y, t);
+  const double ab = schedule.alpha_bar(t_delta);
+  auto x = op.pinv(y);
+  for (int k = 0; k < options_.blocks; ++k) {
+    auto z = data_step(op, y, sigma_y, x_t, t, x);
+    auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * at::randn(z.sizes(), rng, z.options());
+    x = prior_->x0(z_in, t_delta);
+  }
+  return x;
+}
+
+}  // namespace ud2m::unrolled

@@ -1,0 +1,65 @@
+// L_θ(y, x_t, t): UD2M's unrolled network. K blocks, each
+//   1. a data step z = argmin ‖y − Az‖²/(2λσ_y²) + ‖z − x_t/√ᾱ_t‖²/(2σ_t²) + ‖z − x⁽ᵏ⁻¹⁾‖²/(2ρ²)
+//      (one prox of the operator: the operator enters only here, so any
+//      linear operator works, also ones never seen in training);
+//   2. re-noise z to t_δ, the timestep whose level is nearest ρ₀ = σ_yσ_t/√(σ_y²+σ_t²);
+//   3. one call of the LoRA-adapted prior there: x⁽ᵏ⁾ = its x0 estimate.
+// x⁽⁰⁾ = A†y; the output is x⁽ᴷ⁾. Learned: the LoRA factors, the prior's
+// output head, λ = exp(θ_λ) and ρ = ρ₀·exp(θ_ρ) (both 1 at the start).
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+
+#include "diffusion/prior.hpp"
+#include "nets/lora.hpp"
+#include "physics/operator.hpp"
+
+namespace ud2m::unrolled {
+
+struct UnrolledOptions {
+  int blocks = 3;  // K
+  nets::LoraOptions lora;
+};
+
+class UnrolledNetwork : public torch::nn::Module {
+ public:
+  // Fingerprints the prior's weights, then adds LoRA to it and freezes every
+  // base weight except the output head.
+  UnrolledNetwork(diffusion::PriorPtr prior, UnrolledOptions options);
+
+  // x̂0 for x_t at timestep t; sigma: measurement noise std in [0, 1] units (> 0).
+  // Differentiable with respect to the trainable parameters.
+  torch::Tensor forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
+                        const torch::Tensor& x_t, int t, torch::Generator& rng);
+
+  // Step 1 of a block (sigma_y in model units); differentiable in λ and ρ too.
+  torch::Tensor data_step(const physics::LinearOperator& op, const torch::Tensor& y, double sigma_y,
+                          const torch::Tensor& x_t, int t, const torch::Tensor& previous) const;
+  // ρ₀ and its timestep t_δ.
+  double rho0(double sigma_y, int t) const;
+  int renoise_timestep(double sigma_y, int t) const;
+
+  torch::Tensor lambda() const { return log_lambda_.exp(); }
+  torch::Tensor rho_scale() const { return log_rho_scale_.exp(); }
+  // Everything an adapter file holds, by name (prior.* LoRA and head, scalars).
+  std::vector<std::pair<std::string, torch::Tensor>> trainable_parameters();
+
+  diffusion::Prior& prior() { return *prior_; }
+  const UnrolledOptions& options() const { return options_; }
+  // Unroll more or fewer blocks than trained (K ≥ 1).
+  void set_blocks(int blocks);
+  const std::string& base_fingerprint() const { return base_fingerprint_; }
+
+ private:
+  diffusion::PriorPtr prior_;
+  UnrolledOptions options_;
+  std::string base_fingerprint_;
+  torch::Tensor log_lambda_, log_rho_scale_;
+};
+
+// FNV-1a (64 bit, hex) over the names and fp32 values of a module's
+// parameters and buffers: names a base prior in adapter files.
+std::string weights_fingerprint(torch::nn::Module& module);
+
+}  // namespace ud2m::unrolled

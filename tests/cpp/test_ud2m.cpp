@@ -1,0 +1,232 @@
+// UD2M's unrolled network, LoRA adapters and sampler.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <filesystem>
+
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/image.hpp"
+#include "diffusion/prior.hpp"
+#include "physics/blur.hpp"
+#include "physics/inpainting.hpp"
+#include "physics/kernels.hpp"
+#include "test_util.hpp"
+#include "ud2m/adapter.hpp"
+#include "ud2m/sampler.hpp"
+
+using namespace ud2m;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::shared_ptr<diffusion::AdmPrior> tiny_adm(uint64_t seed = 0) {
+  torch::manual_seed(seed);
+  return std::make_shared<diffusion::AdmPrior>(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+}
+
+std::shared_ptr<diffusion::DdpmPrior> tiny_ddpm() {
+  torch::manual_seed(0);
+  nets::DdpmConfig c;
+  c.block_out_channels = {32, 32};
+  c.layers_per_block = 1;
+  c.attention = {false, true};
+  c.norm_num_groups = 8;
+  return std::make_shared<diffusion::DdpmPrior>(c, diffusion::Schedule::linear(), 16);
+}
+
+// Moves every LoRA B factor (and the head) off zero, as training would.
+void perturb_trainable(unrolled::UnrolledNetwork& net, uint64_t seed) {
+  torch::manual_seed(seed);
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : net.trainable_parameters()) p.add_(0.05 * torch::randn_like(p));
+}
+
+}  // namespace
+
+TEST(Lora, ZeroUpdateReproducesTheBaseNetworkExactly) {
+  for (diffusion::PriorPtr prior : std::vector<diffusion::PriorPtr>{tiny_adm(), tiny_ddpm()}) {
+    torch::NoGradGuard no_grad;
+    auto x = torch::randn({2, 3, 16, 16});
+    auto t = torch::tensor({10.0f, 700.0f});
+    auto before = prior->epsilon(x, t);
+    const auto n_before = prior->module().parameters().size();
+    prior->add_lora({});
+    EXPECT_GT(prior->module().parameters().size(), n_before);
+    EXPECT_TRUE(torch::equal(prior->epsilon(x, t), before));
+    // A non-zero update changes the output.
+    for (auto& item : prior->module().named_parameters())
+      if (item.key().find("lora.B") != std::string::npos) item.value().fill_(0.1);
+    EXPECT_GT((prior->epsilon(x, t) - before).abs().max().item<double>(), 1e-4);
+  }
+}
+
+TEST(Ud2m, OnlyLoraAndTheOutputHeadAreTrainable) {
+  auto prior = tiny_adm();
+  unrolled::UnrolledNetwork net(prior, {});
+  int64_t trainable = 0, lora = 0;
+  for (auto& [name, p] : net.trainable_parameters()) {
+    trainable += p.numel();
+    if (name.find("lora") != std::string::npos) lora += p.numel();
+    EXPECT_TRUE(name.find("lora") != std::string::npos || name.rfind("prior.out.", 0) == 0 ||
+                name.rfind("log_", 0) == 0)
+        << name;
+  }
+  EXPECT_GT(lora, 0);
+  EXPECT_LT(trainable, nets::count_parameters(prior->module()) / 5);
+}
+
+TEST(Ud2m, DataStepSolvesItsObjective) {
+  // z minimises ‖y − Az‖²/(2λσ_y²) + ‖z − x_t/√ᾱ_t‖²/(2σ_t²) + ‖z − x_prev‖²/(2ρ²): its gradient vanishes.
+  auto prior = tiny_adm();
+  unrolled::UnrolledNetwork net(prior, {});
+  torch::NoGradGuard no_grad;
+  net.named_parameters()["log_lambda"].fill_(0.3);
+  std::vector<std::shared_ptr<physics::LinearOperator>> ops = {
+      std::make_shared<physics::CircularBlur>(physics::gaussian_kernel(5, 1.5), 16, 16),
+      std::make_shared<physics::Inpainting>(physics::random_mask(16, 16, 0.5, 2)),
+      std::make_shared<physics::ConvBlur>(physics::motion_kernel(5, 1), physics::ConvBlur::Boundary::reflect, 16, 16)};
+  for (auto& op : ops) {
+    auto x = torch::randn({1, 3, 16, 16}, torch::kFloat64) * 0.5;
+    const double sigma_y = 0.1;
+    auto y = op->forward(x) + sigma_y * torch::randn_like(op->forward(x));
+    const int t = 300;
+    const auto& s = prior->schedule();
+    auto x_t = std::sqrt(s.alpha_bar(t)) * x + std::sqrt(1 - s.alpha_bar(t)) * torch::randn_like(x);
+    auto previous = x + 0.1 * torch::randn_like(x);
+    auto z = net.data_step(*op, y, sigma_y, x_t, t, previous);
+    const double lambda = net.lambda().item<double>(), rho = net.rho0(sigma_y, t) * net.rho_scale().item<double>();
+    auto grad = op->adjoint(op->forward(z) - y) / (lambda * sigma_y * sigma_y) +
+                (z - x_t / std::sqrt(s.alpha_bar(t))) / std::pow(s.sigma(t), 2) + (z - previous) / (rho * rho);
+    auto scale = (z - previous).abs().max().item<double>() / (rho * rho);
+    EXPECT_LT(grad.abs().max().item<double>(), 1e-4 * scale) << op->name();
+  }
+}
+
+TEST(Ud2m, DataStepGradientInLambdaMatchesFiniteDifferences) {
+  auto prior = tiny_adm();
+  unrolled::UnrolledNetwork net(prior, {});
+  physics::CircularBlur op(physics::gaussian_kernel(5, 1.5), 16, 16);
+  torch::manual_seed(1);
+  auto x_t = torch::randn({1, 3, 16, 16}, torch::kFloat64), prev = torch::randn({1, 3, 16, 16}, torch::kFloat64);
+  auto y = torch::randn({1, 3, 16, 16}, torch::kFloat64), w = torch::randn({1, 3, 16, 16}, torch::kFloat64);
+  auto objective = [&] { return (net.data_step(op, y, 0.1, x_t, 200, prev) * w).sum(); };
+  auto log_lambda = net.named_parameters()["log_lambda"];
+  auto analytic = torch::autograd::grad({objective()}, {log_lambda})[0].item<double>();
+  const double h = 1e-3;  // log λ is float32: a smaller step drowns in rounding
+  torch::NoGradGuard no_grad;
+  log_lambda.fill_(h);
+  const double plus = objective().item<double>();
+  log_lambda.fill_(-h);
+  const double minus = objective().item<double>();
+  log_lambda.fill_(0);
+  const double numeric = (plus - minus) / (2 * h);
+  EXPECT_NEAR(analytic, numeric, 1e-3 * std::abs(numeric));
+}
+
+TEST(Ud2m, OneBlockAtTheFirstTimestepIsOneLatinoIteration) {
+  // At t = 999 the x_t term weighs ρ²/σ_t² ≈ 4e-7 (σ_t ≈ 157 ≫ ρ), so a
+  // single block is LATINO's step up to ~1e-4: prox of A†y with
+  // γ = ρ²/(λσ_y²), re-noise to t_δ, denoise.
+  auto prior = tiny_adm();
+  unrolled::UnrolledOptions options;
+  options.blocks = 1;
+  unrolled::UnrolledNetwork net(prior, options);
+  physics::Inpainting op(physics::random_mask(16, 16, 0.5, 3));
+  torch::manual_seed(2);
+  auto y = op.forward(torch::rand({1, 3, 16, 16}) * 2 - 1);
+  auto x_t = torch::randn({1, 3, 16, 16});
+  const double sigma = 0.05, sigma_y = 0.1;
+  torch::NoGradGuard no_grad;
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(9);
+  auto ours = net.forward(op, y, sigma, x_t, 999, rng);
+  rng = at::make_generator<at::CPUGeneratorImpl>(9);
+  const double rho = net.rho0(sigma_y, 999);
+  const int t_delta = net.renoise_timestep(sigma_y, 999);
+  EXPECT_LT(t_delta, 50);  // ρ₀ ≈ σ_y: a low noise level
+  auto z = op.prox(op.pinv(y), y, rho * rho / (sigma_y * sigma_y));
+  const double ab = prior->schedule().alpha_bar(t_delta);
+  auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * at::randn(z.sizes(), rng, z.options());
+  auto latino = prior->x0(z_in, t_delta);
+  EXPECT_LT((ours - latino).abs().max().item<double>(), 1e-3);
+}
+
+TEST(Ud2m, TimestepsAsPublished) {
+  EXPECT_EQ(unrolled::ud2m_timesteps(1000, 3), (std::vector<int>{999, 444, 111}));
+  EXPECT_EQ(unrolled::ud2m_timesteps(1000, 5), (std::vector<int>{999, 639, 360, 159, 39}));
+  EXPECT_THROW(unrolled::ud2m_timesteps(1000, 0), Error);
+  EXPECT_THROW(unrolled::UnrolledNetwork(tiny_adm(), {0, {}}), Error);
+}
+
+TEST(Ud2m, AdapterRoundTripAndBaseCheck) {
+  auto dir = test::temp_dir();
+  const auto prior_path = (dir / "prior.safetensors").string();
+  diffusion::save_prior(prior_path, *tiny_adm());
+  auto net = std::make_shared<unrolled::UnrolledNetwork>(diffusion::load_prior(prior_path), unrolled::UnrolledOptions{});
+  perturb_trainable(*net, 4);
+  unrolled::save_adapter((dir / "a.safetensors").string(), *net, {"gaussian_deblur", 3, {}});
+  EXPECT_LT(fs::file_size(dir / "a.safetensors"), fs::file_size(prior_path) / 4);
+
+  auto loaded = unrolled::load_adapter((dir / "a.safetensors").string(), diffusion::load_prior(prior_path), prior_path);
+  EXPECT_EQ(loaded.info.task, "gaussian_deblur");
+  physics::CircularBlur op(physics::gaussian_kernel(5, 1.5), 16, 16);
+  auto y = torch::randn({1, 3, 16, 16}) * 0.5, x_t = torch::randn({1, 3, 16, 16});
+  torch::NoGradGuard no_grad;
+  auto rng1 = at::make_generator<at::CPUGeneratorImpl>(3), rng2 = at::make_generator<at::CPUGeneratorImpl>(3);
+  EXPECT_TRUE(torch::equal(net->forward(op, y, 0.05, x_t, 500, rng1), loaded.network->forward(op, y, 0.05, x_t, 500, rng2)));
+
+  // Another base prior is refused, naming both.
+  diffusion::save_prior((dir / "other.safetensors").string(), *tiny_adm(1));
+  try {
+    unrolled::load_adapter((dir / "a.safetensors").string(), diffusion::load_prior((dir / "other.safetensors").string()),
+                           "other.safetensors");
+    ADD_FAILURE() << "a mismatched base prior was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another base prior"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Ud2mCli, RestoresWithAnAdapterAndRefusesBadRequests) {
+  auto dir = test::temp_dir();
+  const auto prior_path = (dir / "prior.safetensors").string();
+  diffusion::save_prior(prior_path, *tiny_adm());
+  unrolled::UnrolledNetwork net(diffusion::load_prior(prior_path), {});
+  unrolled::save_adapter((dir / "deblur.safetensors").string(), net, {"gaussian_deblur", 3, {}});
+  torch::manual_seed(0);
+  write_png((dir / "clean.png").string(), torch::rand({1, 3, 32, 32}));
+  auto r = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.02 " + (dir / "clean.png").string() + " " +
+                          (dir / "y.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto base = "restore -m " + (dir / "y.png").string() + " --method ud2m --model " + prior_path + " --out " +
+                    (dir / "x.png").string();
+  r = test::run_ud2m(base + " --adapter " + (dir / "deblur.safetensors").string() + " --steps 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto report = nlohmann::json::parse(read_file((dir / "x.json").string()));
+  EXPECT_EQ(report.at("settings").at("nfe"), 6);  // N = 2 steps × K = 3 blocks
+  fs::remove(dir / "x.png");
+
+  diffusion::save_prior((dir / "other.safetensors").string(), *tiny_adm(1));
+  unrolled::UnrolledNetwork sr(diffusion::load_prior(prior_path), {});
+  unrolled::save_adapter((dir / "sr.safetensors").string(), sr, {"sr", 3, {}});
+  struct Case {
+    std::string args, message;
+  };
+  std::vector<Case> cases = {
+      {"", "needs an adapter"},
+      {"--adapter " + (dir / "deblur.safetensors").string() + " --steps 0", "--steps N must be positive"},
+      {"--adapter " + (dir / "deblur.safetensors").string() + " --blocks -3", "--blocks K must be positive"},
+      {"--adapter " + (dir / "deblur.safetensors").string() + " --nfe 9", "not --nfe"},
+      {"--adapter " + (dir / "sr.safetensors").string(), "trained for sr"},
+      {"--adapter " + prior_path, "not a UD2M adapter"},
+  };
+  for (auto& c : cases) {
+    r = test::run_ud2m(base + " " + c.args);
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << ": " << r.output;
+    EXPECT_FALSE(fs::exists(dir / "x.png")) << c.args;
+  }
+  r = test::run_ud2m("restore -m " + (dir / "y.png").string() + " --method ud2m --model " +
+                     (dir / "other.safetensors").string() + " --out " + (dir / "x.png").string() + " --adapter " +
+                     (dir / "deblur.safetensors").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("another base prior"), std::string::npos) << r.output;
+}
