@@ -10,16 +10,20 @@
 namespace ud2m::train {
 namespace fs = std::filesystem;
 
+namespace {
+bool is_image_name(const std::string& name) {
+  return has_extension(name, ".png") || has_extension(name, ".jpg") || has_extension(name, ".jpeg");
+}
+}  // namespace
+
 std::vector<std::string> list_images(const std::string& source) {
   std::vector<std::string> paths;
   if (fs::is_directory(source)) {
-    for (auto& entry : fs::recursive_directory_iterator(source)) {
-      const auto name = entry.path().string();
-      if (entry.is_regular_file() &&
-          (has_extension(name, ".png") || has_extension(name, ".jpg") || has_extension(name, ".jpeg")))
-        paths.push_back(entry.path().string());
-    }
+    for (auto& entry : fs::recursive_directory_iterator(source))
+      if (entry.is_regular_file() && is_image_name(entry.path().string())) paths.push_back(entry.path().string());
     std::sort(paths.begin(), paths.end());
+  } else if (is_image_name(source)) {
+    paths.push_back(source);  // a single photograph
   } else {
     std::ifstream in(source);
     UD2M_CHECK(in, "cannot open the image list or folder '{}'", source);

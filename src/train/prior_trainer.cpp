@@ -14,6 +14,7 @@
 #include "core/panel.hpp"
 #include "core/progress.hpp"
 #include "nets/state_dict.hpp"
+#include "train/adam_state.hpp"
 #include "samplers/ddim.hpp"
 
 namespace ud2m::train {
@@ -166,15 +167,7 @@ void PriorTrainer::save_checkpoint() {
   TensorMap tensors;
   for (auto& [name, t] : nets::state_dict(*model_->net())) tensors["model." + name] = t;
   for (auto& [name, t] : nets::state_dict(*ema_->net())) tensors["ema." + name] = t;
-  int64_t adam_step = 0;
-  for (auto& item : model_->net()->named_parameters()) {
-    auto it = optimizer_->state().find(item.value().unsafeGetTensorImpl());
-    if (it == optimizer_->state().end()) continue;
-    auto& state = static_cast<torch::optim::AdamWParamState&>(*it->second);
-    tensors["adam.exp_avg." + item.key()] = state.exp_avg();
-    tensors["adam.exp_avg_sq." + item.key()] = state.exp_avg_sq();
-    adam_step = state.step();
-  }
+  const int64_t adam_step = save_adam_state(*optimizer_, named(*model_->net()), "adam.", tensors);
   tensors["rng"] = rng_.get_state();
   tensors["loss"] = torch::tensor(losses_);
   nlohmann::json meta = {{"step", step_}, {"adam_step", adam_step}, {"options", options_.to_json()}};
@@ -200,16 +193,7 @@ void PriorTrainer::load_checkpoint(const std::string& path) {
   }
   nets::load_state_dict(*model_->net(), model, path);
   nets::load_state_dict(*ema_->net(), ema, path);
-  const int64_t adam_step = meta.at("adam_step");
-  for (auto& item : model_->net()->named_parameters()) {
-    auto key = "adam.exp_avg." + item.key();
-    if (!file.tensors.count(key)) continue;
-    auto state = std::make_unique<torch::optim::AdamWParamState>();
-    state->exp_avg(file.tensors.at(key).clone());
-    state->exp_avg_sq(file.tensors.at("adam.exp_avg_sq." + item.key()).clone());
-    state->step(adam_step);
-    optimizer_->state()[item.value().unsafeGetTensorImpl()] = std::move(state);
-  }
+  load_adam_state(*optimizer_, named(*model_->net()), "adam.", file.tensors, meta.at("adam_step"));
   rng_.set_state(file.tensors.at("rng"));  // (older checkpoints' "rng.global" is unused: see seed_dropout)
   auto loss = file.tensors.at("loss").contiguous();
   losses_.assign(loss.data_ptr<float>(), loss.data_ptr<float>() + loss.numel());

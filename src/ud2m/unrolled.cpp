@@ -85,7 +85,10 @@ torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const 
   const auto& schedule = prior_->schedule();
   const int t_delta = renoise_timestep(sigma_y, t);
   const double ab = schedule.alpha_bar(t_delta);
-  auto x = op.pinv(y);
+  // x⁽⁰⁾: the MAP estimate under a unit Gaussian around mid-grey, argmin
+  // ‖Az − y‖²/(2σ_y²) + ‖z‖²/2 — bounded where A†y would amplify noise
+  // (blur), grey where nothing is measured (inpainting).
+  auto x = op.prox(torch::zeros(x_t.sizes(), x_t.options()), y, 1 / (sigma_y * sigma_y));
   for (int k = 0; k < options_.blocks; ++k) {
     auto z = data_step(op, y, sigma_y, x_t, t, x);
     auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * at::randn(z.sizes(), rng, z.options());

@@ -4,7 +4,7 @@
 //      linear operator works, also ones never seen in training);
 //   2. re-noise z to t_δ, the timestep whose level is nearest ρ₀ = σ_yσ_t/√(σ_y²+σ_t²);
 //   3. one call of the LoRA-adapted prior there: x⁽ᵏ⁾ = its x0 estimate.
-// x⁽⁰⁾ = A†y; the output is x⁽ᴷ⁾. Learned: the LoRA factors, the prior's
+// x⁽⁰⁾ = argmin ‖Az − y‖²/(2σ_y²) + ‖z‖²/2; the output is x⁽ᴷ⁾. Learned: the LoRA factors, the prior's
 // output head, λ = exp(θ_λ) and ρ = ρ₀·exp(θ_ρ) (both 1 at the start).
 #pragma once
 #include <torch/torch.h>

@@ -125,8 +125,8 @@ TEST(Ud2m, DataStepGradientInLambdaMatchesFiniteDifferences) {
 
 TEST(Ud2m, OneBlockAtTheFirstTimestepIsOneLatinoIteration) {
   // At t = 999 the x_t term weighs ρ²/σ_t² ≈ 4e-7 (σ_t ≈ 157 ≫ ρ), so a
-  // single block is LATINO's step up to ~1e-4: prox of A†y with
-  // γ = ρ²/(λσ_y²), re-noise to t_δ, denoise.
+  // single block is LATINO's step up to ~1e-4: prox of the initial estimate
+  // with γ = ρ²/(λσ_y²), re-noise to t_δ, denoise.
   auto prior = tiny_adm();
   unrolled::UnrolledOptions options;
   options.blocks = 1;
@@ -143,7 +143,8 @@ TEST(Ud2m, OneBlockAtTheFirstTimestepIsOneLatinoIteration) {
   const double rho = net.rho0(sigma_y, 999);
   const int t_delta = net.renoise_timestep(sigma_y, 999);
   EXPECT_LT(t_delta, 50);  // ρ₀ ≈ σ_y: a low noise level
-  auto z = op.prox(op.pinv(y), y, rho * rho / (sigma_y * sigma_y));
+  auto init = op.prox(torch::zeros_like(x_t), y, 1 / (sigma_y * sigma_y));
+  auto z = op.prox(init, y, rho * rho / (sigma_y * sigma_y));
   const double ab = prior->schedule().alpha_bar(t_delta);
   auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * at::randn(z.sizes(), rng, z.options());
   auto latino = prior->x0(z_in, t_delta);

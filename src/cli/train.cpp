@@ -1,0 +1,44 @@
+// ud2m train --method ud2m: distil a UD2M adapter from a prior.
+#include "cli/commands.hpp"
+#include "core/error.hpp"
+#include "train/ud2m_trainer.hpp"
+
+namespace ud2m::cli {
+
+void add_train_command(CLI::App& app) {
+  auto o = std::make_shared<train::Ud2mTrainOptions>();
+  auto method = std::make_shared<std::string>("ud2m");
+  auto* cmd = app.add_subcommand(
+      "train",
+      "Train a few-step restoration method on a prior. --method ud2m: LoRA + output head + λ, ρ of the unrolled\n"
+      "network, adversarial + ℓ2 (+ perceptual) distillation. Resumes from OUT/checkpoint.safetensors when\n"
+      "present; writes OUT/adapter.safetensors (use with restore --method ud2m --adapter) and OUT/loss.csv.");
+  cmd->add_option("--method", *method, "ud2m")->capture_default_str();
+  cmd->add_option("--prior", o->prior, "Base prior (ud2m file or original checkpoint)")->required()->check(CLI::ExistingPath);
+  cmd->add_option("--data", o->data, "Folder of photographs or a list file")->required()->check(CLI::ExistingPath);
+  cmd->add_option("--out", o->out_dir, "Output folder")->required();
+  cmd->add_option("--task", o->task, "Degradation task to specialise in, or 'general' (a random operator per batch)")
+      ->capture_default_str();
+  cmd->add_option("--sigma", o->sigma, "Measurement noise std in [0,1] units")->capture_default_str();
+  cmd->add_option("--crop", o->crop, "Crop size (a multiple of 32)")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Batch size")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "Total optimisation steps to reach")->capture_default_str();
+  cmd->add_option("--blocks", o->blocks, "Unrolled blocks K")->capture_default_str();
+  cmd->add_option("--sample-steps", o->sample_steps, "Sampling steps N the adapter is meant for")->capture_default_str();
+  cmd->add_option("--lora-rank", o->lora.rank, "LoRA rank")->capture_default_str();
+  cmd->add_option("--lora-alpha", o->lora.alpha, "LoRA alpha (scale alpha/rank)")->capture_default_str();
+  cmd->add_option("--lr", o->lr, "AdamW learning rate (both networks)")->capture_default_str();
+  cmd->add_option("--w-adv", o->w_adv, "Weight of the adversarial term")->capture_default_str();
+  cmd->add_option("--w-l2", o->w_l2, "Weight of the ε ℓ2 term")->capture_default_str();
+  cmd->add_option("--w-gp", o->w_gp, "Weight of the discriminator's gradient penalty")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed of initialisation, data, operators and noise")->capture_default_str();
+  cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
+  cmd->callback([o, method] {
+    UD2M_CHECK(*method == "ud2m", "unknown --method '{}'; available: ud2m", *method);
+    UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
+    UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
+    train::Ud2mTrainer(*o).run();
+  });
+}
+
+}  // namespace ud2m::cli

@@ -1,0 +1,261 @@
+#include "train/ud2m_trainer.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/progress.hpp"
+#include "diffusion/prior.hpp"
+#include "nets/state_dict.hpp"
+#include "physics/degradation.hpp"
+#include "train/adam_state.hpp"
+#include "ud2m/adapter.hpp"
+
+namespace ud2m::train {
+namespace fs = std::filesystem;
+
+nlohmann::json Ud2mTrainOptions::to_json() const {
+  return {{"prior", prior},   {"data", data},       {"task", task},         {"sigma", sigma},
+          {"crop", crop},     {"batch", batch},     {"blocks", blocks},     {"sample_steps", sample_steps},
+          {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha}, {"lr", lr}, {"weight_decay", weight_decay},
+          {"w_adv", w_adv},   {"w_l2", w_l2},       {"w_perceptual", w_perceptual}, {"w_gp", w_gp},
+          {"seed", seed},     {"save_every", save_every}};
+}
+
+Ud2mTrainOptions Ud2mTrainOptions::from_json(const nlohmann::json& j) {
+  Ud2mTrainOptions o;
+  o.prior = j.value("prior", o.prior);
+  o.data = j.value("data", o.data);
+  o.task = j.value("task", o.task);
+  o.sigma = j.value("sigma", o.sigma);
+  o.crop = j.value("crop", o.crop);
+  o.batch = j.value("batch", o.batch);
+  o.blocks = j.value("blocks", o.blocks);
+  o.sample_steps = j.value("sample_steps", o.sample_steps);
+  o.lora.rank = j.value("lora_rank", o.lora.rank);
+  o.lora.alpha = j.value("lora_alpha", o.lora.alpha);
+  o.lr = j.value("lr", o.lr);
+  o.weight_decay = j.value("weight_decay", o.weight_decay);
+  o.w_adv = j.value("w_adv", o.w_adv);
+  o.w_l2 = j.value("w_l2", o.w_l2);
+  o.w_perceptual = j.value("w_perceptual", o.w_perceptual);
+  o.w_gp = j.value("w_gp", o.w_gp);
+  o.seed = j.value("seed", o.seed);
+  o.save_every = j.value("save_every", o.save_every);
+  return o;
+}
+
+const std::vector<std::string>& general_tasks() {
+  static const std::vector<std::string> tasks = {"gaussian_deblur", "uniform_deblur", "motion_deblur", "sr",
+                                                 "inpainting_random"};
+  return tasks;
+}
+
+std::string Ud2mTrainer::checkpoint_path() const {
+  return (fs::path(options_.out_dir) / "checkpoint.safetensors").string();
+}
+
+Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, std::shared_ptr<const CropDataset> data)
+    : options_(std::move(options)), perceptual_(std::move(perceptual)), data_(std::move(data)) {
+  UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
+  UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
+  UD2M_CHECK(options_.sigma > 0, "UD2M trains on noisy measurements: --sigma must be positive, not {}", options_.sigma);
+  const auto& tasks = physics::task_names();
+  UD2M_CHECK(options_.task == "general" || std::find(tasks.begin(), tasks.end(), options_.task) != tasks.end(),
+             "unknown --task '{}' (a degrade task, or general)", options_.task);
+  fs::create_directories(options_.out_dir);
+  const bool resume = fs::exists(checkpoint_path());
+  if (resume) {
+    auto meta = read_safetensors(checkpoint_path()).metadata;
+    UD2M_CHECK(meta.count("ud2m_train_ud2m"), "'{}' is not a UD2M training checkpoint", checkpoint_path());
+    auto saved = Ud2mTrainOptions::from_json(nlohmann::json::parse(meta.at("ud2m_train_ud2m")).at("options"));
+    saved.steps = options_.steps;
+    saved.out_dir = options_.out_dir;
+    options_ = saved;
+  }
+  if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
+  torch::manual_seed(options_.seed);  // LoRA and discriminator initialisation
+  auto prior = diffusion::load_prior(options_.prior);
+  prior->module().eval();  // the frozen base runs without dropout
+  network_ = std::make_shared<unrolled::UnrolledNetwork>(prior, unrolled::UnrolledOptions{options_.blocks, options_.lora});
+  discriminator_ = nets::Discriminator(options_.crop, prior->channels());
+  std::vector<torch::Tensor> g_params;
+  for (auto& [name, p] : network_->trainable_parameters()) g_params.push_back(p);
+  auto adamw = torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay);
+  g_optimizer_ = std::make_unique<torch::optim::AdamW>(g_params, adamw);
+  d_optimizer_ = std::make_unique<torch::optim::AdamW>(discriminator_->parameters(), adamw);
+  rng_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed);
+  if (resume) load_checkpoint();
+}
+
+physics::Degradation Ud2mTrainer::draw_degradation() {
+  auto task = options_.task;
+  if (task == "general") {
+    const auto& tasks = general_tasks();
+    task = tasks[at::randint(static_cast<int64_t>(tasks.size()), {1}, rng_, torch::kLong).item<int64_t>()];
+  }
+  // Random kernels and masks change every step, from the training stream.
+  const auto seed = static_cast<uint64_t>(at::randint(1ll << 40, {1}, rng_, torch::kLong).item<int64_t>());
+  return physics::make_degradation({task, options_.sigma, seed, {}},
+                                   {options_.batch, 3, options_.crop, options_.crop});
+}
+
+Ud2mLosses Ud2mTrainer::step() {
+  const auto& schedule = network_->prior().schedule();
+  auto x = data_->batch(options_.batch, rng_);
+  auto degradation = draw_degradation();
+  auto* op = dynamic_cast<const physics::LinearOperator*>(degradation.op.get());
+  UD2M_CHECK(op, "UD2M trains on linear operators; '{}' is not", degradation.op->name());
+  auto y = op->forward(x) + degradation.noise.model_sigma() * at::randn(op->forward(x).sizes(), rng_, x.options());
+  auto y_up = op->pinv(y).detach();
+  const int t = static_cast<int>(at::randint(1, schedule.steps(), {1}, rng_, torch::kLong).item<int64_t>());
+  const double ab = schedule.alpha_bar(t);
+  auto eps = at::randn(x.sizes(), rng_, x.options());
+  auto x_t = std::sqrt(ab) * x + std::sqrt(1 - ab) * eps;
+
+  Ud2mLosses losses;
+  // Generator.
+  g_optimizer_->zero_grad();
+  auto x0 = network_->forward(*op, y, options_.sigma, x_t, t, rng_);
+  auto eps_hat = (x_t - std::sqrt(ab) * x0) / std::sqrt(1 - ab);
+  auto l2 = torch::mse_loss(eps_hat, eps);
+  auto fake_logits = discriminator_->forward(x0, y_up);
+  auto adversarial = torch::binary_cross_entropy_with_logits(fake_logits, torch::ones_like(fake_logits));
+  auto g_loss = options_.w_l2 * l2 + options_.w_adv * adversarial;
+  if (perceptual_) {
+    auto perceptual = perceptual_(x0, x);
+    g_loss = g_loss + options_.w_perceptual * perceptual;
+    losses.perceptual = perceptual.item<float>();
+  }
+  g_loss.backward();
+  // The discriminator's gradients from this pass are not its own step's.
+  d_optimizer_->zero_grad();
+  g_optimizer_->step();
+
+  // Discriminator, with a zero-centred gradient penalty at random interpolates.
+  auto fake = x0.detach();
+  auto real_logits = discriminator_->forward(x, y_up);
+  auto fake_logits_d = discriminator_->forward(fake, y_up);
+  auto d_loss = torch::binary_cross_entropy_with_logits(real_logits, torch::ones_like(real_logits)) +
+                torch::binary_cross_entropy_with_logits(fake_logits_d, torch::zeros_like(fake_logits_d));
+  auto u = at::rand({options_.batch, 1, 1, 1}, rng_, x.options());
+  auto mixed = (u * x + (1 - u) * fake).requires_grad_(true);
+  auto grad = torch::autograd::grad({discriminator_->forward(mixed, y_up).sum()}, {mixed}, {}, true, true)[0];
+  d_loss = d_loss + options_.w_gp * grad.flatten(1).pow(2).sum(1).mean();
+  d_loss.backward();
+  d_optimizer_->step();
+
+  losses.l2 = l2.item<float>();
+  losses.adversarial = adversarial.item<float>();
+  losses.generator = g_loss.item<float>();
+  losses.discriminator = d_loss.item<float>();
+  UD2M_CHECK(std::isfinite(losses.generator) && std::isfinite(losses.discriminator),
+             "the UD2M losses became non-finite at step {} (generator {}, discriminator {})", step_, losses.generator,
+             losses.discriminator);
+  ++step_;
+  history_.push_back(losses);
+  return losses;
+}
+
+double Ud2mTrainer::validation_mse(int batches) {
+  // A generator of its own: the same batches every time, the training stream untouched.
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 1);
+  std::swap(rng, rng_);
+  double total = 0;
+  {
+    torch::NoGradGuard no_grad;
+    const auto& schedule = network_->prior().schedule();
+    for (int b = 0; b < batches; ++b) {
+      auto x = data_->batch(options_.batch, rng_);
+      auto degradation = draw_degradation();
+      auto& op = dynamic_cast<const physics::LinearOperator&>(*degradation.op);
+      auto y = op.forward(x) + degradation.noise.model_sigma() * at::randn(x.sizes(), rng_, x.options());
+      const int t = static_cast<int>(at::randint(1, schedule.steps(), {1}, rng_, torch::kLong).item<int64_t>());
+      const double ab = schedule.alpha_bar(t);
+      auto eps = at::randn(x.sizes(), rng_, x.options());
+      auto x_t = std::sqrt(ab) * x + std::sqrt(1 - ab) * eps;
+      auto x0 = network_->forward(op, y, options_.sigma, x_t, t, rng_);
+      total += torch::mse_loss(x0, x).item<double>();
+    }
+  }
+  std::swap(rng, rng_);
+  return total / batches;
+}
+
+void Ud2mTrainer::save_checkpoint() {
+  TensorMap tensors;
+  auto g_params = network_->trainable_parameters();
+  for (auto& [name, p] : g_params) tensors["g." + name] = p.detach();
+  for (auto& [name, t] : nets::state_dict(*discriminator_)) tensors["d." + name] = t;
+  const int64_t g_step = save_adam_state(*g_optimizer_, g_params, "adam_g.", tensors);
+  const int64_t d_step = save_adam_state(*d_optimizer_, named(*discriminator_), "adam_d.", tensors);
+  tensors["rng"] = rng_.get_state();
+  std::vector<float> flat;
+  for (auto& l : history_) flat.insert(flat.end(), {l.generator, l.l2, l.adversarial, l.perceptual, l.discriminator});
+  tensors["history"] = torch::tensor(flat).reshape({static_cast<int64_t>(history_.size()), 5});
+  nlohmann::json meta = {{"step", step_}, {"adam_g_step", g_step}, {"adam_d_step", d_step},
+                         {"options", options_.to_json()}};
+  write_safetensors(checkpoint_path(), tensors, {{"ud2m_train_ud2m", meta.dump()}});
+  unrolled::save_adapter((fs::path(options_.out_dir) / "adapter.safetensors").string(), *network_,
+                         {options_.task, options_.sample_steps,
+                          {{"step", step_}, {"options", options_.to_json()},
+                           {"perceptual", perceptual_ ? "given" : "none"}}});
+  std::string csv = "step,generator,l2,adversarial,perceptual,discriminator\n";
+  for (size_t i = 0; i < history_.size(); ++i) {
+    const auto& l = history_[i];
+    csv += fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f}\n", i + 1, l.generator, l.l2, l.adversarial,
+                       l.perceptual, l.discriminator);
+  }
+  write_file_atomic((fs::path(options_.out_dir) / "loss.csv").string(), csv);
+}
+
+void Ud2mTrainer::load_checkpoint() {
+  auto file = read_safetensors(checkpoint_path());
+  auto meta = nlohmann::json::parse(file.metadata.at("ud2m_train_ud2m"));
+  torch::NoGradGuard no_grad;
+  auto g_params = network_->trainable_parameters();
+  for (auto& [name, p] : g_params) {
+    auto it = file.tensors.find("g." + name);
+    UD2M_CHECK(it != file.tensors.end(), "'{}' lacks '{}'", checkpoint_path(), name);
+    p.copy_(it->second);
+  }
+  TensorMap d;
+  for (auto& [name, t] : file.tensors)
+    if (name.rfind("d.", 0) == 0) d[name.substr(2)] = t;
+  nets::load_state_dict(*discriminator_, d, checkpoint_path());
+  load_adam_state(*g_optimizer_, g_params, "adam_g.", file.tensors, meta.at("adam_g_step"));
+  load_adam_state(*d_optimizer_, named(*discriminator_), "adam_d.", file.tensors, meta.at("adam_d_step"));
+  rng_.set_state(file.tensors.at("rng"));
+  auto h = file.tensors.at("history").contiguous();
+  for (int64_t i = 0; i < h.size(0); ++i) {
+    auto r = h[i];
+    history_.push_back({r[0].item<float>(), r[1].item<float>(), r[2].item<float>(), r[3].item<float>(),
+                        r[4].item<float>()});
+  }
+  step_ = meta.at("step");
+  log::info("resumed from '{}' at step {}", checkpoint_path(), step_);
+}
+
+void Ud2mTrainer::run() {
+  if (step_ >= options_.steps) {
+    log::info("already trained for {} steps (target {})", step_, options_.steps);
+    return;
+  }
+  log::info("training a UD2M adapter for {} (K = {}, LoRA rank {}) on '{}', batch {}, from step {} to {}; "
+            "perceptual term: {}",
+            options_.task, options_.blocks, options_.lora.rank, options_.prior, options_.batch, step_, options_.steps,
+            perceptual_ ? "on" : "off (no LPIPS weights given)");
+  Progress progress("train ud2m", static_cast<int>(options_.steps - step_));
+  while (step_ < options_.steps) {
+    auto l = step();
+    progress.step(fmt::format("G {:.3f} (l2 {:.3f} adv {:.3f}) D {:.3f}", l.generator, l.l2, l.adversarial,
+                              l.discriminator));
+    if (step_ % options_.save_every == 0 || step_ == options_.steps) save_checkpoint();
+  }
+}
+
+}  // namespace ud2m::train
