@@ -12,5 +12,6 @@ void add_sample_command(CLI::App& app);
 void add_denoise_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_train_prior_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 }  // namespace ud2m::cli
