@@ -160,9 +160,10 @@ TEST(MetricsFid, KidMatchesTorchmetrics) {
   // Unequal sets: random subsets, reproducible by seed, near the exact value.
   metrics::KidOptions options;
   options.subset_size = 120;
-  options.subsets = 50;
+  options.subsets = 10;
   auto sub = metrics::kernel_inception_distance(a, b, options);
-  EXPECT_EQ(sub.subsets, 50);
+  std::printf("KID over 10 subsets of 120: %.4f ± %.4f, exact on 150: %.4f\n", sub.mean, sub.std, kid.mean);
+  EXPECT_EQ(sub.subsets, 10);
   EXPECT_EQ(sub.subset_size, 120);
   EXPECT_GT(sub.std, 0.0);
   EXPECT_EQ(metrics::kernel_inception_distance(a, b, options).mean, sub.mean);
