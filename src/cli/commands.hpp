@@ -13,5 +13,6 @@ void add_denoise_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_train_prior_command(CLI::App& app);
 void add_train_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 }  // namespace ud2m::cli

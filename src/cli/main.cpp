@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   ud2m::cli::add_denoise_command(app);
   ud2m::cli::add_train_prior_command(app);
   ud2m::cli::add_train_command(app);
+  ud2m::cli::add_eval_command(app);
   ud2m::cli::add_demo_command(app);
   try {
     app.parse(argc, argv);

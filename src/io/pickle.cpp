@@ -110,12 +110,13 @@ PyPtr make_set(const std::vector<PyPtr>& args, const std::string& file) {
 PyPtr make_ordered_dict(const std::vector<PyPtr>& args, const std::string& file) {
   auto d = PyValue::make(K::Dict);
   if (args.empty()) return d;
-  // OrderedDict([(k, v), ...]) — pickle normally uses SETITEMS instead.
+  // OrderedDict([(k, v), ...]) — pickle normally uses SETITEMS instead; Python 2
+  // pickles the items as [k, v] lists (e.g. the lpips package's weights/v0.1 files).
   UD2M_CHECK(args[0]->is(K::List) || args[0]->is(K::Tuple), "'{}' is corrupt: OrderedDict() is given {}", file,
              py_repr(*args[0], 1));
   for (auto& pair : args[0]->items) {
-    UD2M_CHECK(pair->is(K::Tuple) && pair->items.size() == 2, "'{}' is corrupt: OrderedDict() item is not a pair",
-               file);
+    UD2M_CHECK((pair->is(K::Tuple) || pair->is(K::List)) && pair->items.size() == 2,
+               "'{}' is corrupt: OrderedDict() item is not a pair", file);
     d->entries.emplace_back(pair->items[0], pair->items[1]);
   }
   return d;
