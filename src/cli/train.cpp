@@ -1,6 +1,7 @@
 // ud2m train --method ud2m: distil a UD2M adapter from a prior.
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "nets/lpips_net.hpp"
 #include "train/ud2m_trainer.hpp"
 
 namespace ud2m::cli {
@@ -8,6 +9,7 @@ namespace ud2m::cli {
 void add_train_command(CLI::App& app) {
   auto o = std::make_shared<train::Ud2mTrainOptions>();
   auto method = std::make_shared<std::string>("ud2m");
+  auto lpips_weights = std::make_shared<std::vector<std::string>>();
   auto* cmd = app.add_subcommand(
       "train",
       "Train a few-step restoration method on a prior. --method ud2m: LoRA + output head + λ, ρ of the unrolled\n"
@@ -31,13 +33,28 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--w-adv", o->w_adv, "Weight of the adversarial term")->capture_default_str();
   cmd->add_option("--w-l2", o->w_l2, "Weight of the ε ℓ2 term")->capture_default_str();
   cmd->add_option("--w-gp", o->w_gp, "Weight of the discriminator's gradient penalty")->capture_default_str();
+  cmd->add_option("--lpips-weights", *lpips_weights,
+                  "Perceptual term: LPIPS trunk and heads files (as for `ud2m eval`, e.g. vgg16-397923af.pth "
+                  "vgg.pth); without them the term is off")
+      ->expected(2);
+  cmd->add_option("--w-perceptual", o->w_perceptual, "Weight of the LPIPS term")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data, operators and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
-  cmd->callback([o, method] {
+  cmd->callback([o, method, lpips_weights] {
     UD2M_CHECK(*method == "ud2m", "unknown --method '{}'; available: ud2m", *method);
     UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
     UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
-    train::Ud2mTrainer(*o).run();
+    train::PerceptualLoss perceptual;
+    if (!lpips_weights->empty()) {
+      auto net = nets::load_lpips((*lpips_weights)[0], (*lpips_weights)[1]);
+      for (auto& p : net->parameters()) p.set_requires_grad(false);
+      net->eval();
+      // Both in model units [-1, 1], which is what LPIPS takes.
+      perceptual = [net](const torch::Tensor& x0, const torch::Tensor& x) mutable {
+        return net->forward(x0, x).mean();
+      };
+    }
+    train::Ud2mTrainer(*o, perceptual).run();
   });
 }
 

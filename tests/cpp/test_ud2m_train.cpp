@@ -82,6 +82,13 @@ TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "adapter.safetensors"));
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "loss.csv"));
+  // With LPIPS weights (random AlexNet trunk and heads from the metrics refs) the perceptual term is on.
+  const auto refs = test::refs_dir("metrics");
+  r = test::run_ud2m("train --prior " + o.prior + " --data " + o.data + " --out " + (dir / "lpips").string() +
+                     " --crop 32 --steps 1 --blocks 1 --lpips-weights " + (refs / "alex_backbone.pth").string() + " " +
+                     (refs / "alex_heads.pth").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("perceptual term: on"), std::string::npos) << r.output;
   r = test::run_ud2m("train --method foo --prior " + o.prior + " --data " + o.data + " --out " + o.out_dir);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("unknown --method 'foo'"), std::string::npos) << r.output;
