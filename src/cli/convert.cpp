@@ -29,8 +29,8 @@ void add_convert_command(CLI::App& app) {
   auto args = std::make_shared<ConvertArgs>();
   auto* cmd = app.add_subcommand(
       "convert",
-      "Convert a prior (guided-diffusion .pt, Lightning .ckpt, diffusers folder or .bin/.safetensors) into a\n"
-      "ud2m .safetensors file that names its architecture, so --model needs nothing else.");
+      "Convert a prior (guided-diffusion .pt, pytorch_diffusion DDPM .ckpt, Lightning .ckpt, diffusers folder or\n"
+      ".bin/.safetensors) into a ud2m .safetensors file that names its architecture, so --model needs nothing else.");
   cmd->add_option("in", args->in, "Original checkpoint file or diffusers model folder")->required()->check(CLI::ExistingPath);
   cmd->add_option("out", args->out, "Output .safetensors")->required();
   cmd->add_option("--dtype", args->dtype, "Storage dtype of the weights")
@@ -38,7 +38,9 @@ void add_convert_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--head-channels", args->load.num_head_channels,
                   "ADM attention head channels (not stored in the weights)")->capture_default_str();
-  cmd->add_option("--image-size", args->load.image_size, "ADM training resolution (not stored in the weights)")
+  cmd->add_option("--image-size", args->load.image_size,
+                  "Training resolution of an original ADM or DDPM checkpoint (not stored in the weights; DDPM "
+                  "CIFAR-10: 32)")
       ->capture_default_str();
   cmd->callback([args] { run_convert(*args); });
 }

@@ -6,6 +6,7 @@
 #include "cli/commands.hpp"
 #include "core/error.hpp"
 #include "io/checkpoint.hpp"
+#include "nets/ddpm_pesser.hpp"
 
 namespace ud2m::cli {
 namespace {
@@ -64,6 +65,17 @@ void print_json(const InfoOptions& o, const char* format, const TensorMap& tenso
   std::printf("%s\n", out.dump(2).c_str());
 }
 
+// Names the network when the weights are a layout that loads by path alone.
+void print_layout(const std::string& file, const TensorMap& weights) {
+  if (!nets::has_pesser_ddpm_names(weights)) return;
+  try {
+    auto config = nets::infer_pesser_ddpm_config(weights, file);
+    std::printf("layout: DDPM U-Net, pytorch_diffusion names: %s\n", nets::describe_ddpm_config(config).c_str());
+  } catch (const Error& e) {
+    std::printf("layout: pytorch_diffusion (DDPM) names, but %s\n", e.what());
+  }
+}
+
 void run_info(const InfoOptions& o) {
   CheckpointOptions options;
   options.opaque_records = o.keep_objects;
@@ -77,8 +89,10 @@ void run_info(const InfoOptions& o) {
   }
   if (o.json)
     print_json(o, format, tensors, file.metadata, params, nbytes);
-  else
+  else {
     print_text(o, format, tensors, file.metadata, params, nbytes);
+    print_layout(o.file, o.weights_only ? tensors : state_dict_of(file));
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "io/checkpoint.hpp"
 #include "nets/adm_infer.hpp"
+#include "nets/ddpm_pesser.hpp"
 #include "nets/state_dict.hpp"
 
 namespace ud2m::diffusion {
@@ -56,7 +57,8 @@ PriorPtr load_diffusers_folder(const fs::path& folder) {
   fail("'{}' has no diffusion_pytorch_model.safetensors or .bin", folder.string());
 }
 
-// Weights without ud2m metadata: an ADM state dict (guided-diffusion names), or a
+// Weights without ud2m metadata: an ADM state dict (guided-diffusion names), a
+// DDPM state dict with pytorch_diffusion's names (Ho et al.'s models), or a
 // diffusers UNet2DModel file with its config.json beside it.
 PriorPtr prior_from_weights(const TensorMap& weights, const std::string& path, const LoadOptions& options) {
   if (weights.count("input_blocks.0.0.weight")) {
@@ -65,10 +67,16 @@ PriorPtr prior_from_weights(const TensorMap& weights, const std::string& path, c
     nets::load_state_dict(prior->module(), weights, path);
     return prior;
   }
+  if (nets::has_pesser_ddpm_names(weights)) {
+    auto config = nets::infer_pesser_ddpm_config(weights, path);
+    auto prior = std::make_shared<DdpmPrior>(config, Schedule::linear(), options.image_size);
+    nets::load_pesser_ddpm(prior->module(), config, weights, path);
+    return prior;
+  }
   const auto config_path = fs::path(path).parent_path() / "config.json";
   if (weights.count("conv_in.weight") && fs::exists(config_path)) return diffusers_prior(config_path, weights, path);
-  fail("'{}' holds no known diffusion network: neither guided-diffusion (ADM) names nor diffusers UNet2DModel "
-       "names with a config.json beside the file",
+  fail("'{}' holds no known diffusion network: neither guided-diffusion (ADM) names, pytorch_diffusion (DDPM) "
+       "names nor diffusers UNet2DModel names with a config.json beside the file",
        path);
 }
 

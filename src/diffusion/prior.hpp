@@ -74,15 +74,15 @@ class DdpmPrior : public Prior {
 
 using PriorPtr = std::shared_ptr<Prior>;
 
-// What weights alone cannot tell about an original ADM checkpoint.
+// What weights alone cannot tell about an original ADM or DDPM checkpoint.
 struct LoadOptions {
   int num_head_channels = 64;  // every published ADM model
-  int image_size = 256;
+  int image_size = 256;        // ADM-256, DDPM LSUN and CelebA-HQ (CIFAR-10: 32)
 };
 
 // A ud2m prior file; a diffusers UNet2DModel folder; or an original checkpoint
-// (guided-diffusion .pt, Lightning .ckpt, plain safetensors) whose ADM config
-// is recovered from its tensor shapes.
+// (guided-diffusion .pt, pytorch_diffusion DDPM .ckpt, Lightning .ckpt, plain
+// safetensors) whose ADM or DDPM config is recovered from its tensor shapes.
 PriorPtr load_prior(const std::string& path, const LoadOptions& options = {});
 // Weights stored in `dtype` (e.g. bf16 to halve the file); written atomically.
 void save_prior(const std::string& path, Prior& prior, torch::ScalarType dtype = torch::kFloat32,
