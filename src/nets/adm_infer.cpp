@@ -1,20 +1,10 @@
 #include "nets/adm_infer.hpp"
 
 #include "core/error.hpp"
+#include "nets/state_dict.hpp"
 
 namespace ud2m::nets {
 namespace {
-
-// Number of consecutive child blocks "prefix.0.", "prefix.1.", ... present.
-int count_blocks(const TensorMap& w, const std::string& prefix) {
-  int n = 0;
-  while (true) {
-    const std::string head = prefix + "." + std::to_string(n) + ".";
-    auto it = w.lower_bound(head);
-    if (it == w.end() || it->first.compare(0, head.size(), head) != 0) return n;
-    ++n;
-  }
-}
 
 bool has(const TensorMap& w, const std::string& key) { return w.count(key) > 0; }
 
@@ -35,7 +25,7 @@ AdmConfig infer_adm_config(const TensorMap& w, const std::string& source, int nu
   c.num_classes = has(w, "label_emb.weight") ? static_cast<int>(w.at("label_emb.weight").size(0)) : 0;
 
   // Output blocks: levels·(n+1); the last block of every level but the first ends with an up-sampler.
-  const int outputs = count_blocks(w, "output_blocks");
+  const int outputs = count_children(w, "output_blocks");
   int ups = 0;
   for (int j = 0; j < outputs; ++j)
     for (int k : {1, 2}) {

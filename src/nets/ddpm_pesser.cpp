@@ -52,29 +52,12 @@ std::string rename(std::string_view s, const Renames& table) {
 // Inside a residual or attention block (mid.block_1.<here>, down.0.attn.1.<here>).
 std::string rename_inner(std::string_view s, bool attention) { return rename(s, attention ? kAttention : kResnet); }
 
-int count_children(const TensorMap& w, const std::string& prefix) {
-  int n = 0;
-  while (true) {
-    const std::string head = prefix + "." + std::to_string(n) + ".";
-    auto it = w.lower_bound(head);
-    if (it == w.end() || it->first.compare(0, head.size(), head) != 0) return n;
-    ++n;
-  }
-}
-
 const torch::Tensor& get(const TensorMap& w, const std::string& key, int64_t dims, const std::string& source) {
   auto it = w.find(key);
   UD2M_CHECK(it != w.end(), "'{}' is not a pytorch_diffusion DDPM checkpoint: it has no '{}'", source, key);
   UD2M_CHECK(it->second.dim() == dims, "'{}': '{}' has {} dimensions, a DDPM U-Net has {} there", source, key,
              it->second.dim(), dims);
   return it->second;
-}
-
-std::string first_few(const std::vector<std::string>& items, size_t n = 5) {
-  std::string out;
-  for (size_t i = 0; i < std::min(n, items.size()); ++i) out += (i ? ", " : "") + items[i];
-  if (items.size() > n) out += fmt::format(" and {} more", items.size() - n);
-  return out;
 }
 
 }  // namespace
@@ -181,13 +164,7 @@ void load_pesser_ddpm(torch::nn::Module& net, const DdpmConfig& config, const Te
   }
   for (auto& [name, tensor] : weights)
     if (!used.count(name)) unexpected.push_back(name);
-  if (!missing.empty() || !misshaped.empty() || !unexpected.empty()) {
-    std::string problems;
-    if (!missing.empty()) problems += fmt::format(" missing {} tensors: {};", missing.size(), first_few(missing));
-    if (!unexpected.empty())
-      problems += fmt::format(" {} unexpected tensors: {};", unexpected.size(), first_few(unexpected));
-    if (!misshaped.empty()) problems += fmt::format(" {} mis-shaped tensors: {};", misshaped.size(), first_few(misshaped));
-    problems.pop_back();
+  if (const auto problems = describe_mismatch(missing, unexpected, misshaped); !problems.empty()) {
     fail("'{}' has pytorch_diffusion (DDPM) names but fits no DDPM U-Net; its shapes suggest {}, which does not "
          "fit:{}", source, describe_ddpm_config(config), problems);
   }

@@ -16,6 +16,26 @@ std::string first_few(const std::vector<std::string>& items, size_t n = 5) {
 
 }  // namespace
 
+std::string describe_mismatch(const std::vector<std::string>& missing, const std::vector<std::string>& unexpected,
+                              const std::vector<std::string>& misshaped) {
+  std::string problems;
+  if (!missing.empty()) problems += fmt::format(" missing {} tensors: {};", missing.size(), first_few(missing));
+  if (!unexpected.empty()) problems += fmt::format(" {} unexpected tensors: {};", unexpected.size(), first_few(unexpected));
+  if (!misshaped.empty()) problems += fmt::format(" {} mis-shaped tensors: {};", misshaped.size(), first_few(misshaped));
+  if (!problems.empty()) problems.pop_back();
+  return problems;
+}
+
+int count_children(const TensorMap& weights, const std::string& prefix) {
+  int n = 0;
+  while (true) {
+    const std::string head = prefix + "." + std::to_string(n) + ".";
+    auto it = weights.lower_bound(head);
+    if (it == weights.end() || it->first.compare(0, head.size(), head) != 0) return n;
+    ++n;
+  }
+}
+
 TensorMap state_dict(const torch::nn::Module& module) {
   TensorMap out;
   for (auto& item : module.named_parameters()) out[item.key()] = item.value();
@@ -36,15 +56,8 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& weights, const 
   }
   for (auto& [name, tensor] : weights)
     if (!targets.count(name)) unexpected.push_back(name);
-  if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
-    std::string problems;
-    if (!missing.empty()) problems += fmt::format(" missing {} tensors: {};", missing.size(), first_few(missing));
-    if (!unexpected.empty())
-      problems += fmt::format(" {} unexpected tensors: {};", unexpected.size(), first_few(unexpected));
-    if (!misshaped.empty()) problems += fmt::format(" {} mis-shaped tensors: {};", misshaped.size(), first_few(misshaped));
-    problems.pop_back();
-    fail("'{}' does not fit this architecture:{}", source, problems);
-  }
+  const auto problems = describe_mismatch(missing, unexpected, misshaped);
+  if (!problems.empty()) fail("'{}' does not fit this architecture:{}", source, problems);
   torch::NoGradGuard no_grad;
   for (auto& [name, target] : targets) target.copy_(weights.at(name));
 }

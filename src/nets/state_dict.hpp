@@ -15,4 +15,13 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& weights, const 
 
 TensorMap state_dict(const torch::nn::Module& module);
 
+// " missing 3 tensors: a, b, c; 1 unexpected tensors: d" — the first few of
+// each kind, for load errors; "" when all lists are empty.
+std::string describe_mismatch(const std::vector<std::string>& missing, const std::vector<std::string>& unexpected,
+                              const std::vector<std::string>& misshaped);
+
+// Number of consecutive child blocks "prefix.0.", "prefix.1.", ... in `weights`
+// (for recovering a config from a checkpoint's names).
+int count_children(const TensorMap& weights, const std::string& prefix);
+
 }  // namespace ud2m::nets

@@ -15,6 +15,7 @@
 #include "core/progress.hpp"
 #include "nets/state_dict.hpp"
 #include "train/adam_state.hpp"
+#include "train/resume.hpp"
 #include "samplers/ddim.hpp"
 
 namespace ud2m::train {
@@ -61,15 +62,7 @@ PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const Crop
   UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
   UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
   fs::create_directories(options_.out_dir);
-  const bool resume = fs::exists(checkpoint_path());
-  if (resume) {
-    auto meta = read_safetensors(checkpoint_path()).metadata;
-    UD2M_CHECK(meta.count("ud2m_train"), "'{}' is not a prior-training checkpoint", checkpoint_path());
-    auto saved = PriorTrainOptions::from_json(nlohmann::json::parse(meta.at("ud2m_train")).at("options"));
-    saved.steps = options_.steps;
-    saved.out_dir = options_.out_dir;
-    options_ = saved;
-  }
+  const bool resume = resume_options(checkpoint_path(), "ud2m_train", "prior-training", options_);
   rank_batch_ = rank_batch(options_.batch, dist_->world());
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   torch::manual_seed(options_.seed);  // weight initialisation

@@ -13,6 +13,7 @@
 #include "nets/state_dict.hpp"
 #include "physics/degradation.hpp"
 #include "train/adam_state.hpp"
+#include "train/resume.hpp"
 #include "ud2m/adapter.hpp"
 
 namespace ud2m::train {
@@ -68,15 +69,7 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   UD2M_CHECK(options_.task == "general" || std::find(tasks.begin(), tasks.end(), options_.task) != tasks.end(),
              "unknown --task '{}' (a degrade task, or general)", options_.task);
   fs::create_directories(options_.out_dir);
-  const bool resume = fs::exists(checkpoint_path());
-  if (resume) {
-    auto meta = read_safetensors(checkpoint_path()).metadata;
-    UD2M_CHECK(meta.count("ud2m_train_ud2m"), "'{}' is not a UD2M training checkpoint", checkpoint_path());
-    auto saved = Ud2mTrainOptions::from_json(nlohmann::json::parse(meta.at("ud2m_train_ud2m")).at("options"));
-    saved.steps = options_.steps;
-    saved.out_dir = options_.out_dir;
-    options_ = saved;
-  }
+  const bool resume = resume_options(checkpoint_path(), "ud2m_train_ud2m", "UD2M training", options_);
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   torch::manual_seed(options_.seed);  // LoRA and discriminator initialisation
   auto prior = diffusion::load_prior(options_.prior);

@@ -1,0 +1,26 @@
+// Resuming a training run: the options saved in its checkpoint win, except
+// the step target and output folder (a rerun may extend the run).
+#pragma once
+#include <filesystem>
+#include <string>
+
+#include "core/error.hpp"
+#include "io/safetensors.hpp"
+
+namespace ud2m::train {
+
+// True (and `options` replaced) when `checkpoint` exists; `key` is the
+// metadata entry holding {"options": ...}, `what` names the run in errors.
+template <class Options>
+bool resume_options(const std::string& checkpoint, const std::string& key, const char* what, Options& options) {
+  if (!std::filesystem::exists(checkpoint)) return false;
+  auto meta = read_safetensors(checkpoint).metadata;
+  UD2M_CHECK(meta.count(key), "'{}' is not a {} checkpoint", checkpoint, what);
+  auto saved = Options::from_json(nlohmann::json::parse(meta.at(key)).at("options"));
+  saved.steps = options.steps;
+  saved.out_dir = options.out_dir;
+  options = saved;
+  return true;
+}
+
+}  // namespace ud2m::train
