@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "core/device.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "dist/context.hpp"
@@ -31,6 +32,13 @@ void add_train_prior_command(CLI::App& app) {
   cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay")->capture_default_str();
   cmd->add_option("--ema", o->ema_decay, "EMA decay")->capture_default_str();
   cmd->add_option("--bf16", o->bf16, "bf16 autocast (true/false)")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu, cuda or cuda:N (a resumed run may change device)")
+      ->capture_default_str();
+  cmd->add_option("--init", o->init, "Start a new run from this prior's weights (same --config)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--max-time", o->max_seconds,
+                  "Stop after this many seconds with a checkpoint and sample grid (0: no limit)")
+      ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data order and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
   cmd->add_option("--sample-every", o->sample_every, "Sample-grid period in steps (0: never)")->capture_default_str();
@@ -50,7 +58,7 @@ void add_train_prior_command(CLI::App& app) {
       dist::run_local_workers(dist::without_nproc(dist::own_command_line()), *nproc);
       return;
     }
-    auto dist = dist::DistContext::from_environment();
+    auto dist = dist::DistContext::from_environment(parse_device(o->device));
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     train::PriorTrainer(*o, nullptr, dist).run();
   });

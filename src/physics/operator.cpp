@@ -3,13 +3,14 @@
 #include <torch/torch.h>
 
 #include "core/error.hpp"
+#include "core/random.hpp"
 
 namespace ud2m::physics {
 
 torch::Tensor GaussianNoise::add(const torch::Tensor& y, torch::Generator& rng) const {
   UD2M_CHECK(sigma >= 0, "noise sigma must be non-negative, not {}", sigma);
   if (sigma == 0) return y;
-  return y + model_sigma() * at::randn(y.sizes(), rng, y.options());
+  return y + model_sigma() * gaussian(y.sizes(), rng, y.options());
 }
 
 torch::Tensor Operator::data_grad(const torch::Tensor& x, const torch::Tensor& y) const {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "core/random.hpp"
 
 namespace ud2m::samplers {
 
@@ -23,16 +24,16 @@ torch::Tensor ddim_step(const diffusion::Schedule& schedule, const torch::Tensor
   // σ_t of DDIM (Song et al. eq. 16); η = 1 gives the DDPM posterior variance.
   const double sigma = eta * std::sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev));
   auto x = std::sqrt(ab_prev) * x0 + std::sqrt(std::max(1 - ab_prev - sigma * sigma, 0.0)) * eps;
-  if (sigma > 0) x = x + sigma * at::randn(x.sizes(), rng, x.options());
+  if (sigma > 0) x = x + sigma * gaussian(x.sizes(), rng, x.options());
   return x;
 }
 
 torch::Tensor sample_ddim(diffusion::Denoiser& denoiser, const std::vector<int64_t>& shape, int steps, double eta,
-                          torch::Generator& rng, const StepCallback& on_step) {
+                          torch::Generator& rng, const StepCallback& on_step, torch::Device device) {
   torch::NoGradGuard no_grad;
   const auto& schedule = denoiser.schedule();
   auto ts = uniform_timesteps(schedule.steps(), steps);
-  auto x = at::randn(shape, rng, torch::TensorOptions().dtype(torch::kFloat32));
+  auto x = gaussian(shape, rng, torch::TensorOptions().dtype(torch::kFloat32).device(device));
   for (size_t i = 0; i < ts.size(); ++i) {
     auto x0 = denoiser.x0(x, ts[i]).clamp(-1, 1);
     const int t_prev = i + 1 < ts.size() ? ts[i + 1] : -1;

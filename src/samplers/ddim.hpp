@@ -19,7 +19,10 @@ using StepCallback = std::function<void(int step, int t, const torch::Tensor& x0
 torch::Tensor ddim_step(const diffusion::Schedule& schedule, const torch::Tensor& x_t, const torch::Tensor& x0,
                         int t, int t_prev, double eta, torch::Generator& rng);
 
+// Starts from noise of `shape` on `device` (the denoiser's); noise always comes
+// from the CPU generator `rng`, so a seed gives the same samples on any device.
 torch::Tensor sample_ddim(diffusion::Denoiser& denoiser, const std::vector<int64_t>& shape, int steps, double eta,
-                          torch::Generator& rng, const StepCallback& on_step = {});
+                          torch::Generator& rng, const StepCallback& on_step = {},
+                          torch::Device device = torch::kCPU);
 
 }  // namespace ud2m::samplers

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "core/random.hpp"
 #include "physics/svd.hpp"
 
 namespace ud2m::samplers {
@@ -39,7 +40,7 @@ torch::Tensor ddrm(diffusion::Denoiser& denoiser, const physics::Operator& op, c
   auto y_bar = yc / s_safe;
   // Per-coordinate noise level of ȳ; infinite where nothing is observed.
   auto nsr = torch::where(observed, sigma_y / s_safe, torch::full_like(s, INFINITY));
-  auto noise = [&](const torch::Tensor& like) { return split(*svd, at::randn(like.sizes(), rng, like.options())); };
+  auto noise = [&](const torch::Tensor& like) { return split(*svd, gaussian(like.sizes(), rng, like.options())); };
 
   // Start at the first level: observed coordinates from N(ȳ, σ² − nsr²) where
   // the measurement is less noisy than the diffusion, everything else N(0, σ²).

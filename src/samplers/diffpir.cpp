@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "core/random.hpp"
 
 namespace ud2m::samplers {
 
@@ -24,7 +25,7 @@ torch::Tensor diffpir(diffusion::Denoiser& denoiser, const physics::LinearOperat
   torch::NoGradGuard no_grad;
   const auto& schedule = denoiser.schedule();
   const auto ts = diffpir_timesteps(schedule.steps(), options.steps);
-  auto noise = [&](const torch::Tensor& like) { return at::randn(like.sizes(), rng, like.options()); };
+  auto noise = [&](const torch::Tensor& like) { return gaussian(like.sizes(), rng, like.options()); };
   // Start from Aᵀy pushed to the first noise level (its content barely matters there).
   auto x = op.adjoint(y);
   const double sigma_first = schedule.sigma(ts[0]);

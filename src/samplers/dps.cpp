@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "core/random.hpp"
 
 namespace ud2m::samplers {
 namespace {
@@ -20,7 +21,7 @@ torch::Tensor dps(diffusion::Denoiser& denoiser, const physics::Operator& op, co
   UD2M_CHECK(options.zeta >= 0, "the DPS step zeta must be non-negative, not {}", options.zeta);
   const auto& schedule = denoiser.schedule();
   const auto ts = uniform_timesteps(schedule.steps(), options.steps);
-  auto x = at::randn(image_shape, rng, y.options());
+  auto x = gaussian(image_shape, rng, y.options());
   for (size_t i = 0; i < ts.size(); ++i) {
     const int t = ts[i];
     auto x_t = x.detach().requires_grad_(true);

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "core/random.hpp"
 
 namespace ud2m::samplers {
 
@@ -23,7 +24,7 @@ torch::Tensor latino(diffusion::Denoiser& denoiser, const physics::LinearOperato
   const double sigma_y = 2 * sigma;  // model units
   auto renoise = [&](const torch::Tensor& x0, int t) {
     const double ab = schedule.alpha_bar(t);
-    return std::sqrt(ab) * x0 + std::sqrt(1 - ab) * at::randn(x0.sizes(), rng, x0.options());
+    return std::sqrt(ab) * x0 + std::sqrt(1 - ab) * gaussian(x0.sizes(), rng, x0.options());
   };
   auto x = renoise(op.pinv(y).clamp(-1, 1), ts[0]);
   for (size_t i = 0; i < ts.size(); ++i) {

@@ -28,8 +28,9 @@ void load_adam_state(torch::optim::AdamW& optimizer, const NamedParameters& para
     auto key = prefix + "exp_avg." + name;
     if (!in.count(key)) continue;
     auto state = std::make_unique<torch::optim::AdamWParamState>();
-    state->exp_avg(in.at(key).clone());
-    state->exp_avg_sq(in.at(prefix + "exp_avg_sq." + name).clone());
+    // Copies on the parameter's device: a checkpoint is read onto the CPU.
+    state->exp_avg(in.at(key).to(p.device(), /*non_blocking=*/false, /*copy=*/true));
+    state->exp_avg_sq(in.at(prefix + "exp_avg_sq." + name).to(p.device(), false, true));
     state->step(step);
     optimizer.state()[p.unsafeGetTensorImpl()] = std::move(state);
   }

@@ -3,16 +3,19 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 
+#include <chrono>
 #include <filesystem>
 #include <mutex>
 #include <optional>
 
 #include "core/atomic_file.hpp"
+#include "core/device.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "core/log.hpp"
 #include "core/panel.hpp"
 #include "core/progress.hpp"
+#include "core/random.hpp"
 #include "nets/state_dict.hpp"
 #include "train/adam_state.hpp"
 #include "train/resume.hpp"
@@ -57,18 +60,27 @@ int PriorTrainer::rank_batch(int batch, int world) {
 
 PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const CropDataset> data,
                            std::shared_ptr<dist::DistContext> dist)
-    : options_(std::move(options)), data_(std::move(data)), dist_(std::move(dist)) {
+    : options_(std::move(options)), data_(std::move(data)), dist_(std::move(dist)),
+      device_(parse_device(options_.device)) {
   if (!dist_) dist_ = std::make_shared<dist::DistContext>();
   UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
   UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
   fs::create_directories(options_.out_dir);
+  // The device and time limit belong to this invocation, not to the run.
+  const auto device = options_.device;
+  const double max_seconds = options_.max_seconds;
   const bool resume = resume_options(checkpoint_path(), "ud2m_train", "prior-training", options_);
+  options_.device = device;
+  options_.max_seconds = max_seconds;
   rank_batch_ = rank_batch(options_.batch, dist_->world());
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   torch::manual_seed(options_.seed);  // weight initialisation
   auto config = nets::AdmConfig::preset(options_.config);
   model_ = std::make_shared<diffusion::AdmPrior>(config, diffusion::Schedule::linear());
   ema_ = std::make_shared<diffusion::AdmPrior>(config, diffusion::Schedule::linear());
+  if (!options_.init.empty() && !resume) initialise_from(options_.init);
+  model_->net()->to(device_);  // initialised on the CPU first: the same weights on any device
+  ema_->net()->to(device_);
   // Rank 0's initial weights for all: equal seeds would do on one machine, but
   // not across different CPUs or library builds.
   dist_->broadcast(model_->net()->parameters());
@@ -83,6 +95,7 @@ PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const Crop
       model_->net()->parameters(), torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay));
   rng_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed);
   if (resume) load_checkpoint(checkpoint_path());
+  if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);  // fixed shapes: pick the fastest kernels
   model_->net()->train();
 }
 
@@ -94,22 +107,23 @@ float PriorTrainer::step() {
   // checkpoint holds everyone's. Drawing crops is cheap next to the network.
   auto x0 = data_->batch(options_.batch, rng_);
   auto t = at::randint(schedule.steps(), {options_.batch}, rng_, torch::kLong);
-  auto noise = at::randn(x0.sizes(), rng_, x0.options());
+  auto noise = gaussian(x0.sizes(), rng_, x0.options());
   const int64_t first = static_cast<int64_t>(dist_->rank()) * rank_batch_;
-  x0 = x0.narrow(0, first, rank_batch_);
+  x0 = x0.narrow(0, first, rank_batch_).to(device_);
+  noise = noise.narrow(0, first, rank_batch_).to(device_);
   t = t.narrow(0, first, rank_batch_);
-  noise = noise.narrow(0, first, rank_batch_);
-  auto ab = schedule.alpha_bars().index_select(0, t).to(torch::kFloat32).view({-1, 1, 1, 1});
+  auto ab = schedule.alpha_bars().index_select(0, t).to(torch::kFloat32).view({-1, 1, 1, 1}).to(device_);
+  t = t.to(device_);
   auto x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise;
 
   optimizer_->zero_grad();
   seed_dropout();
   torch::Tensor loss;
   {
-    at::autocast::set_autocast_enabled(at::kCPU, options_.bf16);
-    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    at::autocast::set_autocast_enabled(device_.type(), options_.bf16);
+    at::autocast::set_autocast_dtype(device_.type(), at::kBFloat16);
     auto eps = model_->epsilon(x_t, t.to(torch::kFloat32));
-    at::autocast::set_autocast_enabled(at::kCPU, false);
+    at::autocast::set_autocast_enabled(device_.type(), false);
     loss = torch::mse_loss(eps.to(torch::kFloat32), noise);
   }
   at::autocast::clear_cache();
@@ -176,6 +190,24 @@ void PriorTrainer::save_checkpoint() {
   write_file_atomic((fs::path(options_.out_dir) / "loss.csv").string(), csv);
 }
 
+void PriorTrainer::initialise_from(const std::string& path) {
+  // Weights only (Adam starts afresh): how a run continues from a shipped
+  // prior when its full checkpoint was left behind on another machine.
+  auto weights = diffusion::load_prior(path);
+  auto* adm = dynamic_cast<diffusion::AdmPrior*>(weights.get());
+  UD2M_CHECK(adm, "--init '{}' is not an ADM prior", path);
+  UD2M_CHECK(adm->net()->config().to_json() == model_->net()->config().to_json(),
+             "--init '{}' has another network configuration than --config {}", path, options_.config);
+  torch::NoGradGuard no_grad;
+  auto src = adm->net()->parameters();
+  auto dst = model_->net()->parameters(), ema = ema_->net()->parameters();
+  for (size_t i = 0; i < src.size(); ++i) {
+    dst[i].copy_(src[i]);
+    ema[i].copy_(src[i]);
+  }
+  log::info("initialised from '{}'", path);
+}
+
 void PriorTrainer::load_checkpoint(const std::string& path) {
   auto file = read_safetensors(path);
   auto meta = nlohmann::json::parse(file.metadata.at("ud2m_train"));
@@ -198,8 +230,8 @@ void PriorTrainer::write_samples(const std::string& path) {
   // A separate generator keeps sampling from disturbing the training stream.
   auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 1);
   const int64_t n = 16, size = options_.crop;
-  auto x = samplers::sample_ddim(*ema_, {n, 3, size, size}, options_.sample_steps, 0.0, rng);
-  write_png(path, make_grid(from_model(x).clamp(0, 1)));
+  auto x = samplers::sample_ddim(*ema_, {n, 3, size, size}, options_.sample_steps, 0.0, rng, {}, device_);
+  write_png(path, make_grid(from_model(x.cpu()).clamp(0, 1)));
 }
 
 void PriorTrainer::run() {
@@ -215,8 +247,24 @@ void PriorTrainer::run() {
               options_.batch, dist_->world(), rank_batch_, step_, options_.steps);
   std::optional<Progress> progress;
   if (main) progress.emplace("train-prior", static_cast<int>(options_.steps - step_));
+  const auto start = std::chrono::steady_clock::now();
+  auto out_of_time = [&] {
+    // Rank 0's clock decides for all, or the ranks would stop at different steps.
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    auto flag = torch::tensor({elapsed > options_.max_seconds ? 1.0f : 0.0f}).to(device_);
+    dist_->broadcast({flag});
+    return flag.item<float>() > 0;
+  };
   double recent = 0;
   while (step_ < options_.steps) {
+    if (options_.max_seconds > 0 && out_of_time()) {
+      if (main) {
+        log::info("stopping at step {}: the time limit of {} s is reached", step_, options_.max_seconds);
+        save_checkpoint();
+        if (options_.sample_every > 0) write_samples((fs::path(options_.out_dir) / "samples.png").string());
+      }
+      return;
+    }
     const float loss = step();
     recent = step_ == 1 ? loss : 0.98 * recent + 0.02 * loss;
     if (!main) continue;  // rank 0 alone reports and writes files

@@ -26,6 +26,9 @@ struct PriorTrainOptions {
   double ema_decay = 0.999;
   double grad_clip = 1.0;
   bool bf16 = true;  // autocast matmuls/convolutions to bf16 (fp32 master weights)
+  std::string device = "cpu";  // "cpu" or "cuda[:i]"; not saved: a resumed run may move
+  std::string init;            // start a fresh run from these weights (a prior file of the same config)
+  double max_seconds = 0;      // stop (checkpoint, samples) after this wall time; 0: no limit
   uint64_t seed = 0;
   int save_every = 250;
   int sample_every = 2000;  // sample grid PNG (0: never)
@@ -59,6 +62,7 @@ class PriorTrainer {
 
  private:
   void load_checkpoint(const std::string& path);
+  void initialise_from(const std::string& path);
   void update_ema();
   void seed_dropout();
 
@@ -68,7 +72,8 @@ class PriorTrainer {
   int rank_batch_ = 0;
   std::shared_ptr<diffusion::AdmPrior> model_, ema_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
-  torch::Generator rng_;
+  torch::Device device_;
+  torch::Generator rng_;  // on the CPU whatever the device: crops are cut there, and resumes are exact across devices
   int64_t step_ = 0;
   std::vector<float> losses_;
 };

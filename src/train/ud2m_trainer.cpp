@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/progress.hpp"
+#include "core/random.hpp"
 #include "diffusion/prior.hpp"
 #include "nets/state_dict.hpp"
 #include "physics/degradation.hpp"
@@ -103,11 +104,11 @@ Ud2mLosses Ud2mTrainer::step() {
   auto degradation = draw_degradation();
   auto* op = dynamic_cast<const physics::LinearOperator*>(degradation.op.get());
   UD2M_CHECK(op, "UD2M trains on linear operators; '{}' is not", degradation.op->name());
-  auto y = op->forward(x) + degradation.noise.model_sigma() * at::randn(op->forward(x).sizes(), rng_, x.options());
+  auto y = op->forward(x) + degradation.noise.model_sigma() * gaussian(op->forward(x).sizes(), rng_, x.options());
   auto y_up = op->pinv(y).detach();
   const int t = static_cast<int>(at::randint(1, schedule.steps(), {1}, rng_, torch::kLong).item<int64_t>());
   const double ab = schedule.alpha_bar(t);
-  auto eps = at::randn(x.sizes(), rng_, x.options());
+  auto eps = gaussian(x.sizes(), rng_, x.options());
   auto x_t = std::sqrt(ab) * x + std::sqrt(1 - ab) * eps;
 
   Ud2mLosses losses;
@@ -166,10 +167,10 @@ double Ud2mTrainer::validation_mse(int batches) {
       auto x = data_->batch(options_.batch, rng_);
       auto degradation = draw_degradation();
       auto& op = dynamic_cast<const physics::LinearOperator&>(*degradation.op);
-      auto y = op.forward(x) + degradation.noise.model_sigma() * at::randn(x.sizes(), rng_, x.options());
+      auto y = op.forward(x) + degradation.noise.model_sigma() * gaussian(x.sizes(), rng_, x.options());
       const int t = static_cast<int>(at::randint(1, schedule.steps(), {1}, rng_, torch::kLong).item<int64_t>());
       const double ab = schedule.alpha_bar(t);
-      auto eps = at::randn(x.sizes(), rng_, x.options());
+      auto eps = gaussian(x.sizes(), rng_, x.options());
       auto x_t = std::sqrt(ab) * x + std::sqrt(1 - ab) * eps;
       auto x0 = network_->forward(op, y, options_.sigma, x_t, t, rng_);
       total += torch::mse_loss(x0, x).item<double>();

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "core/random.hpp"
 
 namespace ud2m::unrolled {
 
@@ -25,7 +26,7 @@ torch::Tensor sample(UnrolledNetwork& network, const physics::LinearOperator& op
   torch::NoGradGuard no_grad;
   const auto& schedule = network.prior().schedule();
   const auto ts = ud2m_timesteps(schedule.steps(), options.steps);
-  auto x = at::randn(image_shape, rng, y.options());
+  auto x = gaussian(image_shape, rng, y.options());
   for (size_t i = 0; i < ts.size(); ++i) {
     auto x0 = network.forward(op, y, sigma, x, ts[i], rng).clamp(-1, 1);
     if (on_step) on_step(static_cast<int>(i), ts[i], x0);

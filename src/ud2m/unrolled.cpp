@@ -5,6 +5,7 @@
 #include <map>
 
 #include "core/error.hpp"
+#include "core/random.hpp"
 
 namespace ud2m::unrolled {
 
@@ -91,7 +92,7 @@ torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const 
   auto x = op.prox(torch::zeros(x_t.sizes(), x_t.options()), y, 1 / (sigma_y * sigma_y));
   for (int k = 0; k < options_.blocks; ++k) {
     auto z = data_step(op, y, sigma_y, x_t, t, x);
-    auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * at::randn(z.sizes(), rng, z.options());
+    auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * gaussian(z.sizes(), rng, z.options());
     x = prior_->x0(z_in, t_delta);
   }
   return x;

@@ -8,7 +8,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
+#include "core/device.hpp"
 #include "core/image.hpp"
+#include "core/random.hpp"
 #include "dist/launch.hpp"
 #include "io/safetensors.hpp"
 #include "train/prior_trainer.hpp"
@@ -106,6 +108,54 @@ TEST(PriorTrainer, WritesAShippablePriorThatLoads) {
   auto a = prior->module().parameters()[0];
   auto b = trainer.ema().net()->parameters()[0];
   EXPECT_TRUE(torch::allclose(a, b.to(torch::kBFloat16).to(torch::kFloat32)));
+}
+
+TEST(PriorTrainer, InitStartsFromAnotherRunsWeights) {
+  auto dir = test::temp_dir();
+  auto first = tiny_options(dir);
+  train::PriorTrainer trained(first, tiny_photos(dir));
+  for (int i = 0; i < 3; ++i) trained.step();
+  trained.save_checkpoint();
+  auto second = tiny_options(dir / "b");
+  second.init = first.out_dir + "/prior.safetensors";
+  train::PriorTrainer continued(second, tiny_photos(dir));
+  EXPECT_EQ(continued.current_step(), 0);  // a new run, not a resume
+  auto shipped = diffusion::load_prior(second.init)->module().parameters();
+  auto model = continued.model().net()->parameters(), ema = continued.ema().net()->parameters();
+  for (size_t i = 0; i < shipped.size(); ++i) {
+    EXPECT_TRUE(torch::equal(model[i], shipped[i])) << i;
+    EXPECT_TRUE(torch::equal(ema[i], shipped[i])) << i;
+  }
+  auto other = tiny_options(dir / "c");
+  other.config = "ud2m-small-64";
+  other.init = second.init;
+  EXPECT_THROW_MSG(train::PriorTrainer(other, tiny_photos(dir)), "another network configuration");
+}
+
+TEST(PriorTrainer, TimeLimitStopsWithACheckpointAndSamples) {
+  auto dir = test::temp_dir();
+  auto options = tiny_options(dir);
+  options.steps = 1000000;
+  options.max_seconds = 1e-9;  // spent before the first step
+  options.sample_every = 1000;
+  options.sample_steps = 2;
+  train::PriorTrainer trainer(options, tiny_photos(dir));
+  trainer.run();
+  EXPECT_EQ(trainer.current_step(), 0);
+  EXPECT_TRUE(std::filesystem::exists(trainer.checkpoint_path()));
+  EXPECT_TRUE(std::filesystem::exists(options.out_dir + "/samples.png"));
+}
+
+TEST(Device, UnknownOrAbsentDevicesFailClearly) {
+  EXPECT_EQ(parse_device("cpu"), torch::Device(torch::kCPU));
+  EXPECT_THROW_MSG(parse_device("gpu"), "unknown device 'gpu'");
+  EXPECT_THROW_MSG(parse_device("cudax"), "unknown device 'cudax'");
+  if (!torch::cuda::is_available()) EXPECT_THROW_MSG(parse_device("cuda"), "no CUDA GPU is usable here");
+}
+
+TEST(Device, NoiseIsTheSameWhereverItIsDelivered) {
+  auto a = at::make_generator<at::CPUGeneratorImpl>(5), b = at::make_generator<at::CPUGeneratorImpl>(5);
+  EXPECT_TRUE(torch::equal(gaussian({2, 3}, a), at::randn({2, 3}, b)));
 }
 
 // ---- data parallel training across processes --------------------------------

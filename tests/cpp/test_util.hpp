@@ -55,6 +55,17 @@ inline CommandResult run_command(const std::string& command) {
 
 inline CommandResult run_ud2m(const std::string& args) { return run_command(ud2m_binary() + " " + args); }
 
+// Expects `statement` to throw an exception whose message contains `text`.
+#define EXPECT_THROW_MSG(statement, text)                                                   \
+  do {                                                                                      \
+    try {                                                                                   \
+      statement;                                                                            \
+      ADD_FAILURE() << #statement " did not throw";                                         \
+    } catch (const std::exception& e_) {                                                    \
+      EXPECT_NE(std::string(e_.what()).find(text), std::string::npos) << e_.what();         \
+    }                                                                                       \
+  } while (0)
+
 inline double max_rel_error(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item<double>();
 }
