@@ -38,6 +38,13 @@ void add_train_command(CLI::App& app) {
                   "vgg.pth); without them the term is off")
       ->expected(2);
   cmd->add_option("--w-perceptual", o->w_perceptual, "Weight of the LPIPS term")->capture_default_str();
+  cmd->add_option("--val-data", o->val_data, "Photos for the validation PSNR (default: the training photos)")
+      ->check(CLI::ExistingPath);
+  cmd->add_option("--val-images", o->val_images, "Validation crops (each with its own operator)")
+      ->capture_default_str();
+  cmd->add_option("--val-every", o->val_every, "Steps between validations (0: at each checkpoint)")
+      ->capture_default_str();
+  cmd->add_option("--bf16", o->bf16, "bf16 autocast of the networks (true/false)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data, operators and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
   cmd->callback([o, method, lpips_weights] {

@@ -1,7 +1,6 @@
 #include "train/prior_trainer.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/autocast_mode.h>
 
 #include <chrono>
 #include <filesystem>
@@ -18,6 +17,7 @@
 #include "core/random.hpp"
 #include "nets/state_dict.hpp"
 #include "train/adam_state.hpp"
+#include "train/autocast.hpp"
 #include "train/resume.hpp"
 #include "samplers/ddim.hpp"
 
@@ -118,15 +118,12 @@ float PriorTrainer::step() {
 
   optimizer_->zero_grad();
   seed_dropout();
-  torch::Tensor loss;
+  torch::Tensor eps, loss;
   {
-    at::autocast::set_autocast_enabled(device_.type(), options_.bf16);
-    at::autocast::set_autocast_dtype(device_.type(), at::kBFloat16);
-    auto eps = model_->epsilon(x_t, t.to(torch::kFloat32));
-    at::autocast::set_autocast_enabled(device_.type(), false);
-    loss = torch::mse_loss(eps.to(torch::kFloat32), noise);
+    Bf16Autocast autocast(device_.type(), options_.bf16);
+    eps = model_->epsilon(x_t, t.to(torch::kFloat32));
   }
-  at::autocast::clear_cache();
+  loss = torch::mse_loss(eps.to(torch::kFloat32), noise);
   loss.backward();
   // Each rank's loss is the mean over its equal share, so the mean of the ranks'
   // gradients is the gradient of the global batch's mean loss; the loss itself

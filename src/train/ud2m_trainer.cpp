@@ -7,15 +7,19 @@
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "core/image.hpp"
 #include "core/log.hpp"
 #include "core/progress.hpp"
 #include "core/random.hpp"
 #include "diffusion/prior.hpp"
+#include "metrics/metrics.hpp"
 #include "nets/state_dict.hpp"
 #include "physics/degradation.hpp"
 #include "train/adam_state.hpp"
+#include "train/autocast.hpp"
 #include "train/resume.hpp"
 #include "ud2m/adapter.hpp"
+#include "ud2m/sampler.hpp"
 
 namespace ud2m::train {
 namespace fs = std::filesystem;
@@ -25,7 +29,8 @@ nlohmann::json Ud2mTrainOptions::to_json() const {
           {"crop", crop},     {"batch", batch},     {"blocks", blocks},     {"sample_steps", sample_steps},
           {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha}, {"lr", lr}, {"weight_decay", weight_decay},
           {"w_adv", w_adv},   {"w_l2", w_l2},       {"w_perceptual", w_perceptual}, {"w_gp", w_gp},
-          {"seed", seed},     {"save_every", save_every}};
+          {"val_data", val_data}, {"val_images", val_images}, {"val_every", val_every},
+          {"bf16", bf16},     {"seed", seed},       {"save_every", save_every}};
 }
 
 Ud2mTrainOptions Ud2mTrainOptions::from_json(const nlohmann::json& j) {
@@ -46,6 +51,10 @@ Ud2mTrainOptions Ud2mTrainOptions::from_json(const nlohmann::json& j) {
   o.w_l2 = j.value("w_l2", o.w_l2);
   o.w_perceptual = j.value("w_perceptual", o.w_perceptual);
   o.w_gp = j.value("w_gp", o.w_gp);
+  o.val_data = j.value("val_data", o.val_data);
+  o.val_images = j.value("val_images", o.val_images);
+  o.val_every = j.value("val_every", o.val_every);
+  o.bf16 = j.value("bf16", false);  // runs from before the option trained in fp32
   o.seed = j.value("seed", o.seed);
   o.save_every = j.value("save_every", o.save_every);
   return o;
@@ -72,6 +81,9 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   fs::create_directories(options_.out_dir);
   const bool resume = resume_options(checkpoint_path(), "ud2m_train_ud2m", "UD2M training", options_);
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
+  UD2M_CHECK(options_.val_images > 0, "--val-images must be positive, not {}", options_.val_images);
+  val_data_ = options_.val_data.empty() ? data_
+                                        : std::make_shared<CropDataset>(list_images(options_.val_data), options_.crop);
   torch::manual_seed(options_.seed);  // LoRA and discriminator initialisation
   auto prior = diffusion::load_prior(options_.prior);
   prior->module().eval();  // the frozen base runs without dropout
@@ -86,38 +98,57 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   if (resume) load_checkpoint();
 }
 
-physics::Degradation Ud2mTrainer::draw_degradation() {
+physics::Degradation Ud2mTrainer::draw_degradation(torch::Generator& rng, int batch) const {
   auto task = options_.task;
   if (task == "general") {
     const auto& tasks = general_tasks();
-    task = tasks[at::randint(static_cast<int64_t>(tasks.size()), {1}, rng_, torch::kLong).item<int64_t>()];
+    task = tasks[at::randint(static_cast<int64_t>(tasks.size()), {1}, rng, torch::kLong).item<int64_t>()];
   }
-  // Random kernels and masks change every step, from the training stream.
-  const auto seed = static_cast<uint64_t>(at::randint(1ll << 40, {1}, rng_, torch::kLong).item<int64_t>());
-  return physics::make_degradation({task, options_.sigma, seed, {}},
-                                   {options_.batch, 3, options_.crop, options_.crop});
+  // Random kernels and masks change every draw, from the given stream.
+  const auto seed = static_cast<uint64_t>(at::randint(1ll << 40, {1}, rng, torch::kLong).item<int64_t>());
+  return physics::make_degradation({task, options_.sigma, seed, {}}, {batch, 3, options_.crop, options_.crop});
+}
+
+Ud2mTrainer::Example Ud2mTrainer::draw_example(const CropDataset& images, torch::Generator& rng, int batch) const {
+  Example e;
+  e.x = images.batch(batch, rng);
+  e.degradation = draw_degradation(rng, batch);
+  UD2M_CHECK(dynamic_cast<const physics::LinearOperator*>(e.degradation.op.get()),
+             "UD2M trains on linear operators; '{}' is not", e.degradation.op->name());
+  auto clean = e.op().forward(e.x);
+  e.y = clean + e.degradation.noise.model_sigma() * gaussian(clean.sizes(), rng, clean.options());
+  return e;
+}
+
+Ud2mTrainer::Noised Ud2mTrainer::noise_to_random_time(const torch::Tensor& x, torch::Generator& rng) const {
+  const auto& schedule = network_->prior().schedule();
+  Noised n;
+  n.t = static_cast<int>(at::randint(1, schedule.steps(), {1}, rng, torch::kLong).item<int64_t>());
+  n.alpha_bar = schedule.alpha_bar(n.t);
+  n.eps = gaussian(x.sizes(), rng, x.options());
+  n.x_t = std::sqrt(n.alpha_bar) * x + std::sqrt(1 - n.alpha_bar) * n.eps;
+  return n;
 }
 
 Ud2mLosses Ud2mTrainer::step() {
-  const auto& schedule = network_->prior().schedule();
-  auto x = data_->batch(options_.batch, rng_);
-  auto degradation = draw_degradation();
-  auto* op = dynamic_cast<const physics::LinearOperator*>(degradation.op.get());
-  UD2M_CHECK(op, "UD2M trains on linear operators; '{}' is not", degradation.op->name());
-  auto y = op->forward(x) + degradation.noise.model_sigma() * gaussian(op->forward(x).sizes(), rng_, x.options());
-  auto y_up = op->pinv(y).detach();
-  const int t = static_cast<int>(at::randint(1, schedule.steps(), {1}, rng_, torch::kLong).item<int64_t>());
-  const double ab = schedule.alpha_bar(t);
-  auto eps = gaussian(x.sizes(), rng_, x.options());
-  auto x_t = std::sqrt(ab) * x + std::sqrt(1 - ab) * eps;
+  auto example = draw_example(*data_, rng_, options_.batch);
+  const auto& op = example.op();
+  const auto& x = example.x;
+  auto y_up = op.pinv(example.y).detach();
+  auto noised = noise_to_random_time(x, rng_);
+  const double ab = noised.alpha_bar;
 
   Ud2mLosses losses;
   // Generator.
   g_optimizer_->zero_grad();
-  auto x0 = network_->forward(*op, y, options_.sigma, x_t, t, rng_);
-  auto eps_hat = (x_t - std::sqrt(ab) * x0) / std::sqrt(1 - ab);
-  auto l2 = torch::mse_loss(eps_hat, eps);
-  auto fake_logits = discriminator_->forward(x0, y_up);
+  torch::Tensor x0, fake_logits;
+  {
+    Bf16Autocast autocast(torch::kCPU, options_.bf16);
+    x0 = network_->forward(op, example.y, options_.sigma, noised.x_t, noised.t, rng_).to(torch::kFloat32);
+    fake_logits = discriminator_->forward(x0, y_up).to(torch::kFloat32);
+  }
+  auto eps_hat = (noised.x_t - std::sqrt(ab) * x0) / std::sqrt(1 - ab);
+  auto l2 = torch::mse_loss(eps_hat, noised.eps);
   auto adversarial = torch::binary_cross_entropy_with_logits(fake_logits, torch::ones_like(fake_logits));
   auto g_loss = options_.w_l2 * l2 + options_.w_adv * adversarial;
   if (perceptual_) {
@@ -132,8 +163,12 @@ Ud2mLosses Ud2mTrainer::step() {
 
   // Discriminator, with a zero-centred gradient penalty at random interpolates.
   auto fake = x0.detach();
-  auto real_logits = discriminator_->forward(x, y_up);
-  auto fake_logits_d = discriminator_->forward(fake, y_up);
+  torch::Tensor real_logits, fake_logits_d;
+  {
+    Bf16Autocast autocast(torch::kCPU, options_.bf16);
+    real_logits = discriminator_->forward(x, y_up).to(torch::kFloat32);
+    fake_logits_d = discriminator_->forward(fake, y_up).to(torch::kFloat32);
+  }
   auto d_loss = torch::binary_cross_entropy_with_logits(real_logits, torch::ones_like(real_logits)) +
                 torch::binary_cross_entropy_with_logits(fake_logits_d, torch::zeros_like(fake_logits_d));
   auto u = at::rand({options_.batch, 1, 1, 1}, rng_, x.options());
@@ -156,28 +191,34 @@ Ud2mLosses Ud2mTrainer::step() {
 }
 
 double Ud2mTrainer::validation_mse(int batches) {
-  // A generator of its own: the same batches every time, the training stream untouched.
+  // A generator of its own: the same draws every call, the training stream untouched.
   auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 1);
-  std::swap(rng, rng_);
+  torch::NoGradGuard no_grad;
   double total = 0;
-  {
-    torch::NoGradGuard no_grad;
-    const auto& schedule = network_->prior().schedule();
-    for (int b = 0; b < batches; ++b) {
-      auto x = data_->batch(options_.batch, rng_);
-      auto degradation = draw_degradation();
-      auto& op = dynamic_cast<const physics::LinearOperator&>(*degradation.op);
-      auto y = op.forward(x) + degradation.noise.model_sigma() * gaussian(x.sizes(), rng_, x.options());
-      const int t = static_cast<int>(at::randint(1, schedule.steps(), {1}, rng_, torch::kLong).item<int64_t>());
-      const double ab = schedule.alpha_bar(t);
-      auto eps = gaussian(x.sizes(), rng_, x.options());
-      auto x_t = std::sqrt(ab) * x + std::sqrt(1 - ab) * eps;
-      auto x0 = network_->forward(op, y, options_.sigma, x_t, t, rng_);
-      total += torch::mse_loss(x0, x).item<double>();
-    }
+  for (int b = 0; b < batches; ++b) {
+    auto example = draw_example(*data_, rng, options_.batch);
+    auto noised = noise_to_random_time(example.x, rng);
+    auto x0 = network_->forward(example.op(), example.y, options_.sigma, noised.x_t, noised.t, rng);
+    total += torch::mse_loss(x0, example.x).item<double>();
   }
-  std::swap(rng, rng_);
   return total / batches;
+}
+
+double Ud2mTrainer::validation_psnr() {
+  if (validation_set_.empty()) {
+    // Fixed (image, operator, measurement) triples, drawn once.
+    auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 2);
+    for (int i = 0; i < options_.val_images; ++i) validation_set_.push_back(draw_example(*val_data_, rng, 1));
+  }
+  torch::NoGradGuard no_grad;
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 3);
+  double total = 0;
+  for (auto& example : validation_set_) {
+    auto x = unrolled::sample(*network_, example.op(), example.y, options_.sigma, example.x.sizes().vec(),
+                              {options_.sample_steps}, rng);
+    total += metrics::psnr(from_model(x.clamp(-1, 1)), from_model(example.x));
+  }
+  return total / validation_set_.size();
 }
 
 void Ud2mTrainer::save_checkpoint() {
@@ -191,6 +232,9 @@ void Ud2mTrainer::save_checkpoint() {
   std::vector<float> flat;
   for (auto& l : history_) flat.insert(flat.end(), {l.generator, l.l2, l.adversarial, l.perceptual, l.discriminator});
   tensors["history"] = torch::tensor(flat).reshape({static_cast<int64_t>(history_.size()), 5});
+  std::vector<double> validation;
+  for (auto& [step, psnr] : validation_history_) validation.insert(validation.end(), {double(step), psnr});
+  tensors["validation"] = torch::tensor(validation, torch::kFloat64).reshape({-1, 2});
   nlohmann::json meta = {{"step", step_}, {"adam_g_step", g_step}, {"adam_d_step", d_step},
                          {"options", options_.to_json()}};
   write_safetensors(checkpoint_path(), tensors, {{"ud2m_train_ud2m", meta.dump()}});
@@ -205,6 +249,9 @@ void Ud2mTrainer::save_checkpoint() {
                        l.perceptual, l.discriminator);
   }
   write_file_atomic((fs::path(options_.out_dir) / "loss.csv").string(), csv);
+  std::string val_csv = "step,validation_psnr\n";
+  for (auto& [step, psnr] : validation_history_) val_csv += fmt::format("{},{:.4f}\n", step, psnr);
+  write_file_atomic((fs::path(options_.out_dir) / "validation.csv").string(), val_csv);
 }
 
 void Ud2mTrainer::load_checkpoint() {
@@ -230,6 +277,11 @@ void Ud2mTrainer::load_checkpoint() {
     history_.push_back({r[0].item<float>(), r[1].item<float>(), r[2].item<float>(), r[3].item<float>(),
                         r[4].item<float>()});
   }
+  if (file.tensors.count("validation")) {
+    auto v = file.tensors.at("validation").contiguous();
+    for (int64_t i = 0; i < v.size(0); ++i)
+      validation_history_.emplace_back(static_cast<int64_t>(v[i][0].item<double>()), v[i][1].item<double>());
+  }
   step_ = meta.at("step");
   log::info("resumed from '{}' at step {}", checkpoint_path(), step_);
 }
@@ -243,11 +295,19 @@ void Ud2mTrainer::run() {
             "perceptual term: {}",
             options_.task, options_.blocks, options_.lora.rank, options_.prior, options_.batch, step_, options_.steps,
             perceptual_ ? "on" : "off (no LPIPS weights given)");
+  const int val_every = options_.val_every > 0 ? options_.val_every : options_.save_every;
+  auto validate = [&] {
+    validation_history_.emplace_back(step_, validation_psnr());
+    log::info("step {}: validation PSNR {:.2f} dB ({} crops, N = {})", step_, validation_history_.back().second,
+              options_.val_images, options_.sample_steps);
+  };
+  if (validation_history_.empty()) validate();  // the untrained adapter's score, for comparison
   Progress progress("train ud2m", static_cast<int>(options_.steps - step_));
   while (step_ < options_.steps) {
     auto l = step();
     progress.step(fmt::format("G {:.3f} (l2 {:.3f} adv {:.3f}) D {:.3f}", l.generator, l.l2, l.adversarial,
                               l.discriminator));
+    if (step_ % val_every == 0 || step_ == options_.steps) validate();
     if (step_ % options_.save_every == 0 || step_ == options_.steps) save_checkpoint();
   }
 }

@@ -32,6 +32,10 @@ struct Ud2mTrainOptions {
   nets::LoraOptions lora;
   double lr = 1e-4, weight_decay = 0.01;
   double w_adv = 1.0, w_l2 = 1.0, w_perceptual = 0.1, w_gp = 10.0;
+  std::string val_data;  // photos for the validation PSNR (default: the training photos)
+  int val_images = 8;
+  int val_every = 0;     // steps between validations (0: at every checkpoint)
+  bool bf16 = true;  // autocast the networks to bf16 (fp32 weights, prox and losses)
   uint64_t seed = 0;
   int save_every = 100;
 
@@ -58,6 +62,9 @@ class Ud2mTrainer {
   // t and noise each call). The training loss's ε-MSE is dominated by the
   // smallest t (÷(1−ᾱ_t)), so x̂0's error is the steadier yardstick.
   double validation_mse(int batches = 4);
+  // Mean PSNR (dB) of the full sampler (N = sample_steps) on a fixed set of
+  // val_images crops of the validation photos, each with its own operator.
+  double validation_psnr();
   void save_checkpoint();  // checkpoint.safetensors + adapter.safetensors + loss.csv, each atomic
   void run();
 
@@ -66,12 +73,30 @@ class Ud2mTrainer {
   std::string checkpoint_path() const;
 
  private:
+  // Clean crops, an operator (the task's, or a random one in general mode) and
+  // its noisy measurement, all drawn from `rng`.
+  struct Example {
+    torch::Tensor x, y;
+    physics::Degradation degradation;
+    const physics::LinearOperator& op() const {
+      return static_cast<const physics::LinearOperator&>(*degradation.op);
+    }
+  };
+  struct Noised {
+    int t;
+    double alpha_bar;
+    torch::Tensor eps, x_t;
+  };
   void load_checkpoint();
-  physics::Degradation draw_degradation();
+  physics::Degradation draw_degradation(torch::Generator& rng, int batch) const;
+  Example draw_example(const CropDataset& images, torch::Generator& rng, int batch) const;
+  Noised noise_to_random_time(const torch::Tensor& x, torch::Generator& rng) const;
 
   Ud2mTrainOptions options_;
   PerceptualLoss perceptual_;
-  std::shared_ptr<const CropDataset> data_;
+  std::shared_ptr<const CropDataset> data_, val_data_;
+  std::vector<Example> validation_set_;
+  std::vector<std::pair<int64_t, double>> validation_history_;  // (step, PSNR)
   std::shared_ptr<unrolled::UnrolledNetwork> network_;
   nets::Discriminator discriminator_{nullptr};
   std::unique_ptr<torch::optim::AdamW> g_optimizer_, d_optimizer_;

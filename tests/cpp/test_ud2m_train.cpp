@@ -1,4 +1,6 @@
 // UD2M distillation: learning on real pixels, exact resume, CLI errors.
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/atomic_file.hpp"
@@ -49,6 +51,24 @@ TEST(Ud2mTrain, FewStepsOnRealImagesReduceTheLoss) {
   EXPECT_LT(after, 0.95 * before);  // same draws before and after: any drop is real
 }
 
+TEST(Ud2mTrain, ValidationIsOnFixedDrawsAndSurvivesAResume) {
+  auto dir = test::temp_dir();
+  auto o = tiny_options(dir);
+  o.val_images = 2;
+  o.steps = 2;
+  o.save_every = 1;
+  train::Ud2mTrainer trainer(o);
+  const double first = trainer.validation_psnr();
+  EXPECT_TRUE(std::isfinite(first));
+  EXPECT_EQ(trainer.validation_psnr(), first);  // same crops, operators and noise each call
+  trainer.run();
+  o.steps = 3;
+  train::Ud2mTrainer resumed(o);
+  resumed.run();
+  const auto csv = read_file((fs::path(o.out_dir) / "validation.csv").string());
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5) << csv;  // header + steps 0, 1, 2, 3
+}
+
 TEST(Ud2mTrain, ResumeAfterAStopGivesTheSameAdapter) {
   auto dir = test::temp_dir();
   auto o = tiny_options(dir);
@@ -82,6 +102,10 @@ TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "adapter.safetensors"));
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "loss.csv"));
+  // Validated before training and at the end: two rows after the header.
+  const auto validation = read_file((fs::path(o.out_dir) / "validation.csv").string());
+  EXPECT_EQ(std::count(validation.begin(), validation.end(), '\n'), 3) << validation;
+  EXPECT_NE(r.output.find("step 0: validation PSNR"), std::string::npos) << r.output;
   // With LPIPS weights (random AlexNet trunk and heads from the metrics refs) the perceptual term is on.
   const auto refs = test::refs_dir("metrics");
   r = test::run_ud2m("train --prior " + o.prior + " --data " + o.data + " --out " + (dir / "lpips").string() +
