@@ -17,6 +17,7 @@
 #include "core/progress.hpp"
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
+#include "metrics/posterior.hpp"
 #include "samplers/ddrm.hpp"
 #include "samplers/diffpir.hpp"
 #include "samplers/dps.hpp"
@@ -236,6 +237,13 @@ nlohmann::json restore_one(const Context& c, const Job& job) {
     report["reference"] = job.reference;
     report["psnr"] = metrics::psnr(restored, reference);
     log::info("{}: PSNR {:.2f} dB", job.measurement, report["psnr"].get<double>());
+    if (stack.size(0) >= 2) {
+      // Calibration: how often the truth falls in the samples' central 90 % interval.
+      report["coverage_90"] = metrics::credible_coverage(stack.squeeze(1), reference[0], 0.9);
+      report["mean_std"] = metrics::posterior_std(stack).mean().item<double>();
+      log::info("{}: 90 % credible intervals cover {:.1f} % of the reference pixels (mean posterior std {:.4f})",
+                job.measurement, 100 * report["coverage_90"].get<double>(), report["mean_std"].get<double>());
+    }
   }
   write_png(job.out, restored, c.args.bit_depth);
   write_file_atomic(replace_extension(job.out, ".json"), report.dump(2) + "\n");

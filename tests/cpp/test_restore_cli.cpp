@@ -47,12 +47,19 @@ TEST(RestoreCli, DiffPirRunsWithAPriorFileAndReportsItsSettings) {
   diffusion::save_prior((dir / "prior.safetensors").string(), prior);
   auto r = test::run_ud2m("restore -m " + y.string() + " --method diffpir --model " +
                           (dir / "prior.safetensors").string() + " --nfe 5 --samples 2 --out " +
-                          (dir / "x.png").string() + " --panel " + (dir / "panel.png").string());
+                          (dir / "x.png").string() + " --panel " + (dir / "panel.png").string() +
+                          " --reference " + (dir / "clean.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_image((dir / "x.png").string()).sizes(), (std::vector<int64_t>{1, 3, 32, 32}));
   auto report = nlohmann::json::parse(read_file((dir / "x.json").string()));
   EXPECT_EQ(report.at("settings").at("nfe"), 5);
   EXPECT_EQ(report.at("samples"), 2);
+  // Two samples and a reference: the calibration numbers are reported.
+  const double coverage = report.at("coverage_90"), spread = report.at("mean_std");
+  EXPECT_GE(coverage, 0.0);
+  EXPECT_LE(coverage, 1.0);
+  EXPECT_GT(spread, 0.0);
+  EXPECT_NE(r.output.find("credible intervals cover"), std::string::npos) << r.output;
 }
 
 TEST(RestoreCli, EveryDiffusionSamplerRunsAndDefaultsToItsPublishedNfe) {

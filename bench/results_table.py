@@ -1,0 +1,127 @@
+"""The restoration results table: task × method → PSNR / SSIM (/ LPIPS) / NFE /
+seconds per image, on the held-out crops (bench/heldout.py), with the shipped
+prior, every method at its published default NFE.
+
+    python bench/results_table.py --build build --out out/results \
+        [--count 12] [--tasks gaussian_deblur sr inpainting_random] \
+        [--methods tv ddrm diffpir latino dps ud2m] [--adapter ADAPTER] \
+        [--slow-count 4] [--lpips-weights TRUNK HEADS]
+
+Everything goes through the `ud2m` binary: `degrade` writes exact (float)
+measurements, `restore` restores the folder, `eval` scores it. Seconds per
+image are wall time of the `restore` call divided by its images (one process,
+all cores; model loading included). DPS (1000 NFE, with a backward pass each)
+runs on the first --slow-count crops only, which the table says. Writes
+OUT/results.json and OUT/results.md.
+"""
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import heldout  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Published default NFE per method (TV: iterations, no network).
+NFE = {"tv": 0, "ddrm": 20, "diffpir": 100, "latino": 8, "dps": 1000, "ud2m": 9}
+SLOW = {"dps"}
+
+
+def run(cmd):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{r.stdout}{r.stderr}")
+    return r.stdout + r.stderr
+
+
+def degrade_all(binary, clean, out, task, sigma):
+    out.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(sorted(clean.glob("*.png"))):
+        run([binary, "degrade", "--task", task, "--sigma", sigma, "--seed", i, image,
+             out / (image.stem + ".safetensors")])
+
+
+def restore_and_score(args, binary, clean, measurements, out, task, method):
+    pred = out / "restored"
+    cmd = [binary, "restore", "-m", measurements, "--method", method, "--out", pred, "--seed", 0]
+    if method != "tv":
+        cmd += ["--model", args.model]
+    if method == "ud2m":
+        cmd += ["--adapter", args.adapter]
+    start = time.time()
+    run(cmd)
+    seconds = time.time() - start
+    n = len(list(measurements.glob("*.safetensors")))
+    ev = [binary, "eval", "--ref", clean, "--pred", pred, "--json", out / "eval.json"]
+    if args.lpips_weights:
+        ev += ["--lpips-weights", *args.lpips_weights]
+    run(ev)
+    scores = json.loads((out / "eval.json").read_text())
+    return {"task": task, "method": method, "images": n, "nfe": NFE[method],
+            "seconds_per_image": seconds / n, **{k: scores["mean"][k] for k in scores["mean"]}}
+
+
+def subset(src, dst, count):
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in sorted(src.glob("*"))[: count * 2]:
+        if int(p.stem) < count:
+            (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+def markdown(rows, lpips):
+    head = "| task | method | NFE | PSNR | SSIM |" + (" LPIPS |" if lpips else "") + " s/image | images |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        cells = [r["task"], r["method"], str(r["nfe"]) if r["nfe"] else "— (TV)", f"{r['psnr']:.2f}",
+                 f"{r['ssim']:.3f}"]
+        if lpips:
+            cells.append(f"{r['lpips']:.3f}")
+        cells += [f"{r['seconds_per_image']:.2f}", str(r["images"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--out", default="out/results")
+    ap.add_argument("--model", default=str(ROOT / "models" / "ud2m-small-64.safetensors"))
+    ap.add_argument("--adapter", help="UD2M adapter (needed for the ud2m method)")
+    ap.add_argument("--count", type=int, default=12)
+    ap.add_argument("--slow-count", type=int, default=4)
+    ap.add_argument("--sigma", default="0.01")
+    ap.add_argument("--tasks", nargs="+", default=["gaussian_deblur", "sr", "inpainting_random"])
+    ap.add_argument("--methods", nargs="+", default=["tv", "ddrm", "diffpir", "latino", "dps", "ud2m"])
+    ap.add_argument("--lpips-weights", nargs=2, metavar=("TRUNK", "HEADS"))
+    args = ap.parse_args()
+    if "ud2m" in args.methods and not args.adapter:
+        ap.error("the ud2m method needs --adapter")
+    binary = pathlib.Path(args.build).resolve() / "ud2m"
+    out = pathlib.Path(args.out)
+    clean = out / "clean"
+    heldout.write_heldout(clean, 64, args.count)
+    rows = []
+    for task in args.tasks:
+        measurements = out / task / "measurements"
+        degrade_all(binary, clean, measurements, task, args.sigma)
+        for method in args.methods:
+            m, c = measurements, clean
+            if method in SLOW and args.slow_count < args.count:
+                m = subset(measurements, out / task / f"measurements_{args.slow_count}", args.slow_count)
+                c = subset(clean, out / f"clean_{args.slow_count}", args.slow_count)
+            row = restore_and_score(args, binary, c, m, out / task / method, task, method)
+            rows.append(row)
+            print(f"{task:18s} {method:8s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  "
+                  f"{row['seconds_per_image']:.2f} s/image  ({row['images']} images)", flush=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    table = markdown(rows, bool(args.lpips_weights))
+    (out / "results.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
