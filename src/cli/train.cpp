@@ -1,7 +1,6 @@
 // ud2m train --method ud2m: distil a UD2M adapter from a prior.
 #include "cli/commands.hpp"
 #include "core/error.hpp"
-#include "nets/lpips_net.hpp"
 #include "train/ud2m_trainer.hpp"
 
 namespace ud2m::cli {
@@ -10,6 +9,7 @@ void add_train_command(CLI::App& app) {
   auto o = std::make_shared<train::Ud2mTrainOptions>();
   auto method = std::make_shared<std::string>("ud2m");
   auto lpips_weights = std::make_shared<std::vector<std::string>>();
+  auto perceptual_kind = std::make_shared<std::string>("auto");
   auto* cmd = app.add_subcommand(
       "train",
       "Train a few-step restoration method on a prior. --method ud2m: LoRA + output head + λ, ρ of the unrolled\n"
@@ -37,7 +37,7 @@ void add_train_command(CLI::App& app) {
                   "Perceptual term: LPIPS trunk and heads files (as for `ud2m eval`, e.g. vgg16-397923af.pth "
                   "vgg.pth); without them the term is off")
       ->expected(2);
-  cmd->add_option("--w-perceptual", o->w_perceptual, "Weight of the LPIPS term")->capture_default_str();
+  cmd->add_option("--w-perceptual", o->w_perceptual, "Weight of the perceptual term")->capture_default_str();
   cmd->add_option("--val-data", o->val_data, "Photos for the validation PSNR (default: the training photos)")
       ->check(CLI::ExistingPath);
   cmd->add_option("--val-images", o->val_images, "Validation crops (each with its own operator)")
@@ -47,20 +47,22 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--bf16", o->bf16, "bf16 autocast of the networks (true/false)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data, operators and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
-  cmd->callback([o, method, lpips_weights] {
+  cmd->add_option("--perceptual", *perceptual_kind,
+                  "Perceptual term: lpips (needs --lpips-weights), prior (distance of the frozen prior's encoder\n"
+                  "features, needs no download), none, or auto (lpips when weights are given, else prior)")
+      ->check(CLI::IsMember({"auto", "lpips", "prior", "none"}))
+      ->capture_default_str();
+  cmd->callback([o, method, lpips_weights, perceptual_kind] {
     UD2M_CHECK(*method == "ud2m", "unknown --method '{}'; available: ud2m", *method);
     UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
     UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
     train::PerceptualLoss perceptual;
-    if (!lpips_weights->empty()) {
-      auto net = nets::load_lpips((*lpips_weights)[0], (*lpips_weights)[1]);
-      for (auto& p : net->parameters()) p.set_requires_grad(false);
-      net->eval();
-      // Both in model units [-1, 1], which is what LPIPS takes.
-      perceptual = [net](const torch::Tensor& x0, const torch::Tensor& x) mutable {
-        return net->forward(x0, x).mean();
-      };
-    }
+    const bool have_lpips = !lpips_weights->empty();
+    UD2M_CHECK(*perceptual_kind != "lpips" || have_lpips, "--perceptual lpips needs --lpips-weights TRUNK HEADS");
+    if (*perceptual_kind == "lpips" || (*perceptual_kind == "auto" && have_lpips))
+      perceptual = train::lpips_loss((*lpips_weights)[0], (*lpips_weights)[1]);
+    else if (*perceptual_kind == "prior" || *perceptual_kind == "auto")
+      perceptual = train::prior_feature_loss(o->prior);
     train::Ud2mTrainer(*o, perceptual).run();
   });
 }

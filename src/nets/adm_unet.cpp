@@ -388,6 +388,23 @@ torch::Tensor AdmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& 
   return out->forward(h).to(x.scalar_type());
 }
 
+std::vector<torch::Tensor> AdmUNetImpl::encoder_features(const torch::Tensor& x, const torch::Tensor& t) {
+  UD2M_CHECK(config_.num_classes == 0, "encoder features are defined for unconditional ADM models only");
+  const auto dtype = out[2]->as<torch::nn::Conv2d>()->weight.scalar_type();
+  auto emb = time_embed->forward(timestep_embedding(t, config_.model_channels).to(dtype));
+  std::vector<torch::Tensor> features;
+  torch::Tensor h = x.to(dtype);
+  for (size_t i = 0; i < input_blocks->size(); ++i) {
+    auto next = input_blocks[i]->as<EmbedSequentialImpl>()->forward(h, emb);
+    // A level ends where the next block downsamples (or at the last block).
+    if (i > 0 && next.size(-1) != h.size(-1)) features.push_back(h);
+    h = next;
+  }
+  features.push_back(h);
+  features.push_back(std::static_pointer_cast<EmbedSequentialImpl>(middle_block)->forward(h, emb));
+  return features;
+}
+
 int64_t count_parameters(torch::nn::Module& module) {
   int64_t n = 0;
   for (auto& p : module.parameters()) n += p.numel();

@@ -52,6 +52,9 @@ class AdmUNetImpl : public torch::nn::Module {
   // labels: (N,) class indices for class-conditional models. Returns the raw
   // network output (ε, plus the variance interpolation when learn_sigma).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels = {});
+  // The encoder's activations at the end of each resolution level and after
+  // the middle block (unconditional models): a feature pyramid of the prior.
+  std::vector<torch::Tensor> encoder_features(const torch::Tensor& x, const torch::Tensor& t);
   const AdmConfig& config() const { return config_; }
   // LoRA on every attention block's qkv and proj_out (UD2M's adapter placement).
   void add_lora(const LoraOptions& options);

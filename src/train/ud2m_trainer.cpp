@@ -241,7 +241,7 @@ void Ud2mTrainer::save_checkpoint() {
   unrolled::save_adapter((fs::path(options_.out_dir) / "adapter.safetensors").string(), *network_,
                          {options_.task, options_.sample_steps,
                           {{"step", step_}, {"options", options_.to_json()},
-                           {"perceptual", perceptual_ ? "given" : "none"}}});
+                           {"perceptual", perceptual_ ? perceptual_.name : "none"}}});
   std::string csv = "step,generator,l2,adversarial,perceptual,discriminator\n";
   for (size_t i = 0; i < history_.size(); ++i) {
     const auto& l = history_[i];
@@ -294,7 +294,7 @@ void Ud2mTrainer::run() {
   log::info("training a UD2M adapter for {} (K = {}, LoRA rank {}) on '{}', batch {}, from step {} to {}; "
             "perceptual term: {}",
             options_.task, options_.blocks, options_.lora.rank, options_.prior, options_.batch, step_, options_.steps,
-            perceptual_ ? "on" : "off (no LPIPS weights given)");
+            perceptual_ ? perceptual_.name : "off");
   const int val_every = options_.val_every > 0 ? options_.val_every : options_.save_every;
   auto validate = [&] {
     validation_history_.emplace_back(step_, validation_psnr());

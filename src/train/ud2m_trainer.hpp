@@ -14,6 +14,7 @@
 #include "nets/discriminator.hpp"
 #include "physics/degradation.hpp"
 #include "train/crop_dataset.hpp"
+#include "train/perceptual_loss.hpp"
 #include "ud2m/unrolled.hpp"
 
 namespace ud2m::train {
@@ -50,8 +51,6 @@ struct Ud2mLosses {
   float generator = 0, l2 = 0, adversarial = 0, perceptual = 0, discriminator = 0;
 };
 
-// perceptual(x̂0, x) in model units; empty: the term is off (ω_PS ignored).
-using PerceptualLoss = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>;
 
 class Ud2mTrainer {
  public:

@@ -69,6 +69,25 @@ TEST(Ud2mTrain, ValidationIsOnFixedDrawsAndSurvivesAResume) {
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5) << csv;  // header + steps 0, 1, 2, 3
 }
 
+TEST(Ud2mTrain, PriorFeatureLossIsADifferentiableDistanceOnAFrozenCopy) {
+  auto dir = test::temp_dir();
+  auto o = tiny_options(dir);
+  auto loss = train::prior_feature_loss(o.prior);
+  EXPECT_EQ(loss.name, "prior features");
+  torch::manual_seed(1);
+  auto x = torch::rand({2, 3, 16, 16}) * 2 - 1;
+  auto estimate = (x + 0.3 * torch::randn_like(x)).requires_grad_(true);
+  EXPECT_NEAR(loss(x, x).item<double>(), 0.0, 1e-10);
+  auto d = loss(estimate, x);
+  EXPECT_GT(d.item<double>(), 1e-4);
+  d.backward();
+  EXPECT_GT(estimate.grad().abs().sum().item<double>(), 0.0);
+  // Smaller perturbations, smaller distance.
+  EXPECT_LT(loss(x + 0.03 * (estimate.detach() - x), x).item<double>(), d.item<double>());
+  // A prior that cannot be read: an error naming it, not a silently absent term.
+  EXPECT_THROW_MSG(train::prior_feature_loss((test::source_dir() / "nope.safetensors").string()), "nope.safetensors");
+}
+
 TEST(Ud2mTrain, ResumeAfterAStopGivesTheSameAdapter) {
   auto dir = test::temp_dir();
   auto o = tiny_options(dir);
@@ -102,6 +121,8 @@ TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "adapter.safetensors"));
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "loss.csv"));
+  // Without LPIPS weights the prior's own features are the perceptual term.
+  EXPECT_NE(r.output.find("perceptual term: prior features"), std::string::npos) << r.output;
   // Validated before training and at the end: two rows after the header.
   const auto validation = read_file((fs::path(o.out_dir) / "validation.csv").string());
   EXPECT_EQ(std::count(validation.begin(), validation.end(), '\n'), 3) << validation;
@@ -112,7 +133,7 @@ TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
                      " --crop 32 --steps 1 --blocks 1 --lpips-weights " + (refs / "alex_backbone.pth").string() + " " +
                      (refs / "alex_heads.pth").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("perceptual term: on"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("perceptual term: LPIPS (alex)"), std::string::npos) << r.output;
   r = test::run_ud2m("train --method foo --prior " + o.prior + " --data " + o.data + " --out " + o.out_dir);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("unknown --method 'foo'"), std::string::npos) << r.output;
