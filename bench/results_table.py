@@ -12,7 +12,8 @@ measurements, `restore` restores the folder, `eval` scores it. Seconds per
 image are wall time of the `restore` call divided by its images (one process,
 all cores; model loading included). DPS (1000 NFE, with a backward pass each)
 runs on the first --slow-count crops only, which the table says. Writes
-OUT/results.json and OUT/results.md.
+OUT/results.json and OUT/results.md; a later run into the same OUT replaces
+only the (task, method) rows it recomputes.
 """
 import argparse
 import json
@@ -72,6 +73,21 @@ def subset(src, dst, count):
     return dst
 
 
+def panel(out, task, methods, index="000", scale=2):
+    """One held-out crop of `task`, restored by each method, beside the truth."""
+    from PIL import Image, ImageDraw
+    tiles = [("truth", out / "clean" / f"{index}.png")]
+    tiles = [(m, out / task / m / "restored" / f"{index}.png") for m in methods] + tiles
+    tiles = [(name, path) for name, path in tiles if path.exists()]
+    size = 64 * scale
+    img = Image.new("RGB", (size * len(tiles), size + 14), "white")
+    draw = ImageDraw.Draw(img)
+    for i, (name, path) in enumerate(tiles):
+        img.paste(Image.open(path).convert("RGB").resize((size, size), Image.NEAREST), (i * size, 14))
+        draw.text((i * size + 2, 1), name, fill="black")
+    img.save(out / f"panel_{task}.png")
+
+
 def markdown(rows, lpips):
     head = "| task | method | NFE | PSNR | SSIM |" + (" LPIPS |" if lpips else "") + " s/image | images |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -117,7 +133,15 @@ def main():
             rows.append(row)
             print(f"{task:18s} {method:8s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  "
                   f"{row['seconds_per_image']:.2f} s/image  ({row['images']} images)", flush=True)
+    # Rows of earlier runs into the same folder stay unless this run redid them.
+    done = {(r["task"], r["method"]) for r in rows}
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else []
+    rows = [r for r in previous if (r["task"], r["method"]) not in done] + rows
+    order = {m: i for i, m in enumerate(NFE)}
+    rows.sort(key=lambda r: (r["task"], order.get(r["method"], 99)))
     (out / "results.json").write_text(json.dumps(rows, indent=1))
+    for task in args.tasks:
+        panel(out, task, list(NFE))
     table = markdown(rows, bool(args.lpips_weights))
     (out / "results.md").write_text(table)
     print(table)
