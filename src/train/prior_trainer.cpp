@@ -195,13 +195,11 @@ void PriorTrainer::initialise_from(const std::string& path) {
   UD2M_CHECK(adm, "--init '{}' is not an ADM prior", path);
   UD2M_CHECK(adm->net()->config().to_json() == model_->net()->config().to_json(),
              "--init '{}' has another network configuration than --config {}", path, options_.config);
+  // The model only: the constructor then copies the model into the EMA.
   torch::NoGradGuard no_grad;
   auto src = adm->net()->parameters();
-  auto dst = model_->net()->parameters(), ema = ema_->net()->parameters();
-  for (size_t i = 0; i < src.size(); ++i) {
-    dst[i].copy_(src[i]);
-    ema[i].copy_(src[i]);
-  }
+  auto dst = model_->net()->parameters();
+  for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
   log::info("initialised from '{}'", path);
 }
 
