@@ -79,6 +79,18 @@ torch::Tensor UnrolledNetwork::data_step(const physics::LinearOperator& op, cons
   return z + (gamma - gamma.detach()).to(z.scalar_type()) * dz_dgamma;
 }
 
+torch::Tensor initial_estimate(const physics::LinearOperator& op, const torch::Tensor& y) {
+  // Aᵀy / Aᵀ1: each pixel the weighted mean of the measurements it enters —
+  // y for blur and denoising, y with grey holes for inpainting, a normalised
+  // (blurred) upsampling for SR. It never amplifies noise, where A†y or a
+  // weakly regularised MAP estimate does (gain up to 1/(2σ_y) under blur).
+  auto weight = op.adjoint(torch::ones_like(y));
+  auto seen = weight > 1e-3 * weight.abs().max();
+  auto x = torch::where(seen, op.adjoint(y) / torch::where(seen, weight, torch::ones_like(weight)),
+                        torch::zeros_like(weight));
+  return x.clamp(-1, 1);
+}
+
 torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
                                        const torch::Tensor& x_t, int t, torch::Generator& rng) {
   UD2M_CHECK(sigma > 0, "UD2M needs a positive measurement noise level, not {}", sigma);
@@ -86,10 +98,7 @@ torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const 
   const auto& schedule = prior_->schedule();
   const int t_delta = renoise_timestep(sigma_y, t);
   const double ab = schedule.alpha_bar(t_delta);
-  // x⁽⁰⁾: the MAP estimate under a unit Gaussian around mid-grey, argmin
-  // ‖Az − y‖²/(2σ_y²) + ‖z‖²/2 — bounded where A†y would amplify noise
-  // (blur), grey where nothing is measured (inpainting).
-  auto x = op.prox(torch::zeros(x_t.sizes(), x_t.options()), y, 1 / (sigma_y * sigma_y));
+  auto x = initial_estimate(op, y);
   for (int k = 0; k < options_.blocks; ++k) {
     auto z = data_step(op, y, sigma_y, x_t, t, x);
     auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * gaussian(z.sizes(), rng, z.options());

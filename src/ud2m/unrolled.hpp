@@ -4,7 +4,7 @@
 //      linear operator works, also ones never seen in training);
 //   2. re-noise z to t_δ, the timestep whose level is nearest ρ₀ = σ_yσ_t/√(σ_y²+σ_t²);
 //   3. one call of the LoRA-adapted prior there: x⁽ᵏ⁾ = its x0 estimate.
-// x⁽⁰⁾ = argmin ‖Az − y‖²/(2σ_y²) + ‖z‖²/2; the output is x⁽ᴷ⁾. Learned: the LoRA factors, the prior's
+// x⁽⁰⁾ = Aᵀy/Aᵀ1 (initial_estimate); the output is x⁽ᴷ⁾. Learned: the LoRA factors, the prior's
 // output head, λ = exp(θ_λ) and ρ = ρ₀·exp(θ_ρ) (both 1 at the start).
 #pragma once
 #include <torch/torch.h>
@@ -57,6 +57,11 @@ class UnrolledNetwork : public torch::nn::Module {
   std::string base_fingerprint_;
   torch::Tensor log_lambda_, log_rho_scale_;
 };
+
+// x⁽⁰⁾ of the unrolled network: Aᵀy/Aᵀ1 where Aᵀ1 is not ~0, else 0 (mid-grey),
+// clamped to the image range. Reduces to the paper's per-task inits (y for
+// deblurring and inpainting, an upsampling of y for SR) without knowing the task.
+torch::Tensor initial_estimate(const physics::LinearOperator& op, const torch::Tensor& y);
 
 // FNV-1a (64 bit, hex) over the names and fp32 values of a module's
 // parameters and buffers: names a base prior in adapter files.

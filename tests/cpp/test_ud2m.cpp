@@ -8,6 +8,7 @@
 #include "core/image.hpp"
 #include "diffusion/prior.hpp"
 #include "physics/blur.hpp"
+#include "physics/downsampling.hpp"
 #include "physics/inpainting.hpp"
 #include "physics/kernels.hpp"
 #include "test_util.hpp"
@@ -126,7 +127,8 @@ TEST(Ud2m, DataStepGradientInLambdaMatchesFiniteDifferences) {
 TEST(Ud2m, OneBlockAtTheFirstTimestepIsOneLatinoIteration) {
   // At t = 999 the x_t term weighs ρ²/σ_t² ≈ 4e-7 (σ_t ≈ 157 ≫ ρ), so a
   // single block is LATINO's step up to ~1e-4: prox of the initial estimate
-  // with γ = ρ²/(λσ_y²), re-noise to t_δ, denoise.
+  // with γ = ρ²/(λσ_y²), re-noise to t_δ, denoise. For inpainting the initial
+  // estimate is y itself (missing pixels 0 in y already).
   auto prior = tiny_adm();
   unrolled::UnrolledOptions options;
   options.blocks = 1;
@@ -143,12 +145,38 @@ TEST(Ud2m, OneBlockAtTheFirstTimestepIsOneLatinoIteration) {
   const double rho = net.rho0(sigma_y, 999);
   const int t_delta = net.renoise_timestep(sigma_y, 999);
   EXPECT_LT(t_delta, 50);  // ρ₀ ≈ σ_y: a low noise level
-  auto init = op.prox(torch::zeros_like(x_t), y, 1 / (sigma_y * sigma_y));
-  auto z = op.prox(init, y, rho * rho / (sigma_y * sigma_y));
+  auto z = op.prox(y, y, rho * rho / (sigma_y * sigma_y));
   const double ab = prior->schedule().alpha_bar(t_delta);
   auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * at::randn(z.sizes(), rng, z.options());
   auto latino = prior->x0(z_in, t_delta);
   EXPECT_LT((ours - latino).abs().max().item<double>(), 1e-3);
+}
+
+TEST(Ud2m, InitialEstimateAveragesTheMeasurementsAndNeverAmplifiesNoise) {
+  torch::manual_seed(4);
+  auto kernel = physics::gaussian_kernel(7, 2.0);
+  physics::CircularBlur blur(kernel, 16, 16);
+  physics::Downsampling sr(kernel, 4, 16, 16);
+  physics::Inpainting inpainting(physics::random_mask(16, 16, 0.7, 1));
+  auto noise = torch::randn({1, 3, 16, 16}) * 0.1;
+  // A normalised blur has Aᵀ1 = 1: the estimate is Aᵀy.
+  auto y = blur.forward(noise);
+  EXPECT_TRUE(torch::allclose(unrolled::initial_estimate(blur, y), blur.adjoint(y), 1e-5, 1e-6));
+  // Inpainting: y where observed, mid-grey (0) in the holes.
+  y = inpainting.forward(noise);
+  EXPECT_TRUE(torch::allclose(unrolled::initial_estimate(inpainting, y), y));
+  // A weighted mean with non-negative weights: constants are kept, and
+  // pure noise never grows (A†y would multiply it by up to 1/σ_min).
+  for (const physics::LinearOperator* op : {static_cast<const physics::LinearOperator*>(&blur),
+                                            static_cast<const physics::LinearOperator*>(&sr)}) {
+    SCOPED_TRACE(op->name());
+    auto constant = torch::full({1, 3, 16, 16}, 0.3);
+    EXPECT_TRUE(torch::allclose(unrolled::initial_estimate(*op, op->forward(constant)), constant, 1e-4, 1e-5));
+    auto y_noise = torch::randn(op->output_shape({1, 3, 16, 16})) * 0.1;
+    EXPECT_LE(unrolled::initial_estimate(*op, y_noise).abs().max().item<double>(),
+              y_noise.abs().max().item<double>() + 1e-5);
+    EXPECT_GT(op->pinv(y_noise).abs().max().item<double>(), 2 * y_noise.abs().max().item<double>());
+  }
 }
 
 TEST(Ud2m, TimestepsAsPublished) {
