@@ -9,4 +9,18 @@ torch::Tensor GaussianPrior::epsilon(const torch::Tensor& x_t, const torch::Tens
   return (1 - ab).sqrt() * (x_t - ab.sqrt() * mean_) / variance;
 }
 
+torch::Tensor StationaryGaussianPrior::epsilon(const torch::Tensor& x_t, const torch::Tensor& t) {
+  auto ab = schedule_.alpha_bars().index_select(0, t.to(torch::kLong)).to(torch::kFloat64).view({-1, 1, 1, 1});
+  // Per Fourier coefficient the same identity as the i.i.d. prior, with variance p.
+  auto spectrum = torch::fft::fft2(x_t.to(torch::kFloat64), c10::nullopt, {-2, -1}, "ortho");
+  auto eps = (1 - ab).sqrt() * spectrum / (ab * power_.to(torch::kFloat64) + 1 - ab);
+  return torch::real(torch::fft::ifft2(eps, c10::nullopt, {-2, -1}, "ortho")).to(x_t.dtype());
+}
+
+torch::Tensor StationaryGaussianPrior::covariance_times(const torch::Tensor& x) const {
+  auto spectrum = torch::fft::fft2(x.to(torch::kFloat64), c10::nullopt, {-2, -1}, "ortho");
+  return torch::real(torch::fft::ifft2(power_.to(torch::kFloat64) * spectrum, c10::nullopt, {-2, -1}, "ortho"))
+      .to(x.dtype());
+}
+
 }  // namespace ud2m::diffusion

@@ -18,4 +18,22 @@ class GaussianPrior : public Denoiser {
   Schedule schedule_;
 };
 
+// A stationary Gaussian "prior" x0 ~ N(0, C), C diagonal in the orthonormal
+// 2-D Fourier basis with eigenvalues `power` (H, W): neighbouring pixels are
+// correlated, so unlike the i.i.d. prior it fills inpainting holes by
+// interpolation, and the exact posterior is still closed-form.
+class StationaryGaussianPrior : public Denoiser {
+ public:
+  explicit StationaryGaussianPrior(torch::Tensor power, Schedule schedule = Schedule::linear())
+      : power_(std::move(power)), schedule_(std::move(schedule)) {}
+  torch::Tensor epsilon(const torch::Tensor& x_t, const torch::Tensor& t) override;
+  const Schedule& schedule() const override { return schedule_; }
+  // C·x for images (..., H, W).
+  torch::Tensor covariance_times(const torch::Tensor& x) const;
+
+ private:
+  torch::Tensor power_;
+  Schedule schedule_;
+};
+
 }  // namespace ud2m::diffusion

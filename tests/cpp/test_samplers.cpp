@@ -193,3 +193,94 @@ TEST(Latino, GaussianDeblurPosteriorMean) {
   // LATINO is approximate (8 steps, a heuristic prox weight; δ = 1 gives 0.25).
   EXPECT_LT(error, 0.5 * zero_information_error(toy));
 }
+
+// ---- Inpainting under a spatially correlated Gaussian prior -------------------
+// With the i.i.d. prior a hole's posterior is the prior itself; here the prior
+// is stationary with a correlation length of a few pixels, so the exact
+// posterior mean interpolates the holes (smoothly) and the posterior variance
+// there is well below the prior's. A sampler that mishandles unobserved pixels
+// (noise left in them, wrong scale) misses both.
+namespace {
+
+struct CorrelatedToy {
+  std::shared_ptr<diffusion::StationaryGaussianPrior> prior;
+  physics::Inpainting op;
+  double sigma;
+  torch::Tensor y, hole, mean, var;  // exact posterior mean and variance, (1, 1, n, n)
+};
+
+CorrelatedToy make_correlated_toy(int64_t n, double missing, double sigma, int samples) {
+  auto f = torch::fft::fftfreq(n, torch::kFloat64);
+  auto radius2 = f.view({-1, 1}).pow(2) + f.view({1, -1}).pow(2);
+  auto power = (1 + radius2 / (0.06 * 0.06)).pow(-2);
+  power = power * (kPriorStd * kPriorStd / power.mean());  // per-pixel prior variance s²
+  auto prior = std::make_shared<diffusion::StationaryGaussianPrior>(power);
+  physics::Inpainting op(physics::random_mask(n, n, missing, 2));
+  torch::manual_seed(6);
+  auto white = torch::fft::fft2(torch::randn({1, 1, n, n}, torch::kFloat64), c10::nullopt, {-2, -1}, "ortho");
+  auto x = torch::real(torch::fft::ifft2(power.sqrt() * white, c10::nullopt, {-2, -1}, "ortho")).to(torch::kFloat32);
+  const double sm = 2 * sigma;
+  auto y = op.forward(x + sm * torch::randn_like(x));
+  // Dense closed form: μ = C M (M C M + σ²I)⁻¹ y, Σ = C − C M (M C M + σ²I)⁻¹ M C.
+  const int64_t d = n * n;
+  auto c = prior->covariance_times(torch::eye(d, torch::kFloat64).view({d, 1, n, n})).view({d, d});
+  auto m = torch::diag(op.mask().to(torch::kFloat64).flatten());
+  auto k = m.mm(c).mm(m) + sm * sm * torch::eye(d, torch::kFloat64);
+  auto gain = c.mm(m).mm(torch::linalg_inv(k));
+  auto mean = gain.mv(y.to(torch::kFloat64).flatten()).view({1, 1, n, n});
+  auto var = torch::diagonal(c - gain.mm(m).mm(c)).view({1, 1, n, n});
+  return {prior, op, sigma, y.expand({samples, 1, n, n}).contiguous(), op.mask() < 0.5, mean, var};
+}
+
+struct HoleReport {
+  double mean_error, data_ignored, var_ratio;  // errors in prior-std units; var: sampled / exact
+};
+
+HoleReport in_holes(const torch::Tensor& samples, const CorrelatedToy& toy) {
+  auto hole = toy.hole.view({1, 1, toy.hole.size(0), toy.hole.size(1)});
+  auto s = samples.to(torch::kFloat64);
+  auto err = (s.mean(0, true) - toy.mean).abs().masked_select(hole).mean().item<double>() / kPriorStd;
+  auto ignored = toy.mean.abs().masked_select(hole).mean().item<double>() / kPriorStd;
+  auto ratio = s.var(0, true, true).masked_select(hole).mean().item<double>() /
+               toy.var.masked_select(hole).mean().item<double>();
+  return {err, ignored, ratio};
+}
+
+}  // namespace
+
+// Measured (100 samples, Monte-Carlo floor of the mean error ≈ 0.034):
+//   DDRM 20 / 100 / 1000 steps: mean error 0.26 / 0.14 / 0.047, variance 1.79 / 1.15 / 0.83 × exact;
+//   DiffPIR 100: 0.21, 2.6× (1000 steps: 0.12, 1.7×); LATINO 8: 0.35, 1.6× (50: 0.17, 0.86×).
+// So the speckle these samplers leave in the holes of real photographs at
+// their published step counts is their few-step approximation (DDRM converges
+// to the exact posterior as the steps grow), not a mishandling of the holes.
+TEST(Samplers, CorrelatedGaussianInpaintingFillsTheHoles) {
+  auto toy = make_correlated_toy(16, 0.7, 0.025, 100);
+  auto report = [&](const std::string& name, const std::function<torch::Tensor(torch::Generator&)>& sample) {
+    auto rng = at::make_generator<at::CPUGeneratorImpl>(11);
+    auto r = in_holes(sample(rng), toy);
+    std::printf("%s, correlated Gaussian inpainting (70%% missing), holes: mean error %.4f prior std (data ignored: "
+                "%.4f), variance %.2f x exact\n", name.c_str(), r.mean_error, r.data_ignored, r.var_ratio);
+    return r;
+  };
+  std::vector<HoleReport> ddrm;
+  for (int steps : {20, 100, 1000}) {
+    samplers::DdrmOptions options;
+    options.steps = steps;
+    ddrm.push_back(report(fmt::format("DDRM {}", steps), [&](torch::Generator& g) {
+      return samplers::ddrm(*toy.prior, toy.op, toy.y, toy.sigma, options, g);
+    }));
+  }
+  EXPECT_GT(ddrm[0].mean_error, ddrm[1].mean_error);
+  EXPECT_GT(ddrm[1].mean_error, ddrm[2].mean_error);
+  EXPECT_LT(ddrm[2].mean_error, 0.08);
+  EXPECT_NEAR(ddrm[2].var_ratio, 1.0, 0.3);
+  auto diffpir = report("DiffPIR 100", [&](torch::Generator& g) {
+    return samplers::diffpir(*toy.prior, toy.op, toy.y, toy.sigma, {}, g);
+  });
+  EXPECT_LT(diffpir.mean_error, 0.6 * diffpir.data_ignored);
+  auto latino = report("LATINO 8", [&](torch::Generator& g) {
+    return samplers::latino(*toy.prior, toy.op, toy.y, toy.sigma, {}, g);
+  });
+  EXPECT_LT(latino.mean_error, 0.85 * latino.data_ignored);
+}
