@@ -1,5 +1,7 @@
 #include "diffusion/gaussian_prior.hpp"
 
+#include "core/random.hpp"
+
 namespace ud2m::diffusion {
 
 torch::Tensor GaussianPrior::epsilon(const torch::Tensor& x_t, const torch::Tensor& t) {
@@ -21,6 +23,16 @@ torch::Tensor StationaryGaussianPrior::covariance_times(const torch::Tensor& x) 
   auto spectrum = torch::fft::fft2(x.to(torch::kFloat64), c10::nullopt, {-2, -1}, "ortho");
   return torch::real(torch::fft::ifft2(power_.to(torch::kFloat64) * spectrum, c10::nullopt, {-2, -1}, "ortho"))
       .to(x.dtype());
+}
+
+torch::Tensor StationaryGaussianPrior::sample_given(const torch::Tensor& u, double sigma, torch::Generator& rng) const {
+  auto power = power_.to(torch::kFloat64);
+  auto spectrum = torch::fft::fft2(u.to(torch::kFloat64), c10::nullopt, {-2, -1}, "ortho");
+  // White noise has a white orthonormal spectrum, so scaling it per frequency
+  // gives the posterior's covariance; a real field because p is symmetric.
+  auto white = torch::fft::fft2(gaussian(u.sizes(), rng, torch::kFloat64), c10::nullopt, {-2, -1}, "ortho");
+  auto sample = power / (power + sigma * sigma) * spectrum + (power * sigma * sigma / (power + sigma * sigma)).sqrt() * white;
+  return torch::real(torch::fft::ifft2(sample, c10::nullopt, {-2, -1}, "ortho")).to(u.dtype());
 }
 
 }  // namespace ud2m::diffusion

@@ -30,6 +30,9 @@ class StationaryGaussianPrior : public Denoiser {
   const Schedule& schedule() const override { return schedule_; }
   // C·x for images (..., H, W).
   torch::Tensor covariance_times(const torch::Tensor& x) const;
+  // An exact sample of p(x0 | u) for u = x0 + σn (VE level σ): the ideal
+  // generative denoiser, per Fourier coefficient N(p/(p+σ²)·û, pσ²/(p+σ²)).
+  torch::Tensor sample_given(const torch::Tensor& u, double sigma, torch::Generator& rng) const;
 
  private:
   torch::Tensor power_;

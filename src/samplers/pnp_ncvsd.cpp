@@ -1,0 +1,49 @@
+#include "samplers/pnp_ncvsd.hpp"
+
+#include <cmath>
+
+#include "core/error.hpp"
+#include "core/random.hpp"
+
+namespace ud2m::samplers {
+
+std::vector<double> karras_sigmas(int steps, double sigma_min, double sigma_max, double rho) {
+  UD2M_CHECK(steps >= 2, "PnP-NCVSD needs at least 2 steps, not {}", steps);
+  UD2M_CHECK(sigma_min > 0 && sigma_max > sigma_min && rho > 0,
+             "the noise levels need 0 < sigma_min < sigma_max and rho > 0 (got {}, {}, {})", sigma_min, sigma_max, rho);
+  std::vector<double> sigmas;
+  const double lo = std::pow(sigma_min, 1 / rho), hi = std::pow(sigma_max, 1 / rho);
+  for (int i = 0; i < steps; ++i) sigmas.push_back(std::pow(hi + i * (lo - hi) / (steps - 1), rho));
+  return sigmas;
+}
+
+torch::Tensor sample_likelihood_step(const physics::LinearOperator& op, const torch::Tensor& x0,
+                                     const torch::Tensor& y, double sigma_y, double s, torch::Generator& rng) {
+  auto x0_perturbed = x0 + s * gaussian(x0.sizes(), rng, x0.options());
+  auto y_perturbed = y + sigma_y * gaussian(y.sizes(), rng, y.options());
+  return op.prox(x0_perturbed, y_perturbed, s * s / (sigma_y * sigma_y));
+}
+
+torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::LinearOperator& op, const torch::Tensor& y,
+                        double sigma, const std::vector<int64_t>& image_shape, const PnpNcvsdOptions& options,
+                        torch::Generator& rng, const StepCallback& on_step) {
+  UD2M_CHECK(sigma > 0, "PnP-NCVSD needs a positive measurement noise level, not {}", sigma);
+  UD2M_CHECK(options.ema_decay >= 0 && options.ema_decay < 1, "the x0 EMA decay must be in [0, 1), not {}",
+             options.ema_decay);
+  torch::NoGradGuard no_grad;
+  const auto sigmas = karras_sigmas(options.steps, options.sigma_min, options.sigma_max, options.rho);
+  const double sigma_y = 2 * sigma;  // model units
+  auto u = sigmas[0] * gaussian(image_shape, rng, y.options());
+  torch::Tensor average;
+  for (size_t i = 0; i < sigmas.size(); ++i) {
+    auto x0 = generator(u, sigmas[i], rng);
+    const bool averaging = options.ema_decay > 0 && sigmas[i] < options.ema_below && average.defined();
+    average = averaging ? options.ema_decay * average + (1 - options.ema_decay) * x0 : x0;
+    if (on_step) on_step(static_cast<int>(i), -1, average);
+    if (i + 1 == sigmas.size()) break;
+    u = sample_likelihood_step(op, x0, y, sigma_y, sigmas[i + 1], rng);
+  }
+  return average;
+}
+
+}  // namespace ud2m::samplers

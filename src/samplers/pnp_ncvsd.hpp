@@ -1,0 +1,40 @@
+// PnP-NCVSD (Peng et al.): a split Gibbs sampler whose prior step is a
+// generative denoiser. With an auxiliary u = x0 + σ·n and σ annealed along a
+// Karras grid from σ_max to σ_min, alternate
+//   prior step:      x0 ~ G(u, σ_i)                 (a sample of p(x0 | u));
+//   likelihood step: u ~ p(u | x0, y) ∝ N(u; x0, σ_{i+1}²)·N(y; Au, σ_y²),
+// the latter exact for linear operators by perturb-and-MAP: the prox of
+// the perturbed pair (x0 + σn₁, y + σ_y n₂) is a sample of that Gaussian.
+// Returns the last x0 (in the pixel presets an EMA of the x0's once σ < 0.2).
+#pragma once
+#include <functional>
+
+#include "physics/operator.hpp"
+#include "samplers/ddim.hpp"
+
+namespace ud2m::samplers {
+
+// A sample of p(x0 | u) for u = x0 + σn (σ: VE level in model units).
+using GenerativeDenoiser =
+    std::function<torch::Tensor(const torch::Tensor& u, double sigma, torch::Generator& rng)>;
+
+struct PnpNcvsdOptions {
+  int steps = 50;  // network evaluations
+  double sigma_min = 0.002, sigma_max = 80, rho = 2;
+  double ema_below = 0.2;   // average the x0's once σ_i is below this ...
+  double ema_decay = 0.6;   // ... as x̄ ← decay·x̄ + (1 − decay)·x0 (0: no averaging)
+};
+
+// σ_i = (σmax^{1/ρ} + i/(n−1)·(σmin^{1/ρ} − σmax^{1/ρ}))^ρ, i = 0..n−1.
+std::vector<double> karras_sigmas(int steps, double sigma_min, double sigma_max, double rho);
+
+// u ~ N(mean, (AᵀA/σ_y² + I/s²)⁻¹), mean = argmin ‖Au − y‖²/(2σ_y²) + ‖u − x0‖²/(2s²).
+torch::Tensor sample_likelihood_step(const physics::LinearOperator& op, const torch::Tensor& x0,
+                                     const torch::Tensor& y, double sigma_y, double s, torch::Generator& rng);
+
+// sigma: measurement noise std in [0, 1] image units (> 0).
+torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::LinearOperator& op, const torch::Tensor& y,
+                        double sigma, const std::vector<int64_t>& image_shape, const PnpNcvsdOptions& options,
+                        torch::Generator& rng, const StepCallback& on_step = {});
+
+}  // namespace ud2m::samplers
