@@ -5,7 +5,10 @@
 //   likelihood step: u ~ p(u | x0, y) ∝ N(u; x0, σ_{i+1}²)·N(y; Au, σ_y²),
 // the latter exact for linear operators by perturb-and-MAP: the prox of
 // the perturbed pair (x0 + σn₁, y + σ_y n₂) is a sample of that Gaussian.
-// Returns the last x0 (in the pixel presets an EMA of the x0's once σ < 0.2).
+// Returns the last x0, by default an EMA of the x0's (the published pixel-space
+// presets: decay 0.6 from the second step on; phase retrieval only below σ 0.2).
+// Unlike the published code, the likelihood step uses the true measurement
+// noise σ_y (it uses a tuned √(β/2) per task).
 #pragma once
 #include <functional>
 
@@ -21,7 +24,7 @@ using GenerativeDenoiser =
 struct PnpNcvsdOptions {
   int steps = 50;  // network evaluations
   double sigma_min = 0.002, sigma_max = 80, rho = 2;
-  double ema_below = 0.2;   // average the x0's once σ_i is below this ...
+  double ema_below = 100;   // average the x0's once σ_i is below this ...
   double ema_decay = 0.6;   // ... as x̄ ← decay·x̄ + (1 − decay)·x0 (0: no averaging)
 };
 

@@ -2,6 +2,10 @@
 // prior x0 ~ N(μ, Σ), y = x0 + σn, posterior N(μ_p, Σ_p) in closed form.
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <filesystem>
+
+#include "diffusion/prior.hpp"
+#include "ncvsd/generation.hpp"
 #include "ncvsd/vsd.hpp"
 #include "test_util.hpp"
 
@@ -173,4 +177,90 @@ TEST(Ncvsd, ToyGeneratorTrainedByDistillationSamplesThePosterior) {
               posterior.cov[1][1].item<double>());
   EXPECT_LT((a - posterior.mean).abs().max().item<double>(), 0.03);
   EXPECT_LT((cov - posterior.cov).abs().max().item<double>(), 0.03);
+}
+
+// ---- Networks built from the teacher -----------------------------------------
+
+
+namespace {
+std::shared_ptr<diffusion::AdmPrior> tiny_teacher() {
+  torch::manual_seed(0);
+  return std::make_shared<diffusion::AdmPrior>(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+}
+}  // namespace
+
+TEST(Ncvsd, ContinuousTimestepsInvertTheScheduleLevels) {
+  auto schedule = diffusion::Schedule::linear();
+  auto t = torch::tensor({0, 1, 17, 500, 999});
+  std::vector<double> levels;
+  for (int i = 0; i < 5; ++i) levels.push_back(schedule.sigma(t[i].item<int>()));
+  auto back = ncvsd::continuous_timesteps(schedule, torch::tensor(levels, kF64));
+  EXPECT_TRUE(torch::allclose(back, t.to(torch::kFloat32), 0, 1e-3)) << back;
+  // Between two timesteps, in between; beyond the ends, clamped.
+  const double mid = std::sqrt(schedule.sigma(10) * schedule.sigma(11));
+  auto between = ncvsd::continuous_timesteps(schedule, torch::tensor({mid, 1e-6, 1e6}, kF64));
+  EXPECT_GT(between[0].item<float>(), 10);
+  EXPECT_LT(between[0].item<float>(), 11);
+  EXPECT_EQ(between[1].item<float>(), 0);
+  EXPECT_EQ(between[2].item<float>(), 999);
+}
+
+TEST(Ncvsd, FreshConditionalCopyIsTheTeacher) {
+  // At integer-timestep levels the conditional copy must reproduce the
+  // teacher's x0 exactly whatever y and σ are: the condition weights start at 0.
+  auto teacher = tiny_teacher();
+  ncvsd::ConditionalDenoiser copy(*teacher);
+  torch::manual_seed(1);
+  auto x0 = torch::rand({2, 3, 16, 16}) * 2 - 1;
+  const int t = 300;
+  auto level = torch::full({2}, teacher->schedule().sigma(t));
+  auto x = x0 + level.view({-1, 1, 1, 1}) * torch::randn_like(x0);
+  auto y = torch::randn_like(x0), sigma = torch::tensor({0.3f, 2.0f});
+  torch::NoGradGuard no_grad;
+  auto ours = copy->forward(x, level, y, sigma);
+  const double ab = teacher->schedule().alpha_bar(t);
+  auto expected = teacher->x0(x * std::sqrt(ab), t);
+  EXPECT_LT((ours - expected).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((ncvsd::prior_x0(*teacher, x, level) - expected).abs().max().item<double>(), 1e-4);
+  // Moving one condition weight makes y matter.
+  auto& first = copy->net()->named_parameters()["input_blocks.0.0.weight"];
+  first.narrow(1, 3, 3).fill_(0.01);
+  EXPECT_GT((copy->forward(x, level, y, sigma) - ours).abs().max().item<double>(), 1e-4);
+}
+
+TEST(Ncvsd, GeneratorFileRoundTripAndWrongKinds) {
+  auto teacher = tiny_teacher();
+  ncvsd::ConditionalDenoiser generator(*teacher);
+  const auto dir = std::filesystem::temp_directory_path() / "ud2m_test_ncvsd_file";
+  std::filesystem::create_directories(dir);
+  const auto path = (dir / "g.safetensors").string();
+  ncvsd::save_generator(path, generator, {{"teacher", "tiny"}}, torch::kFloat32);
+  EXPECT_TRUE(ncvsd::is_generator_file(path));
+  auto loaded = ncvsd::load_generator(path);
+  auto rng1 = at::make_generator<at::CPUGeneratorImpl>(5), rng2 = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto a = ncvsd::generate_images(generator, {2, 3, 16, 16}, ncvsd::default_indices(2), rng1);
+  auto b = ncvsd::generate_images(loaded, {2, 3, 16, 16}, ncvsd::default_indices(2), rng2);
+  EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-5));
+  // A prior is not a generator, and a generator is not a prior.
+  const auto prior_path = (dir / "prior.safetensors").string();
+  diffusion::save_prior(prior_path, *teacher);
+  EXPECT_FALSE(ncvsd::is_generator_file(prior_path));
+  EXPECT_THROW_MSG(ncvsd::load_generator(prior_path), "is not an NCVSD generator");
+  EXPECT_THROW_MSG(diffusion::load_prior(path), "is not a diffusion prior");
+  // Level index sets.
+  EXPECT_THROW_MSG(ncvsd::default_indices(3), "1, 2 or 4 steps");
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(0);
+  EXPECT_THROW_MSG(ncvsd::generate_images(generator, {1, 3, 16, 16}, {10, 40}, rng), "outside the grid");
+  EXPECT_THROW_MSG(ncvsd::generate_images(generator, {1, 3, 16, 16}, {20, 10}, rng), "must increase");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Ncvsd, GenerationLevelsAsPublished) {
+  auto levels = ncvsd::generation_levels();
+  ASSERT_EQ(levels.size(), 40u);
+  EXPECT_NEAR(levels[0], 80, 1e-9);
+  EXPECT_NEAR(levels[39], 0.002, 1e-12);
+  EXPECT_NEAR(levels[10], 16.78, 0.01);
+  EXPECT_NEAR(levels[12], 11.72, 0.01);
+  EXPECT_NEAR(levels[22], 1.38, 0.01);
 }

@@ -1,0 +1,146 @@
+#include "ncvsd/networks.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "core/error.hpp"
+#include "core/random.hpp"
+#include "io/checkpoint.hpp"
+#include "nets/state_dict.hpp"
+
+namespace ud2m::ncvsd {
+namespace {
+
+constexpr const char* kMetadataKey = "ud2m";
+constexpr const char* kFormat = "ud2m-ncvsd-generator";
+
+torch::Tensor per_sample(const torch::Tensor& v, const torch::Tensor& like) {
+  return v.to(like.dtype()).view({-1, 1, 1, 1});
+}
+
+nets::AdmConfig conditional_config(nets::AdmConfig config) {
+  config.in_channels = 2 * config.in_channels + 1;  // x, y·c_in(σ), c_noise(σ)
+  return config;
+}
+
+}  // namespace
+
+torch::Tensor continuous_timesteps(const diffusion::Schedule& schedule, const torch::Tensor& level) {
+  // log σ_t is increasing in t: interpolate t linearly in log σ between integers.
+  auto ab = schedule.alpha_bars();
+  auto log_sigma = 0.5 * ((1 - ab) / ab).log();  // (T,) float64
+  auto query = level.to(torch::kFloat64).clamp_min(1e-20).log();
+  const int64_t last = schedule.steps() - 1;
+  auto upper = torch::searchsorted(log_sigma, query).clamp(1, last);
+  auto lower = upper - 1;
+  auto lo = log_sigma.index_select(0, lower), hi = log_sigma.index_select(0, upper);
+  auto t = lower.to(torch::kFloat64) + (query - lo) / (hi - lo);
+  return t.clamp(0, last).to(torch::kFloat32);
+}
+
+torch::Tensor prior_x0(diffusion::Prior& prior, const torch::Tensor& x, const torch::Tensor& level) {
+  auto scale = per_sample((1 + level.pow(2)).rsqrt(), x);
+  auto eps = prior.epsilon(x * scale, continuous_timesteps(prior.schedule(), level));
+  return x - per_sample(level, x) * eps.to(x.dtype());
+}
+
+LogVarianceImpl::LogVarianceImpl(int features, uint64_t seed) {
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(seed);
+  frequencies_ = register_buffer("frequencies", at::randn({features}, rng));
+  phases_ = register_buffer("phases", at::rand({features}, rng));
+  linear_ = register_module("linear", torch::nn::Linear(features, 1));
+  torch::NoGradGuard no_grad;
+  linear_->weight.zero_();
+  linear_->bias.zero_();
+}
+
+torch::Tensor LogVarianceImpl::forward(const torch::Tensor& level) {
+  auto c_noise = level.to(torch::kFloat32).log().div(4).unsqueeze(1);
+  auto features = torch::cos(2 * M_PI * (c_noise * frequencies_ + phases_)) * std::sqrt(2.0);
+  return linear_->forward(features).squeeze(1);
+}
+
+ConditionalDenoiserImpl::ConditionalDenoiserImpl(const nets::AdmConfig& conditional, diffusion::Schedule schedule)
+    : schedule_(std::move(schedule)) {
+  UD2M_CHECK(conditional.in_channels % 2 == 1, "an NCVSD network has 2C+1 input channels, not {}",
+             conditional.in_channels);
+  net_ = register_module("net", nets::AdmUNet(conditional));
+}
+
+ConditionalDenoiserImpl::ConditionalDenoiserImpl(diffusion::AdmPrior& teacher)
+    : ConditionalDenoiserImpl(conditional_config(teacher.net()->config()), teacher.schedule()) {
+  torch::NoGradGuard no_grad;
+  auto source = nets::state_dict(*teacher.net());
+  for (auto& item : net_->named_parameters()) {
+    auto& from = source.at(item.key());
+    auto& to = item.value();
+    if (from.sizes() == to.sizes()) {
+      to.copy_(from);
+    } else {  // the first convolution: the teacher's input channels, zeros for the conditions
+      to.zero_();
+      to.narrow(1, 0, from.size(1)).copy_(from);
+    }
+  }
+  for (auto& item : net_->named_buffers()) item.value().copy_(source.at(item.key()));
+}
+
+torch::Tensor ConditionalDenoiserImpl::forward(const torch::Tensor& x, const torch::Tensor& level,
+                                               const torch::Tensor& y, const torch::Tensor& sigma) {
+  auto scale = per_sample((1 + level.pow(2)).rsqrt(), x);
+  auto c_in = per_sample((sigma.pow(2) + 0.25).rsqrt(), y);  // σ_data = 0.5
+  auto c_noise = per_sample(sigma.log() / 4, y).expand({y.size(0), 1, y.size(2), y.size(3)});
+  auto input = torch::cat({x * scale, y * c_in, c_noise}, 1);
+  auto eps = net_->forward(input, continuous_timesteps(schedule_, level)).narrow(1, 0, x.size(1));
+  return x - per_sample(level, x) * eps.to(x.dtype());
+}
+
+torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+                       torch::Generator& rng) {
+  auto level = (1 + kNoiseInjection) * sigma;
+  auto extra = per_sample((level.pow(2) - sigma.pow(2)).sqrt(), y);
+  auto y_hat = y + extra * gaussian(y.sizes(), rng, y.options());
+  return generator->forward(y_hat, level, y, sigma);
+}
+
+void save_generator(const std::string& path, ConditionalDenoiser& generator, const nlohmann::json& extra,
+                    torch::ScalarType dtype) {
+  TensorMap weights;
+  for (auto& [name, t] : nets::state_dict(*generator->net())) weights[name] = t.detach().to(dtype).contiguous();
+  nlohmann::json meta = {{"format", kFormat},
+                         {"version", 1},
+                         {"arch", "adm"},
+                         {"config", generator->net()->config().to_json()},
+                         {"schedule", generator->schedule().to_json()},
+                         {"noise_injection", kNoiseInjection}};
+  meta.update(extra);
+  write_safetensors(path, weights, {{kMetadataKey, meta.dump()}});
+}
+
+bool is_generator_file(const std::string& path) {
+  try {
+    auto file = read_safetensors(path);
+    return file.metadata.count(kMetadataKey) &&
+           nlohmann::json::parse(file.metadata.at(kMetadataKey)).value("format", "") == kFormat;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+ConditionalDenoiser load_generator(const std::string& path) {
+  auto file = read_safetensors(path);
+  UD2M_CHECK(file.metadata.count(kMetadataKey), "'{}' has no ud2m metadata: not an NCVSD generator", path);
+  auto meta = nlohmann::json::parse(file.metadata.at(kMetadataKey));
+  UD2M_CHECK(meta.value("format", "") == kFormat,
+             "'{}' is not an NCVSD generator (format '{}'; train one with `ud2m train --method ncvsd`)", path,
+             meta.value("format", ""));
+  ConditionalDenoiser generator(nets::AdmConfig::from_json(meta.at("config")),
+                                diffusion::Schedule::from_json(meta.at("schedule")));
+  TensorMap weights;
+  for (auto& [name, t] : file.tensors) weights[name] = t.to(torch::kFloat32);
+  nets::load_state_dict(*generator->net(), weights, path);
+  generator->eval();
+  return generator;
+}
+
+}  // namespace ud2m::ncvsd
