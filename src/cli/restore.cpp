@@ -18,10 +18,12 @@
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
 #include "metrics/posterior.hpp"
+#include "ncvsd/networks.hpp"
 #include "samplers/ddrm.hpp"
 #include "samplers/diffpir.hpp"
 #include "samplers/dps.hpp"
 #include "samplers/latino.hpp"
+#include "samplers/pnp_ncvsd.hpp"
 #include "ud2m/adapter.hpp"
 #include "ud2m/sampler.hpp"
 #include "variational/tv.hpp"
@@ -44,6 +46,7 @@ const std::map<std::string, Method>& methods() {
       {"ddrm", {20, "DDRM, in the operator's SVD (identity, inpainting, circular blur, circular SR)"}},
       {"latino", {8, "LATINO, prox + re-noise (linear operators, sigma > 0)"}},
       {"ud2m", {9, "UD2M, unrolled LATINO with a trained adapter (--adapter; NFE = N steps x K blocks)"}},
+      {"pnp-ncvsd", {49, "PnP-NCVSD, split Gibbs with an NCVSD generator as --model (linear operators, sigma > 0)"}},
   };
   return table;
 }
@@ -98,6 +101,7 @@ struct Context {
   Progress* progress;
   unrolled::LoadedAdapter adapter;  // ud2m only
   int ud2m_steps = 0;
+  ncvsd::ConditionalDenoiser generator{nullptr};  // pnp-ncvsd only
 };
 
 Restoration restore_tv(const Context& c, const Measurement& m) {
@@ -110,10 +114,10 @@ Restoration restore_tv(const Context& c, const Measurement& m) {
 }
 
 void check_prior_fits(const Context& c, const Measurement& m) {
-  const auto& prior = *c.prior;
-  UD2M_CHECK(m.image_shape[1] == prior.channels(), "the prior '{}' models {}-channel images, the measurement {}",
-             c.args.model, prior.channels(), m.image_shape[1]);
-  const int multiple = prior.size_multiple();
+  const int channels = c.prior ? c.prior->channels() : c.generator->channels();
+  UD2M_CHECK(m.image_shape[1] == channels, "the model '{}' handles {}-channel images, the measurement {}",
+             c.args.model, channels, m.image_shape[1]);
+  const int multiple = c.prior ? c.prior->size_multiple() : c.generator->size_multiple();
   UD2M_CHECK(m.image_shape[2] % multiple == 0 && m.image_shape[3] % multiple == 0,
              "the prior '{}' needs image sides that are multiples of {}, not {}x{}", c.args.model, multiple,
              m.image_shape[3], m.image_shape[2]);
@@ -123,9 +127,23 @@ void check_prior_fits(const Context& c, const Measurement& m) {
 using Sampler = std::function<torch::Tensor(torch::Generator&, const samplers::StepCallback&)>;
 
 std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurement& m) {
-  auto& prior = *c.prior;
   const auto& method = c.args.method;
   const double sigma = m.degradation.noise.sigma;
+  if (method == "pnp-ncvsd") {
+    auto& op = linear_operator(m, "PnP-NCVSD");
+    check_noisy(m, "PnP-NCVSD");
+    samplers::PnpNcvsdOptions o;
+    o.steps = c.nfe;
+    auto generator = c.generator;
+    samplers::GenerativeDenoiser g = [generator](const torch::Tensor& u, double level, torch::Generator& rng) mutable {
+      return ncvsd::generate(generator, u, torch::full({u.size(0)}, level), rng);
+    };
+    return {[&op, &m, o, sigma, g](torch::Generator& rng, const samplers::StepCallback& cb) {
+              return samplers::pnp_ncvsd(g, op, m.y, sigma, m.image_shape, o, rng, cb);
+            },
+            {{"sigma_min", o.sigma_min}, {"sigma_max", o.sigma_max}, {"rho", o.rho}, {"ema_decay", o.ema_decay}}};
+  }
+  auto& prior = *c.prior;
   if (method == "diffpir") {
     auto& op = linear_operator(m, "DiffPIR");
     check_noisy(m, "DiffPIR");
@@ -287,7 +305,8 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   UD2M_CHECK(method != methods().end(), "unknown --method '{}'; available: {}", args.method, method_names());
   UD2M_CHECK(!nfe_given || args.nfe > 0, "--nfe must be positive, not {}", args.nfe);
   UD2M_CHECK(args.samples > 0, "--samples must be positive, not {}", args.samples);
-  UD2M_CHECK(args.method == "tv" || !args.model.empty(), "--method {} needs a prior: --model FILE", args.method);
+  UD2M_CHECK(args.method == "tv" || !args.model.empty(), "--method {} needs a {}: --model FILE", args.method,
+             args.method == "pnp-ncvsd" ? "generator (from `ud2m train --method ncvsd`)" : "prior");
   const bool folder = fs::is_directory(args.measurement);
   std::vector<Job> jobs;
   if (folder) {
@@ -299,7 +318,14 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   }
   int nfe = nfe_given ? args.nfe : method->second.default_nfe;
   std::shared_ptr<diffusion::Prior> prior;
-  if (args.method != "tv") prior = diffusion::load_prior(args.model);
+  ncvsd::ConditionalDenoiser generator{nullptr};
+  if (args.method == "pnp-ncvsd") {
+    generator = ncvsd::load_generator(args.model);
+  } else if (args.method != "tv") {
+    UD2M_CHECK(!ncvsd::is_generator_file(args.model),
+               "'{}' is an NCVSD generator, not a prior: use it with --method pnp-ncvsd", args.model);
+    prior = diffusion::load_prior(args.model);
+  }
   unrolled::LoadedAdapter adapter;
   int progress_per_sample = nfe;
   if (args.method == "ud2m") {
@@ -315,7 +341,7 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   }
   const int samples = args.method == "tv" ? 1 : args.samples;
   Progress progress("restore (" + args.method + ")", progress_per_sample * samples * static_cast<int>(jobs.size()));
-  Context context{args, nfe, prior, &progress, adapter, progress_per_sample};
+  Context context{args, nfe, prior, &progress, adapter, progress_per_sample, generator};
   std::vector<double> psnrs;
   for (auto& job : jobs) {
     auto report = restore_one(context, job);

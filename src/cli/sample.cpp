@@ -1,4 +1,4 @@
-// ud2m sample: unconditional samples from a prior, as a grid PNG.
+// ud2m sample: unconditional samples from a prior (DDIM) or an NCVSD generator (1, 2 or 4 steps), as a grid PNG.
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "cli/commands.hpp"
@@ -8,13 +8,14 @@
 #include "core/panel.hpp"
 #include "core/progress.hpp"
 #include "diffusion/prior.hpp"
+#include "ncvsd/generation.hpp"
 #include "samplers/ddim.hpp"
 
 namespace ud2m::cli {
 namespace {
 
 struct SampleArgs {
-  std::string model, out;
+  std::string model, out, method = "ddim";
   int steps = 50, n = 16, size = 0;
   double eta = 0.0;
   uint64_t seed = 0;
@@ -22,6 +23,19 @@ struct SampleArgs {
 
 void run_sample(const SampleArgs& args) {
   UD2M_CHECK(args.n > 0, "--n must be positive, not {}", args.n);
+  if (args.method == "ncvsd") {
+    auto generator = ncvsd::load_generator(args.model);
+    UD2M_CHECK(args.size > 0, "--size is required with --method ncvsd (the generator works at any multiple of 32)");
+    auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
+    torch::NoGradGuard no_grad;
+    auto x = ncvsd::generate_images(generator, {args.n, generator->channels(), args.size, args.size},
+                                    ncvsd::default_indices(args.steps), rng);
+    write_png(args.out, make_grid(from_model(x).clamp(0, 1)));
+    log::info("wrote {} samples ({}-step NCVSD) to '{}'", args.n, args.steps, args.out);
+    return;
+  }
+  UD2M_CHECK(!ncvsd::is_generator_file(args.model), "'{}' is an NCVSD generator: sample it with --method ncvsd",
+             args.model);
   auto prior = diffusion::load_prior(args.model);
   const int size = args.size > 0 ? args.size : prior->image_size();
   auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
@@ -39,9 +53,15 @@ void run_sample(const SampleArgs& args) {
 
 void add_sample_command(CLI::App& app) {
   auto args = std::make_shared<SampleArgs>();
-  auto* cmd = app.add_subcommand("sample", "Draw unconditional samples from a prior (DDIM) into a grid PNG.");
-  cmd->add_option("--model", args->model, "Prior file (.safetensors written by ud2m)")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--steps", args->steps, "DDIM steps (network evaluations)")->capture_default_str();
+  auto* cmd = app.add_subcommand(
+      "sample", "Draw unconditional samples from a prior (DDIM) or an NCVSD generator into a grid PNG.");
+  cmd->add_option("--model", args->model, "Prior file, or an NCVSD generator for --method ncvsd")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--method", args->method, "ddim (a prior) or ncvsd (a generator from `train --method ncvsd`)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ddim", "ncvsd"}));
+  cmd->add_option("--steps", args->steps, "DDIM steps (network evaluations); NCVSD: 1, 2 or 4")->capture_default_str();
   cmd->add_option("--eta", args->eta, "DDIM η: 0 deterministic, 1 ancestral")->capture_default_str();
   cmd->add_option("--n", args->n, "Number of samples")->capture_default_str();
   cmd->add_option("--size", args->size, "Image size (default: the model's training size)");

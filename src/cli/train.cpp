@@ -1,6 +1,7 @@
-// ud2m train --method ud2m: distil a UD2M adapter from a prior.
+// ud2m train --method ud2m|ncvsd: distil a UD2M adapter or an NCVSD generator from a prior.
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "train/ncvsd_trainer.hpp"
 #include "train/ud2m_trainer.hpp"
 
 namespace ud2m::cli {
@@ -10,50 +11,70 @@ void add_train_command(CLI::App& app) {
   auto method = std::make_shared<std::string>("ud2m");
   auto lpips_weights = std::make_shared<std::vector<std::string>>();
   auto perceptual_kind = std::make_shared<std::string>("auto");
+  auto ncvsd = std::make_shared<train::NcvsdTrainOptions>();
   auto* cmd = app.add_subcommand(
       "train",
       "Train a few-step restoration method on a prior. --method ud2m: LoRA + output head + λ, ρ of the unrolled\n"
       "network, adversarial + ℓ2 (+ perceptual) distillation. Resumes from OUT/checkpoint.safetensors when\n"
-      "present; writes OUT/adapter.safetensors (use with restore --method ud2m --adapter) and OUT/loss.csv.");
-  cmd->add_option("--method", *method, "ud2m")->capture_default_str();
+      "present; writes OUT/adapter.safetensors (use with restore --method ud2m --adapter) and OUT/loss.csv.\n"
+      "--method ncvsd: a generative denoiser distilled from the prior (the teacher) by noise-conditional\n"
+      "variational score distillation; writes OUT/generator.safetensors (use with sample --method ncvsd and\n"
+      "restore --method pnp-ncvsd), OUT/samples.png and OUT/loss.csv. Options marked UD2M are ignored.");
+  cmd->add_option("--method", *method, "ud2m or ncvsd")->capture_default_str()->check(CLI::IsMember({"ud2m", "ncvsd"}));
   cmd->add_option("--prior", o->prior, "Base prior (ud2m file or original checkpoint)")->required()->check(CLI::ExistingPath);
   cmd->add_option("--data", o->data, "Folder of photographs or a list file")->required()->check(CLI::ExistingPath);
   cmd->add_option("--out", o->out_dir, "Output folder")->required();
-  cmd->add_option("--task", o->task, "Degradation task to specialise in, or 'general' (a random operator per batch)")
+  cmd->add_option("--task", o->task, "UD2M: Degradation task to specialise in, or 'general' (a random operator per batch)")
       ->capture_default_str();
-  cmd->add_option("--sigma", o->sigma, "Measurement noise std in [0,1] units")->capture_default_str();
+  cmd->add_option("--sigma", o->sigma, "UD2M: Measurement noise std in [0,1] units")->capture_default_str();
   cmd->add_option("--crop", o->crop, "Crop size (a multiple of 32)")->capture_default_str();
   cmd->add_option("--batch", o->batch, "Batch size")->capture_default_str();
   cmd->add_option("--steps", o->steps, "Total optimisation steps to reach")->capture_default_str();
-  cmd->add_option("--blocks", o->blocks, "Unrolled blocks K")->capture_default_str();
-  cmd->add_option("--sample-steps", o->sample_steps, "Sampling steps N the adapter is meant for")->capture_default_str();
-  cmd->add_option("--lora-rank", o->lora.rank, "LoRA rank")->capture_default_str();
-  cmd->add_option("--lora-alpha", o->lora.alpha, "LoRA alpha (scale alpha/rank)")->capture_default_str();
+  cmd->add_option("--blocks", o->blocks, "UD2M: Unrolled blocks K")->capture_default_str();
+  cmd->add_option("--sample-steps", o->sample_steps, "UD2M: Sampling steps N the adapter is meant for")->capture_default_str();
+  cmd->add_option("--lora-rank", o->lora.rank, "UD2M: LoRA rank")->capture_default_str();
+  cmd->add_option("--lora-alpha", o->lora.alpha, "UD2M: LoRA alpha (scale alpha/rank)")->capture_default_str();
   cmd->add_option("--lr", o->lr, "AdamW learning rate (both networks)")->capture_default_str();
-  cmd->add_option("--w-adv", o->w_adv, "Weight of the adversarial term")->capture_default_str();
-  cmd->add_option("--w-l2", o->w_l2, "Weight of the ε ℓ2 term")->capture_default_str();
-  cmd->add_option("--w-gp", o->w_gp, "Weight of the discriminator's gradient penalty")->capture_default_str();
+  cmd->add_option("--w-adv", o->w_adv, "UD2M: Weight of the adversarial term")->capture_default_str();
+  cmd->add_option("--w-l2", o->w_l2, "UD2M: Weight of the ε ℓ2 term")->capture_default_str();
+  cmd->add_option("--w-gp", o->w_gp, "UD2M: Weight of the discriminator's gradient penalty")->capture_default_str();
   cmd->add_option("--lpips-weights", *lpips_weights,
                   "Perceptual term: LPIPS trunk and heads files (as for `ud2m eval`, e.g. vgg16-397923af.pth "
                   "vgg.pth); without them the term is off")
       ->expected(2);
-  cmd->add_option("--w-perceptual", o->w_perceptual, "Weight of the perceptual term")->capture_default_str();
-  cmd->add_option("--val-data", o->val_data, "Photos for the validation PSNR (default: the training photos)")
+  cmd->add_option("--w-perceptual", o->w_perceptual, "UD2M: Weight of the perceptual term")->capture_default_str();
+  cmd->add_option("--val-data", o->val_data, "UD2M: Photos for the validation PSNR (default: the training photos)")
       ->check(CLI::ExistingPath);
-  cmd->add_option("--val-images", o->val_images, "Validation crops (each with its own operator)")
+  cmd->add_option("--val-images", o->val_images, "UD2M: Validation crops (each with its own operator)")
       ->capture_default_str();
-  cmd->add_option("--val-every", o->val_every, "Steps between validations (0: at each checkpoint)")
+  cmd->add_option("--val-every", o->val_every, "UD2M: Steps between validations (0: at each checkpoint)")
       ->capture_default_str();
   cmd->add_option("--bf16", o->bf16, "bf16 autocast of the networks (true/false)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data, operators and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
+  cmd->add_option("--generator-lr", ncvsd->generator_lr, "NCVSD: Adam rate of the generator (--lr: the fake score's)")
+      ->capture_default_str();
+  cmd->add_option("--ema-decay", ncvsd->ema_decay, "NCVSD: EMA decay of the generator")->capture_default_str();
   cmd->add_option("--perceptual", *perceptual_kind,
-                  "Perceptual term: lpips (needs --lpips-weights), prior (distance of the frozen prior's encoder\n"
+                  "UD2M: Perceptual term: lpips (needs --lpips-weights), prior (distance of the frozen prior's encoder\n"
                   "features, needs no download), none, or auto (lpips when weights are given, else prior)")
       ->check(CLI::IsMember({"auto", "lpips", "prior", "none"}))
       ->capture_default_str();
-  cmd->callback([o, method, lpips_weights, perceptual_kind] {
-    UD2M_CHECK(*method == "ud2m", "unknown --method '{}'; available: ud2m", *method);
+  cmd->callback([o, method, lpips_weights, perceptual_kind, ncvsd] {
+    if (*method == "ncvsd") {
+      ncvsd->teacher = o->prior;
+      ncvsd->data = o->data;
+      ncvsd->out_dir = o->out_dir;
+      ncvsd->crop = o->crop;
+      ncvsd->batch = o->batch;
+      ncvsd->steps = o->steps;
+      ncvsd->lr = o->lr;
+      ncvsd->bf16 = o->bf16;
+      ncvsd->seed = o->seed;
+      ncvsd->save_every = o->save_every;
+      train::NcvsdTrainer(*ncvsd).run();
+      return;
+    }
     UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
     UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
     train::PerceptualLoss perceptual;

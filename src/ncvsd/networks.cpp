@@ -118,13 +118,10 @@ void save_generator(const std::string& path, ConditionalDenoiser& generator, con
 }
 
 bool is_generator_file(const std::string& path) {
-  try {
-    auto file = read_safetensors(path);
-    return file.metadata.count(kMetadataKey) &&
-           nlohmann::json::parse(file.metadata.at(kMetadataKey)).value("format", "") == kFormat;
-  } catch (const std::exception&) {
-    return false;
-  }
+  auto metadata = read_safetensors_metadata(path);
+  if (!metadata.count(kMetadataKey)) return false;
+  auto meta = nlohmann::json::parse(metadata.at(kMetadataKey), nullptr, /*allow_exceptions=*/false);
+  return meta.is_object() && meta.value("format", "") == kFormat;
 }
 
 ConditionalDenoiser load_generator(const std::string& path) {

@@ -49,6 +49,8 @@ class ConditionalDenoiserImpl : public torch::nn::Module {
   nets::AdmUNet& net() { return net_; }
   const diffusion::Schedule& schedule() const { return schedule_; }
   int channels() const { return (net_->config().in_channels - 1) / 2; }
+  // Input sizes must be multiples of this (the U-Net halves the resolution).
+  int size_multiple() const { return 1 << (net_->config().channel_mult.size() - 1); }
 
  private:
   nets::AdmUNet net_{nullptr};

@@ -31,16 +31,17 @@ torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Line
   UD2M_CHECK(options.ema_decay >= 0 && options.ema_decay < 1, "the x0 EMA decay must be in [0, 1), not {}",
              options.ema_decay);
   torch::NoGradGuard no_grad;
-  const auto sigmas = karras_sigmas(options.steps, options.sigma_min, options.sigma_max, options.rho);
+  UD2M_CHECK(options.steps >= 1, "PnP-NCVSD needs at least 1 step, not {}", options.steps);
+  const auto sigmas = karras_sigmas(options.steps + 1, options.sigma_min, options.sigma_max, options.rho);
   const double sigma_y = 2 * sigma;  // model units
   auto u = sigmas[0] * gaussian(image_shape, rng, y.options());
   torch::Tensor average;
-  for (size_t i = 0; i < sigmas.size(); ++i) {
+  for (int i = 0; i < options.steps; ++i) {
     auto x0 = generator(u, sigmas[i], rng);
     const bool averaging = options.ema_decay > 0 && sigmas[i] < options.ema_below && average.defined();
     average = averaging ? options.ema_decay * average + (1 - options.ema_decay) * x0 : x0;
-    if (on_step) on_step(static_cast<int>(i), -1, average);
-    if (i + 1 == sigmas.size()) break;
+    if (on_step) on_step(i, -1, average);
+    if (i + 1 == options.steps) break;
     u = sample_likelihood_step(op, x0, y, sigma_y, sigmas[i + 1], rng);
   }
   return average;

@@ -22,7 +22,7 @@ using GenerativeDenoiser =
     std::function<torch::Tensor(const torch::Tensor& u, double sigma, torch::Generator& rng)>;
 
 struct PnpNcvsdOptions {
-  int steps = 50;  // network evaluations
+  int steps = 49;  // generator calls, on a grid of steps + 1 levels (as published: 50 levels)
   double sigma_min = 0.002, sigma_max = 80, rho = 2;
   double ema_below = 100;   // average the x0's once σ_i is below this ...
   double ema_decay = 0.6;   // ... as x̄ ← decay·x̄ + (1 − decay)·x0 (0: no averaging)

@@ -1,0 +1,242 @@
+#include "train/ncvsd_trainer.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <filesystem>
+
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "core/image.hpp"
+#include "core/log.hpp"
+#include "core/panel.hpp"
+#include "core/progress.hpp"
+#include "core/random.hpp"
+#include "ncvsd/generation.hpp"
+#include "ncvsd/vsd.hpp"
+#include "nets/state_dict.hpp"
+#include "train/adam_state.hpp"
+#include "train/autocast.hpp"
+#include "train/resume.hpp"
+
+namespace ud2m::train {
+namespace fs = std::filesystem;
+
+namespace {
+constexpr const char* kMetadataKey = "ud2m_train_ncvsd";
+constexpr double kLevelMin = 0.002, kLevelMax = 80;
+
+NamedParameters named_with_prefix(torch::nn::Module& module, const std::string& prefix) {
+  NamedParameters out;
+  for (auto& [name, p] : named(module)) out.emplace_back(prefix + name, p);
+  return out;
+}
+
+NamedParameters concat(NamedParameters a, const NamedParameters& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+}  // namespace
+
+nlohmann::json NcvsdTrainOptions::to_json() const {
+  return {{"teacher", teacher}, {"data", data},   {"crop", crop},         {"batch", batch},
+          {"lr", lr},           {"generator_lr", generator_lr}, {"ema_decay", ema_decay},
+          {"bf16", bf16},       {"seed", seed},   {"save_every", save_every}};
+}
+
+NcvsdTrainOptions NcvsdTrainOptions::from_json(const nlohmann::json& j) {
+  NcvsdTrainOptions o;
+  o.teacher = j.value("teacher", o.teacher);
+  o.data = j.value("data", o.data);
+  o.crop = j.value("crop", o.crop);
+  o.batch = j.value("batch", o.batch);
+  o.lr = j.value("lr", o.lr);
+  o.generator_lr = j.value("generator_lr", o.generator_lr);
+  o.ema_decay = j.value("ema_decay", o.ema_decay);
+  o.bf16 = j.value("bf16", o.bf16);
+  o.seed = j.value("seed", o.seed);
+  o.save_every = j.value("save_every", o.save_every);
+  return o;
+}
+
+std::string NcvsdTrainer::checkpoint_path() const {
+  return (fs::path(options_.out_dir) / "checkpoint.safetensors").string();
+}
+
+NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const CropDataset> data)
+    : options_(std::move(options)), data_(std::move(data)) {
+  UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
+  UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
+  UD2M_CHECK(options_.ema_decay >= 0 && options_.ema_decay < 1, "--ema-decay must be in [0, 1), not {}",
+             options_.ema_decay);
+  fs::create_directories(options_.out_dir);
+  const bool resume = resume_options(checkpoint_path(), kMetadataKey, "NCVSD training", options_);
+  if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
+  teacher_ = std::dynamic_pointer_cast<diffusion::AdmPrior>(diffusion::load_prior(options_.teacher));
+  UD2M_CHECK(teacher_, "NCVSD distils ADM teachers; '{}' is another architecture", options_.teacher);
+  teacher_->net()->eval();
+  for (auto& p : teacher_->net()->parameters()) p.set_requires_grad(false);
+  // Student and fake score both start as the teacher (their condition inputs at zero).
+  generator_ = ncvsd::ConditionalDenoiser(*teacher_);
+  fake_ = ncvsd::ConditionalDenoiser(*teacher_);
+  ema_ = ncvsd::ConditionalDenoiser(*teacher_);
+  for (auto& p : ema_->parameters()) p.set_requires_grad(false);
+  generator_logvar_ = ncvsd::LogVariance(64, options_.seed);
+  fake_logvar_ = ncvsd::LogVariance(64, options_.seed + 1);
+  auto adam = [](double lr) { return torch::optim::AdamWOptions(lr).betas({0.9, 0.99}).weight_decay(0); };
+  auto g_params = generator_->parameters(), lv = generator_logvar_->parameters();
+  g_params.insert(g_params.end(), lv.begin(), lv.end());
+  auto f_params = fake_->parameters(), lvf = fake_logvar_->parameters();
+  f_params.insert(f_params.end(), lvf.begin(), lvf.end());
+  g_optimizer_ = std::make_unique<torch::optim::AdamW>(g_params, adam(options_.generator_lr));
+  f_optimizer_ = std::make_unique<torch::optim::AdamW>(f_params, adam(options_.lr));
+  rng_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed);
+  if (resume) load_checkpoint();
+}
+
+NcvsdLosses NcvsdTrainer::step() {
+  generator_->train();
+  fake_->train();
+  const int64_t n = options_.batch;
+  auto x = data_->batch(options_.batch, rng_);
+  auto levels = [&](double mean, double std) {
+    return ncvsd::lognormal_levels(n, mean, std, rng_).clamp(kLevelMin, kLevelMax).to(torch::kFloat32);
+  };
+  auto noisy = [&](const torch::Tensor& clean, const torch::Tensor& level) {
+    return clean + level.view({-1, 1, 1, 1}) * gaussian(clean.sizes(), rng_, clean.options());
+  };
+  auto sigma = levels(0.4, 2.0);
+  auto y = noisy(x, sigma);
+  NcvsdLosses losses;
+
+  {  // Fake score: denoising score matching on the generator's current samples.
+    torch::Tensor sample;
+    {
+      torch::NoGradGuard no_grad;
+      Bf16Autocast autocast(torch::kCPU, options_.bf16);
+      sample = ncvsd::generate(generator_, y, sigma, rng_).to(torch::kFloat32);
+    }
+    auto t = levels(-0.8, 1.6);
+    auto x_t = noisy(sample, t);
+    torch::Tensor s;
+    {
+      Bf16Autocast autocast(torch::kCPU, options_.bf16);
+      s = fake_->forward(x_t, t, y, sigma).to(torch::kFloat32);
+    }
+    auto loss = ncvsd::fake_score_loss(s, sample, ncvsd::edm_weight(t), fake_logvar_->forward(t)).mean();
+    f_optimizer_->zero_grad();
+    loss.backward();
+    f_optimizer_->step();
+    losses.fake = loss.item<float>();
+  }
+
+  {  // Generator: noise-conditional VSD.
+    torch::Tensor sample;
+    {
+      Bf16Autocast autocast(torch::kCPU, options_.bf16);
+      sample = ncvsd::generate(generator_, y, sigma, rng_).to(torch::kFloat32);
+    }
+    auto t = levels(0.4, 2.0);
+    auto x_t = noisy(sample.detach(), t);
+    torch::Tensor s, s0;
+    {
+      torch::NoGradGuard no_grad;
+      Bf16Autocast autocast(torch::kCPU, options_.bf16);
+      s = fake_->forward(x_t, t, y, sigma).to(torch::kFloat32);
+      auto point = ncvsd::noise_conditional_point(y, sigma, x_t, t);
+      s0 = ncvsd::prior_x0(*teacher_, point.y_eff, point.sigma_eff.to(torch::kFloat32)).to(torch::kFloat32);
+    }
+    auto logvar = generator_logvar_->forward((1 + ncvsd::kNoiseInjection) * sigma);
+    auto loss = ncvsd::generator_loss(sample, s0, s, ncvsd::edm_weight(t), logvar).mean();
+    g_optimizer_->zero_grad();
+    loss.backward();
+    // The fake score's gradients from this pass are not its own step's.
+    f_optimizer_->zero_grad();
+    g_optimizer_->step();
+    losses.generator = loss.item<float>();
+  }
+  UD2M_CHECK(std::isfinite(losses.generator) && std::isfinite(losses.fake),
+             "the NCVSD losses became non-finite at step {} (generator {}, fake score {})", step_, losses.generator,
+             losses.fake);
+  update_ema();
+  ++step_;
+  history_.push_back(losses);
+  return losses;
+}
+
+void NcvsdTrainer::update_ema() {
+  torch::NoGradGuard no_grad;
+  // Warm-up so early EMA weights are not dominated by the teacher's copy.
+  const double decay = std::min(options_.ema_decay, (1.0 + step_) / (10.0 + step_));
+  auto src = generator_->parameters(), dst = ema_->parameters();
+  for (size_t i = 0; i < src.size(); ++i) dst[i].mul_(decay).add_(src[i], 1 - decay);
+}
+
+void NcvsdTrainer::save_checkpoint() {
+  TensorMap tensors;
+  const auto g_params = concat(named_with_prefix(*generator_, "g."), named_with_prefix(*generator_logvar_, "lvg."));
+  const auto f_params = concat(named_with_prefix(*fake_, "f."), named_with_prefix(*fake_logvar_, "lvf."));
+  for (auto& [name, p] : concat(g_params, f_params)) tensors[name] = p.detach();
+  for (auto& [name, t] : nets::state_dict(*ema_)) tensors["ema." + name] = t;
+  const int64_t g_step = save_adam_state(*g_optimizer_, g_params, "adam_g.", tensors);
+  const int64_t f_step = save_adam_state(*f_optimizer_, f_params, "adam_f.", tensors);
+  tensors["rng"] = rng_.get_state();
+  std::vector<float> flat;
+  for (auto& l : history_) flat.insert(flat.end(), {l.generator, l.fake});
+  tensors["history"] = torch::tensor(flat).reshape({static_cast<int64_t>(history_.size()), 2});
+  nlohmann::json meta = {{"step", step_}, {"adam_g_step", g_step}, {"adam_f_step", f_step},
+                         {"options", options_.to_json()}};
+  write_safetensors(checkpoint_path(), tensors, {{kMetadataKey, meta.dump()}});
+  ncvsd::save_generator((fs::path(options_.out_dir) / "generator.safetensors").string(), ema_,
+                        {{"teacher", options_.teacher}, {"step", step_}, {"training", options_.to_json()}});
+  std::string csv = "step,generator,fake_score\n";
+  for (size_t i = 0; i < history_.size(); ++i)
+    csv += fmt::format("{},{:.6f},{:.6f}\n", i + 1, history_[i].generator, history_[i].fake);
+  write_file_atomic((fs::path(options_.out_dir) / "loss.csv").string(), csv);
+  // A separate generator keeps sampling from disturbing the training stream.
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 2);
+  ema_->eval();
+  auto grid = ncvsd::generate_images(ema_, {16, 3, options_.crop, options_.crop}, ncvsd::default_indices(2), rng);
+  write_png((fs::path(options_.out_dir) / "samples.png").string(), make_grid(from_model(grid).clamp(0, 1)));
+}
+
+void NcvsdTrainer::load_checkpoint() {
+  auto file = read_safetensors(checkpoint_path());
+  auto meta = nlohmann::json::parse(file.metadata.at(kMetadataKey));
+  torch::NoGradGuard no_grad;
+  const auto g_params = concat(named_with_prefix(*generator_, "g."), named_with_prefix(*generator_logvar_, "lvg."));
+  const auto f_params = concat(named_with_prefix(*fake_, "f."), named_with_prefix(*fake_logvar_, "lvf."));
+  for (auto& [name, p] : concat(g_params, f_params)) {
+    auto it = file.tensors.find(name);
+    UD2M_CHECK(it != file.tensors.end() && it->second.sizes() == p.sizes(),
+               "'{}' lacks '{}' or has another shape: not a checkpoint of this teacher", checkpoint_path(), name);
+    p.copy_(it->second);
+  }
+  TensorMap ema;
+  for (auto& [name, t] : file.tensors)
+    if (name.rfind("ema.", 0) == 0) ema[name.substr(4)] = t;
+  nets::load_state_dict(*ema_, ema, checkpoint_path());
+  load_adam_state(*g_optimizer_, g_params, "adam_g.", file.tensors, meta.at("adam_g_step"));
+  load_adam_state(*f_optimizer_, f_params, "adam_f.", file.tensors, meta.at("adam_f_step"));
+  rng_.set_state(file.tensors.at("rng"));
+  auto h = file.tensors.at("history").contiguous();
+  for (int64_t i = 0; i < h.size(0); ++i) history_.push_back({h[i][0].item<float>(), h[i][1].item<float>()});
+  step_ = meta.at("step");
+  log::info("resumed from '{}' at step {}", checkpoint_path(), step_);
+}
+
+void NcvsdTrainer::run() {
+  if (step_ >= options_.steps) {
+    log::info("already trained for {} steps (target {})", step_, options_.steps);
+    return;
+  }
+  log::info("distilling an NCVSD generator from '{}' on {} photos, batch {}, from step {} to {}", options_.teacher,
+            data_->photos(), options_.batch, step_, options_.steps);
+  Progress progress("train ncvsd", static_cast<int>(options_.steps - step_));
+  while (step_ < options_.steps) {
+    auto l = step();
+    progress.step(fmt::format("G {:.1f} fake {:.1f}", l.generator, l.fake));
+    if (step_ % options_.save_every == 0 || step_ == options_.steps) save_checkpoint();
+  }
+}
+
+}  // namespace ud2m::train
