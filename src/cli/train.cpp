@@ -20,7 +20,7 @@ void add_train_command(CLI::App& app) {
       "--method ncvsd: a generative denoiser distilled from the prior (the teacher) by noise-conditional\n"
       "variational score distillation; writes OUT/generator.safetensors (use with sample --method ncvsd and\n"
       "restore --method pnp-ncvsd), OUT/samples.png and OUT/loss.csv. Options marked UD2M are ignored.");
-  cmd->add_option("--method", *method, "ud2m or ncvsd")->capture_default_str()->check(CLI::IsMember({"ud2m", "ncvsd"}));
+  cmd->add_option("--method", *method, "ud2m or ncvsd")->capture_default_str();
   cmd->add_option("--prior", o->prior, "Base prior (ud2m file or original checkpoint)")->required()->check(CLI::ExistingPath);
   cmd->add_option("--data", o->data, "Folder of photographs or a list file")->required()->check(CLI::ExistingPath);
   cmd->add_option("--out", o->out_dir, "Output folder")->required();
@@ -61,6 +61,7 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "lpips", "prior", "none"}))
       ->capture_default_str();
   cmd->callback([o, method, lpips_weights, perceptual_kind, ncvsd] {
+    UD2M_CHECK(*method == "ud2m" || *method == "ncvsd", "unknown --method '{}'; available: ud2m, ncvsd", *method);
     if (*method == "ncvsd") {
       ncvsd->teacher = o->prior;
       ncvsd->data = o->data;
