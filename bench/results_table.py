@@ -4,7 +4,7 @@ prior, every method at its published default NFE.
 
     python bench/results_table.py --build build --out out/results \
         [--count 12] [--tasks gaussian_deblur sr inpainting_random] \
-        [--methods tv ddrm diffpir latino dps ud2m] [--adapter ADAPTER] \
+        [--methods tv ddrm diffpir latino dps ud2m pnp-ncvsd] [--adapter ADAPTER] [--generator G] \
         [--slow-count 4] [--lpips-weights TRUNK HEADS]
 
 Everything goes through the `ud2m` binary: `degrade` writes exact (float)
@@ -27,7 +27,7 @@ import heldout  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Published default NFE per method (TV: iterations, no network).
-NFE = {"tv": 0, "ddrm": 20, "diffpir": 100, "latino": 8, "dps": 1000, "ud2m": 9}
+NFE = {"tv": 0, "ddrm": 20, "diffpir": 100, "latino": 8, "dps": 1000, "ud2m": 9, "pnp-ncvsd": 49}
 SLOW = {"dps"}
 
 
@@ -48,7 +48,9 @@ def degrade_all(binary, clean, out, task, sigma):
 def restore_and_score(args, binary, clean, measurements, out, task, method):
     pred = out / "restored"
     cmd = [binary, "restore", "-m", measurements, "--method", method, "--out", pred, "--seed", 0]
-    if method != "tv":
+    if method == "pnp-ncvsd":
+        cmd += ["--model", args.generator]
+    elif method != "tv":
         cmd += ["--model", args.model]
     if method == "ud2m":
         cmd += ["--adapter", args.adapter]
@@ -107,6 +109,7 @@ def main():
     ap.add_argument("--out", default="out/results")
     ap.add_argument("--model", default=str(ROOT / "models" / "ud2m-small-64.safetensors"))
     ap.add_argument("--adapter", help="UD2M adapter (needed for the ud2m method)")
+    ap.add_argument("--generator", help="NCVSD generator (needed for the pnp-ncvsd method)")
     ap.add_argument("--count", type=int, default=12)
     ap.add_argument("--slow-count", type=int, default=4)
     ap.add_argument("--sigma", default="0.01")
@@ -116,6 +119,8 @@ def main():
     args = ap.parse_args()
     if "ud2m" in args.methods and not args.adapter:
         ap.error("the ud2m method needs --adapter")
+    if "pnp-ncvsd" in args.methods and not args.generator:
+        ap.error("the pnp-ncvsd method needs --generator")
     binary = pathlib.Path(args.build).resolve() / "ud2m"
     out = pathlib.Path(args.out)
     clean = out / "clean"

@@ -35,6 +35,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--lora-rank", o->lora.rank, "UD2M: LoRA rank")->capture_default_str();
   cmd->add_option("--lora-alpha", o->lora.alpha, "UD2M: LoRA alpha (scale alpha/rank)")->capture_default_str();
   cmd->add_option("--lr", o->lr, "AdamW learning rate (both networks)")->capture_default_str();
+  cmd->add_option("--scalar-lr", o->scalar_lr, "UD2M: learning rate of the learned λ and ρ scale")
+      ->capture_default_str();
   cmd->add_option("--w-adv", o->w_adv, "UD2M: Weight of the adversarial term")->capture_default_str();
   cmd->add_option("--w-l2", o->w_l2, "UD2M: Weight of the ε ℓ2 term")->capture_default_str();
   cmd->add_option("--w-gp", o->w_gp, "UD2M: Weight of the discriminator's gradient penalty")->capture_default_str();

@@ -27,7 +27,7 @@ namespace fs = std::filesystem;
 nlohmann::json Ud2mTrainOptions::to_json() const {
   return {{"prior", prior},   {"data", data},       {"task", task},         {"sigma", sigma},
           {"crop", crop},     {"batch", batch},     {"blocks", blocks},     {"sample_steps", sample_steps},
-          {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha}, {"lr", lr}, {"weight_decay", weight_decay},
+          {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha}, {"lr", lr}, {"scalar_lr", scalar_lr}, {"weight_decay", weight_decay},
           {"w_adv", w_adv},   {"w_l2", w_l2},       {"w_perceptual", w_perceptual}, {"w_gp", w_gp},
           {"val_data", val_data}, {"val_images", val_images}, {"val_every", val_every},
           {"bf16", bf16},     {"seed", seed},       {"save_every", save_every}};
@@ -46,6 +46,7 @@ Ud2mTrainOptions Ud2mTrainOptions::from_json(const nlohmann::json& j) {
   o.lora.rank = j.value("lora_rank", o.lora.rank);
   o.lora.alpha = j.value("lora_alpha", o.lora.alpha);
   o.lr = j.value("lr", o.lr);
+  o.scalar_lr = j.value("scalar_lr", o.lr);  // runs from before the option used one rate
   o.weight_decay = j.value("weight_decay", o.weight_decay);
   o.w_adv = j.value("w_adv", o.w_adv);
   o.w_l2 = j.value("w_l2", o.w_l2);
@@ -89,10 +90,14 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   prior->module().eval();  // the frozen base runs without dropout
   network_ = std::make_shared<unrolled::UnrolledNetwork>(prior, unrolled::UnrolledOptions{options_.blocks, options_.lora});
   discriminator_ = nets::Discriminator(options_.crop, prior->channels());
-  std::vector<torch::Tensor> g_params;
-  for (auto& [name, p] : network_->trainable_parameters()) g_params.push_back(p);
+  std::vector<torch::Tensor> weights, scalars;
+  for (auto& [name, p] : network_->trainable_parameters()) (p.dim() == 0 ? scalars : weights).push_back(p);
   auto adamw = torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay);
-  g_optimizer_ = std::make_unique<torch::optim::AdamW>(g_params, adamw);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(weights, std::make_unique<torch::optim::AdamWOptions>(adamw));
+  groups.emplace_back(scalars, std::make_unique<torch::optim::AdamWOptions>(
+                                   torch::optim::AdamWOptions(options_.scalar_lr).weight_decay(0)));
+  g_optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), adamw);
   d_optimizer_ = std::make_unique<torch::optim::AdamW>(discriminator_->parameters(), adamw);
   rng_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed);
   if (resume) load_checkpoint();
