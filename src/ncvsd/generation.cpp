@@ -1,19 +1,13 @@
 #include "ncvsd/generation.hpp"
 
-#include <cmath>
-
 #include "core/error.hpp"
 #include "core/random.hpp"
 #include "ncvsd/vsd.hpp"
+#include "samplers/pnp_ncvsd.hpp"
 
 namespace ud2m::ncvsd {
 
-std::vector<double> generation_levels(int count, double sigma_min, double sigma_max, double rho) {
-  std::vector<double> levels;
-  const double hi = std::pow(sigma_max, 1 / rho), lo = std::pow(sigma_min, 1 / rho);
-  for (int k = 0; k < count; ++k) levels.push_back(std::pow(hi + k * (lo - hi) / (count - 1), rho));
-  return levels;
-}
+std::vector<double> generation_levels() { return samplers::karras_sigmas(40, 0.002, kGenerationSigmaMax, 7); }
 
 std::vector<int> default_indices(int steps) {
   switch (steps) {

@@ -14,7 +14,8 @@ namespace ud2m::ncvsd {
 
 constexpr double kGenerationSigmaMax = 80;
 
-std::vector<double> generation_levels(int count = 40, double sigma_min = 0.002, double sigma_max = 80, double rho = 7);
+// The 40-level Karras grid, σ 80 → 0.002, ρ = 7.
+std::vector<double> generation_levels();
 // The published index set for 1, 2 or 4 steps.
 std::vector<int> default_indices(int steps);
 

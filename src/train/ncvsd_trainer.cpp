@@ -16,6 +16,7 @@
 #include "nets/state_dict.hpp"
 #include "train/adam_state.hpp"
 #include "train/autocast.hpp"
+#include "train/ema.hpp"
 #include "train/resume.hpp"
 
 namespace ud2m::train {
@@ -157,18 +158,10 @@ NcvsdLosses NcvsdTrainer::step() {
   UD2M_CHECK(std::isfinite(losses.generator) && std::isfinite(losses.fake),
              "the NCVSD losses became non-finite at step {} (generator {}, fake score {})", step_, losses.generator,
              losses.fake);
-  update_ema();
+  update_ema(*ema_, *generator_, options_.ema_decay, step_);
   ++step_;
   history_.push_back(losses);
   return losses;
-}
-
-void NcvsdTrainer::update_ema() {
-  torch::NoGradGuard no_grad;
-  // Warm-up so early EMA weights are not dominated by the teacher's copy.
-  const double decay = std::min(options_.ema_decay, (1.0 + step_) / (10.0 + step_));
-  auto src = generator_->parameters(), dst = ema_->parameters();
-  for (size_t i = 0; i < src.size(); ++i) dst[i].mul_(decay).add_(src[i], 1 - decay);
 }
 
 void NcvsdTrainer::save_checkpoint() {

@@ -58,7 +58,6 @@ class NcvsdTrainer {
 
  private:
   void load_checkpoint();
-  void update_ema();
 
   NcvsdTrainOptions options_;
   std::shared_ptr<const CropDataset> data_;

@@ -18,6 +18,7 @@
 #include "nets/state_dict.hpp"
 #include "train/adam_state.hpp"
 #include "train/autocast.hpp"
+#include "train/ema.hpp"
 #include "train/resume.hpp"
 #include "samplers/ddim.hpp"
 
@@ -139,7 +140,7 @@ float PriorTrainer::step() {
   UD2M_CHECK(std::isfinite(value), "the training loss became {} at step {}", value, step_);
   torch::nn::utils::clip_grad_norm_(model_->net()->parameters(), options_.grad_clip);
   optimizer_->step();
-  update_ema();
+  update_ema(*ema_->net(), *model_->net(), options_.ema_decay, step_);
   ++step_;
   losses_.push_back(value);
   return value;
@@ -155,15 +156,6 @@ void PriorTrainer::seed_dropout() {
   auto global = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(global.mutex());
   global.set_current_seed(seed);
-}
-
-void PriorTrainer::update_ema() {
-  torch::NoGradGuard no_grad;
-  // Warm-up so early EMA weights are not dominated by the random initialisation.
-  const double decay = std::min(options_.ema_decay, (1.0 + step_) / (10.0 + step_));
-  auto src = model_->net()->parameters();
-  auto dst = ema_->net()->parameters();
-  for (size_t i = 0; i < src.size(); ++i) dst[i].mul_(decay).add_(src[i].detach(), 1 - decay);
 }
 
 void PriorTrainer::save_checkpoint() {

@@ -63,7 +63,6 @@ class PriorTrainer {
  private:
   void load_checkpoint(const std::string& path);
   void initialise_from(const std::string& path);
-  void update_ema();
   void seed_dropout();
 
   PriorTrainOptions options_;

@@ -1,0 +1,18 @@
+// Exponential moving average of a model's weights, as the trainers keep it.
+#pragma once
+#include <torch/torch.h>
+
+#include <algorithm>
+
+namespace ud2m::train {
+
+// ema ← d·ema + (1 − d)·model with d = min(max_decay, (1 + step)/(10 + step)):
+// the warm-up keeps early EMA weights from being dominated by where they started.
+inline void update_ema(torch::nn::Module& ema, torch::nn::Module& model, double max_decay, int64_t step) {
+  torch::NoGradGuard no_grad;
+  const double decay = std::min(max_decay, (1.0 + step) / (10.0 + step));
+  auto src = model.parameters(), dst = ema.parameters();
+  for (size_t i = 0; i < src.size(); ++i) dst[i].mul_(decay).add_(src[i].detach(), 1 - decay);
+}
+
+}  // namespace ud2m::train
