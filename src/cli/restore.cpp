@@ -319,13 +319,10 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   int nfe = nfe_given ? args.nfe : method->second.default_nfe;
   std::shared_ptr<diffusion::Prior> prior;
   ncvsd::ConditionalDenoiser generator{nullptr};
-  if (args.method == "pnp-ncvsd") {
+  if (args.method == "pnp-ncvsd")
     generator = ncvsd::load_generator(args.model);
-  } else if (args.method != "tv") {
-    UD2M_CHECK(!ncvsd::is_generator_file(args.model),
-               "'{}' is an NCVSD generator, not a prior: use it with --method pnp-ncvsd", args.model);
+  else if (args.method != "tv")
     prior = diffusion::load_prior(args.model);
-  }
   unrolled::LoadedAdapter adapter;
   int progress_per_sample = nfe;
   if (args.method == "ud2m") {

@@ -34,8 +34,6 @@ void run_sample(const SampleArgs& args) {
     log::info("wrote {} samples ({}-step NCVSD) to '{}'", args.n, args.steps, args.out);
     return;
   }
-  UD2M_CHECK(!ncvsd::is_generator_file(args.model), "'{}' is an NCVSD generator: sample it with --method ncvsd",
-             args.model);
   auto prior = diffusion::load_prior(args.model);
   const int size = args.size > 0 ? args.size : prior->image_size();
   auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);

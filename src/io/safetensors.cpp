@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
-#include <fstream>
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -88,23 +87,6 @@ TensorFile parse_safetensors(const std::string& bytes, const std::string& file) 
 }
 
 TensorFile read_safetensors(const std::string& path) { return parse_safetensors(read_file(path), path); }
-
-Metadata read_safetensors_metadata(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  unsigned char size_bytes[8] = {};
-  if (!in.read(reinterpret_cast<char*>(size_bytes), 8)) return {};
-  uint64_t size = 0;
-  for (int i = 7; i >= 0; --i) size = (size << 8) | size_bytes[i];
-  if (size == 0 || size > (100u << 20)) return {};  // not a plausible header
-  std::string header(size, '\0');
-  if (!in.read(header.data(), static_cast<std::streamsize>(size))) return {};
-  auto json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object() || !json.contains("__metadata__") || !json["__metadata__"].is_object()) return {};
-  Metadata metadata;
-  for (auto& [key, value] : json["__metadata__"].items())
-    if (value.is_string()) metadata[key] = value.get<std::string>();
-  return metadata;
-}
 
 std::string serialize_safetensors(const TensorMap& tensors, const Metadata& metadata) {
   nlohmann::json header = nlohmann::json::object();

@@ -17,9 +17,6 @@ struct TensorFile {
 };
 
 TensorFile read_safetensors(const std::string& path);
-// Only the string metadata, reading just the header (cheap on multi-GB files);
-// empty when the file is not safetensors.
-Metadata read_safetensors_metadata(const std::string& path);
 TensorFile parse_safetensors(const std::string& bytes, const std::string& name_for_errors);
 // Written atomically; tensors are stored in their own dtype, contiguous, on CPU.
 void write_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});

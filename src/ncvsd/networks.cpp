@@ -117,13 +117,6 @@ void save_generator(const std::string& path, ConditionalDenoiser& generator, con
   write_safetensors(path, weights, {{kMetadataKey, meta.dump()}});
 }
 
-bool is_generator_file(const std::string& path) {
-  auto metadata = read_safetensors_metadata(path);
-  if (!metadata.count(kMetadataKey)) return false;
-  auto meta = nlohmann::json::parse(metadata.at(kMetadataKey), nullptr, /*allow_exceptions=*/false);
-  return meta.is_object() && meta.value("format", "") == kFormat;
-}
-
 ConditionalDenoiser load_generator(const std::string& path) {
   auto file = read_safetensors(path);
   UD2M_CHECK(file.metadata.count(kMetadataKey), "'{}' has no ud2m metadata: not an NCVSD generator", path);

@@ -69,7 +69,7 @@ torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, c
 // the conditional ADM config and the schedule. Written atomically.
 void save_generator(const std::string& path, ConditionalDenoiser& generator, const nlohmann::json& extra = {},
                     torch::ScalarType dtype = torch::kBFloat16);
+// (A generator given where a prior is expected fails in load_prior, which names its format.)
 ConditionalDenoiser load_generator(const std::string& path);
-bool is_generator_file(const std::string& path);
 
 }  // namespace ud2m::ncvsd

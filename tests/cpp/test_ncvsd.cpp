@@ -235,7 +235,6 @@ TEST(Ncvsd, GeneratorFileRoundTripAndWrongKinds) {
   std::filesystem::create_directories(dir);
   const auto path = (dir / "g.safetensors").string();
   ncvsd::save_generator(path, generator, {{"teacher", "tiny"}}, torch::kFloat32);
-  EXPECT_TRUE(ncvsd::is_generator_file(path));
   auto loaded = ncvsd::load_generator(path);
   auto rng1 = at::make_generator<at::CPUGeneratorImpl>(5), rng2 = at::make_generator<at::CPUGeneratorImpl>(5);
   auto a = ncvsd::generate_images(generator, {2, 3, 16, 16}, ncvsd::default_indices(2), rng1);
@@ -244,9 +243,8 @@ TEST(Ncvsd, GeneratorFileRoundTripAndWrongKinds) {
   // A prior is not a generator, and a generator is not a prior.
   const auto prior_path = (dir / "prior.safetensors").string();
   diffusion::save_prior(prior_path, *teacher);
-  EXPECT_FALSE(ncvsd::is_generator_file(prior_path));
   EXPECT_THROW_MSG(ncvsd::load_generator(prior_path), "is not an NCVSD generator");
-  EXPECT_THROW_MSG(diffusion::load_prior(path), "is not a diffusion prior");
+  EXPECT_THROW_MSG(diffusion::load_prior(path), "is not a diffusion prior (format 'ud2m-ncvsd-generator')");
   // Level index sets.
   EXPECT_THROW_MSG(ncvsd::default_indices(3), "1, 2 or 4 steps");
   auto rng = at::make_generator<at::CPUGeneratorImpl>(0);

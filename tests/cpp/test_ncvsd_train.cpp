@@ -91,7 +91,7 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
   r = test::run_ud2m("restore --method ddrm --model " + generator + " -m " + (dir / "y.png").string() + " --out " +
                      (dir / "z.png").string());
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("is an NCVSD generator, not a prior"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("is not a diffusion prior (format 'ud2m-ncvsd-generator')"), std::string::npos) << r.output;
   r = test::run_ud2m("restore --method pnp-ncvsd --model " + o.teacher + " -m " + (dir / "y.png").string() +
                      " --out " + (dir / "z.png").string());
   EXPECT_NE(r.exit_code, 0);
