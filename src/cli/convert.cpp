@@ -30,7 +30,8 @@ void add_convert_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "convert",
       "Convert a prior (guided-diffusion .pt, pytorch_diffusion DDPM .ckpt, Lightning .ckpt, diffusers folder or\n"
-      ".bin/.safetensors) into a ud2m .safetensors file that names its architecture, so --model needs nothing else.");
+      ".bin/.safetensors, EDM2 network pickle .pkl) into a ud2m .safetensors file that names its architecture, so\n"
+      "--model needs nothing else. Pickles are read as data: no code from them runs.");
   cmd->add_option("in", args->in, "Original checkpoint file or diffusers model folder")->required()->check(CLI::ExistingPath);
   cmd->add_option("out", args->out, "Output .safetensors")->required();
   cmd->add_option("--dtype", args->dtype, "Storage dtype of the weights")
@@ -41,6 +42,10 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("--image-size", args->load.image_size,
                   "Training resolution of an original ADM or DDPM checkpoint (not stored in the weights; DDPM "
                   "CIFAR-10: 32)")
+      ->capture_default_str();
+  cmd->add_option("--class", args->load.class_label,
+                  "Class-conditional models (EDM2 ImageNet): the class the prior samples, stored in the file; -1: "
+                  "none (EDM2's zero label vector)")
       ->capture_default_str();
   cmd->callback([args] { run_convert(*args); });
 }

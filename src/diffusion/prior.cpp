@@ -57,10 +57,30 @@ PriorPtr load_diffusers_folder(const fs::path& folder) {
   fail("'{}' has no diffusion_pytorch_model.safetensors or .bin", folder.string());
 }
 
+PriorPtr edm2_prior(const TensorMap& weights, const Metadata& metadata, const std::string& path,
+                    const LoadOptions& options) {
+  auto prior = std::make_shared<Edm2Prior>(nets::infer_edm2_config(weights, metadata, path), Schedule::linear(),
+                                           options.class_label);
+  nets::load_state_dict(prior->module(), weights, path);
+  return prior;
+}
+
+// An EDM2 network pickle, read without running it.
+PriorPtr load_edm2_pickle(const std::string& path, const LoadOptions& options) {
+  CheckpointOptions opaque;
+  opaque.opaque_records = true;
+  auto file = read_checkpoint(path, opaque);
+  auto weights = nets::edm2_state_dict(file);
+  UD2M_CHECK(nets::looks_like_edm2(weights), "'{}' is a pickle without an EDM2 network in it (no 'ema' Precond "
+             "module with unet.out_gain and unet.emb_fourier.freqs)", path);
+  return edm2_prior(weights, file.metadata, path, options);
+}
+
 // Weights without ud2m metadata: an ADM state dict (guided-diffusion names), a
 // DDPM state dict with pytorch_diffusion's names (Ho et al.'s models), or a
 // diffusers UNet2DModel file with its config.json beside it.
 PriorPtr prior_from_weights(const TensorMap& weights, const std::string& path, const LoadOptions& options) {
+  if (nets::looks_like_edm2(weights)) return edm2_prior(weights, {}, path, options);
   if (weights.count("input_blocks.0.0.weight")) {
     auto config = nets::infer_adm_config(weights, path, options.num_head_channels, options.image_size);
     auto prior = std::make_shared<AdmPrior>(config, Schedule::linear());
@@ -84,6 +104,35 @@ PriorPtr prior_from_weights(const TensorMap& weights, const std::string& path, c
 
 AdmPrior::AdmPrior(const nets::AdmConfig& config, Schedule schedule) : Prior(std::move(schedule)), net_(config) {
   net_->eval();
+}
+
+Edm2Prior::Edm2Prior(const nets::Edm2Config& config, Schedule schedule, int class_label)
+    : Prior(std::move(schedule)), net_(config), class_label_(class_label) {
+  UD2M_CHECK(class_label < config.label_dim, "class {} does not exist: the EDM2 model has {} classes", class_label,
+             config.label_dim);
+  net_->eval();
+}
+
+torch::Tensor Edm2Prior::epsilon(const torch::Tensor& x_t, const torch::Tensor& t) {
+  auto sigma = schedule().sigmas_at(t).to(torch::kFloat32).to(x_t.device());
+  auto s = sigma.reshape({-1, 1, 1, 1});
+  auto x = x_t.to(torch::kFloat32) * (1 + s * s).sqrt();  // x_t/√ᾱ_t = x0 + σ_t ε
+  torch::Tensor labels;
+  if (class_label_ >= 0)
+    labels = torch::one_hot(torch::full({x_t.size(0)}, class_label_, torch::kLong), net_->config().label_dim)
+                 .to(torch::kFloat32).to(x_t.device());
+  return ((x - net_->forward(x, sigma, labels)) / s).to(x_t.scalar_type());
+}
+
+nlohmann::json Edm2Prior::description() const {
+  return {{"format", "ud2m-prior"}, {"version", 1}, {"arch", "edm2"}, {"config", net_->config().to_json()},
+          {"schedule", schedule().to_json()}, {"prediction", "x0 (EDM preconditioning)"},
+          {"class_label", class_label_}};
+}
+
+void Edm2Prior::add_lora(const nets::LoraOptions&) {
+  fail("UD2M adapters for EDM2 priors are not supported yet (LoRA on magnitude-preserving layers); use an ADM or "
+       "DDPM prior");
 }
 
 torch::Tensor AdmPrior::epsilon(const torch::Tensor& x_t, const torch::Tensor& t) {
@@ -110,6 +159,7 @@ nlohmann::json DdpmPrior::description() const {
 
 PriorPtr load_prior(const std::string& path, const LoadOptions& options) {
   if (fs::is_directory(path)) return load_diffusers_folder(path);
+  if (detect_checkpoint_file_format(path) == CheckpointFormat::Pickle) return load_edm2_pickle(path, options);
   auto file = read_checkpoint(path);
   if (!file.metadata.count(kMetadataKey)) return prior_from_weights(state_dict_of(file), path, options);
   auto meta = parse_json(file.metadata.at(kMetadataKey), "the model metadata of '" + path + "'");
@@ -123,8 +173,11 @@ PriorPtr load_prior(const std::string& path, const LoadOptions& options) {
   else if (arch == "ddpm")
     prior = std::make_shared<DdpmPrior>(nets::DdpmConfig::from_json(meta.at("config")), schedule,
                                         meta.value("image_size", 256));
+  else if (arch == "edm2")
+    prior = std::make_shared<Edm2Prior>(nets::Edm2Config::from_json(meta.at("config")), schedule,
+                                        options.class_label >= 0 ? options.class_label : meta.value("class_label", -1));
   else
-    fail("'{}': unknown architecture '{}' (known: adm, ddpm)", path, arch);
+    fail("'{}': unknown architecture '{}' (known: adm, ddpm, edm2)", path, arch);
   nets::load_state_dict(prior->module(), file.tensors, path);
   return prior;
 }

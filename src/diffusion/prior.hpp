@@ -10,6 +10,7 @@
 #include "io/safetensors.hpp"
 #include "nets/adm_unet.hpp"
 #include "nets/ddpm_unet.hpp"
+#include "nets/edm2_unet.hpp"
 
 namespace ud2m::diffusion {
 
@@ -72,17 +73,41 @@ class DdpmPrior : public Prior {
   int image_size_;
 };
 
+// An EDM2 network (continuous σ, x0-predicting, VE) seen through the discrete
+// schedule every sampler uses: at timestep t, σ_t = √((1−ᾱ_t)/ᾱ_t), the
+// network denoises x_t/√ᾱ_t and ε follows. Class-conditional models get one
+// fixed class (or, with none, EDM2's zero label vector).
+class Edm2Prior : public Prior {
+ public:
+  Edm2Prior(const nets::Edm2Config& config, Schedule schedule, int class_label = -1);
+  torch::Tensor epsilon(const torch::Tensor& x_t, const torch::Tensor& t) override;
+  torch::nn::Module& module() override { return *net_; }
+  int channels() const override { return net_->config().img_channels; }
+  int image_size() const override { return net_->config().img_resolution; }
+  int size_multiple() const override { return 1 << (net_->config().channel_mult.size() - 1); }
+  nlohmann::json description() const override;
+  void add_lora(const nets::LoraOptions& options) override;
+  bool is_output_head(const std::string& name) const override { return name.rfind("unet.out_", 0) == 0; }
+  nets::Edm2Net& net() { return net_; }
+
+ private:
+  nets::Edm2Net net_;
+  int class_label_;
+};
+
 using PriorPtr = std::shared_ptr<Prior>;
 
 // What weights alone cannot tell about an original ADM or DDPM checkpoint.
 struct LoadOptions {
   int num_head_channels = 64;  // every published ADM model
   int image_size = 256;        // ADM-256, DDPM LSUN and CelebA-HQ (CIFAR-10: 32)
+  int class_label = -1;        // class-conditional models (EDM2 ImageNet): the class to sample; -1: none
 };
 
 // A ud2m prior file; a diffusers UNet2DModel folder; or an original checkpoint
 // (guided-diffusion .pt, pytorch_diffusion DDPM .ckpt, Lightning .ckpt, plain
-// safetensors) whose ADM or DDPM config is recovered from its tensor shapes.
+// safetensors, an EDM2 network pickle) whose ADM, DDPM or EDM2 config is
+// recovered from its tensor names and shapes.
 PriorPtr load_prior(const std::string& path, const LoadOptions& options = {});
 // Weights stored in `dtype` (e.g. bf16 to halve the file); written atomically.
 void save_prior(const std::string& path, Prior& prior, torch::ScalarType dtype = torch::kFloat32,

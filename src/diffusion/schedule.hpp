@@ -20,6 +20,9 @@ class Schedule {
   double sigma(int t) const;          // VE level √(1−ᾱ_t)/√ᾱ_t
   double beta(int t) const;
   int timestep_for_sigma(double sigma) const;  // nearest t in σ
+  // σ at timesteps t (N,), fractional ones interpolated in log σ (for
+  // continuous-σ networks called with the continuous timesteps of ncvsd).
+  torch::Tensor sigmas_at(const torch::Tensor& t) const;
   const torch::Tensor& alpha_bars() const { return alpha_bars_; }  // float64 (steps,)
 
  private:

@@ -114,6 +114,7 @@ TensorFile parse_detected(const std::string& bytes, const std::string& file, con
     case CheckpointFormat::Safetensors: return parse_safetensors(bytes, file);
     case CheckpointFormat::TorchZip: return flatten(load_torch_zip(bytes, file, torch_options), file);
     case CheckpointFormat::TorchLegacy: return flatten(load_torch_legacy(bytes, file, torch_options), file);
+    case CheckpointFormat::Pickle: return flatten(load_plain_pickle(bytes, file, torch_options), file);
     case CheckpointFormat::TorchTar:
       fail("'{}' is in torch's pre-2018 tar checkpoint format, which ud2m does not read; load it with torch.load "
            "and save it again with torch.save",
@@ -124,6 +125,13 @@ TensorFile parse_detected(const std::string& bytes, const std::string& file, con
   fail("'{}' is not a model file ud2m can read (neither safetensors nor a torch.save checkpoint)", file);
 }
 
+// Legacy torch.save files open with a pickled long, torch's magic number: after
+// PROTO (2 bytes) and, from protocol 4 on, a FRAME header (9 bytes).
+bool starts_with_torch_magic(std::string_view bytes) {
+  static const std::string kMagicLong("\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 12);
+  return bytes.substr(0, 32).find(kMagicLong) != std::string_view::npos;
+}
+
 }  // namespace
 
 CheckpointFormat detect_checkpoint_format(std::string_view bytes) {
@@ -131,7 +139,8 @@ CheckpointFormat detect_checkpoint_format(std::string_view bytes) {
   if (bytes.size() >= 9 && bytes[8] == '{' && u64_le(bytes) < (100u << 20)) return CheckpointFormat::Safetensors;
   if (looks_like_zip(bytes)) return CheckpointFormat::TorchZip;
   if (bytes.size() >= 262 && bytes.substr(257, 5) == "ustar") return CheckpointFormat::TorchTar;
-  if (!bytes.empty() && static_cast<uint8_t>(bytes[0]) == 0x80) return CheckpointFormat::TorchLegacy;  // PROTO
+  if (!bytes.empty() && static_cast<uint8_t>(bytes[0]) == 0x80)  // PROTO: a pickle; legacy torch.save opens with
+    return starts_with_torch_magic(bytes) ? CheckpointFormat::TorchLegacy : CheckpointFormat::Pickle;
   return CheckpointFormat::Unknown;
 }
 
@@ -149,6 +158,7 @@ const char* checkpoint_format_name(CheckpointFormat format) {
     case CheckpointFormat::Safetensors: return "safetensors";
     case CheckpointFormat::TorchZip: return "torch.save (zip)";
     case CheckpointFormat::TorchLegacy: return "torch.save (legacy)";
+    case CheckpointFormat::Pickle: return "pickle";
     case CheckpointFormat::TorchTar: return "torch.save (tar)";
     case CheckpointFormat::Unknown: break;
   }

@@ -3,7 +3,10 @@
 //
 // Supported: safetensors; torch.save zip (torch >= 1.6, also diffusers'
 // diffusion_pytorch_model.bin and Lightning .ckpt); torch.save legacy
-// (pre-1.6 or _use_new_zipfile_serialization=False). Refused with a clear
+// (pre-1.6 or _use_new_zipfile_serialization=False); plain pickle.dump files
+// of objects holding tensors (EDM2 network snapshots: their storages are
+// torch.storage._load_from_bytes records, read as legacy saves; the objects
+// themselves need opaque_records). Refused with a clear
 // Error: the pre-2018 tar format, TorchScript archives, compressed zips.
 //
 // A torch checkpoint's pickle is a tree of dicts/lists; it is flattened to
@@ -17,7 +20,7 @@
 
 namespace ud2m {
 
-enum class CheckpointFormat { Safetensors, TorchZip, TorchLegacy, TorchTar, Unknown };
+enum class CheckpointFormat { Safetensors, TorchZip, TorchLegacy, Pickle, TorchTar, Unknown };
 
 CheckpointFormat detect_checkpoint_format(std::string_view bytes);
 CheckpointFormat detect_checkpoint_file_format(const std::string& path);  // from its first bytes; Unknown if unreadable

@@ -193,4 +193,11 @@ PyPtr load_torch_legacy(std::string_view bytes, const std::string& file, const T
   return object.value;
 }
 
+PyPtr load_plain_pickle(std::string_view bytes, const std::string& file, const TorchLoadOptions& options) {
+  UnpickleOptions opts;
+  opts.globals = &torch_globals();  // storages come as torch.storage._load_from_bytes records
+  opts.opaque_records = options.opaque_records;
+  return unpickle(bytes, file, opts).value;
+}
+
 }  // namespace ud2m

@@ -5,7 +5,8 @@
 //    magic number, protocol version and sys_info, then the object pickle, then
 //    a pickled list of storage keys, then each storage as an 8-byte element
 //    count and its raw bytes.
-// Both return the unpickled object, with tensors already rebuilt.
+// Both return the unpickled object, with tensors already rebuilt. So does
+// load_plain_pickle, for a bare pickle.dump of objects holding tensors.
 #pragma once
 #include <memory>
 #include <string>
@@ -25,5 +26,6 @@ struct TorchLoadOptions {
 
 PyPtr load_torch_zip(std::string_view bytes, const std::string& file, const TorchLoadOptions& options = {});
 PyPtr load_torch_legacy(std::string_view bytes, const std::string& file, const TorchLoadOptions& options = {});
+PyPtr load_plain_pickle(std::string_view bytes, const std::string& file, const TorchLoadOptions& options = {});
 
 }  // namespace ud2m

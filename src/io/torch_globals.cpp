@@ -4,6 +4,8 @@
 
 #include "core/error.hpp"
 #include "io/numpy_globals.hpp"
+#include "io/torch_file.hpp"
+#include "io/zip.hpp"
 
 namespace ud2m {
 namespace {
@@ -80,6 +82,24 @@ PyPtr rebuild_parameter(const std::vector<PyPtr>& a, const std::string& file) {
   return a[0];
 }
 
+// pickle.dump of a tensor (as in EDM2's network pickles) stores its storage as
+// torch.storage._load_from_bytes(<a torch.save of that storage alone>).
+PyPtr load_from_bytes(const std::vector<PyPtr>& a, const std::string& file) {
+  UD2M_CHECK(a.size() == 1 && a[0]->is(K::Bytes), "'{}' is corrupt: _load_from_bytes gets {}", file,
+             a.empty() ? "nothing" : py_repr(*a[0], 1));
+  static thread_local bool inside = false;  // a stored storage holding another is no honest file
+  UD2M_CHECK(!inside, "'{}' is corrupt: a stored storage holds another stored object", file);
+  inside = true;
+  struct Reset {
+    ~Reset() { inside = false; }
+  } reset;
+  const std::string& bytes = a[0]->text;
+  auto value = looks_like_zip(bytes) ? load_torch_zip(bytes, file) : load_torch_legacy(bytes, file);
+  UD2M_CHECK(value->is(K::Storage), "'{}' is corrupt: _load_from_bytes gives {}, not a storage", file,
+             py_repr(*value, 1));
+  return value;
+}
+
 PyPtr torch_size(const std::vector<PyPtr>& a, const std::string& file) {
   auto t = PyValue::make(K::Tuple);
   if (!a.empty()) {
@@ -104,6 +124,7 @@ PyGlobals make_torch_globals() {
   g["torch._utils._rebuild_tensor_v3"] = {rebuild_tensor_v3};
   g["torch._utils._rebuild_parameter"] = {rebuild_parameter};
   g["torch._utils._rebuild_parameter_with_state"] = {rebuild_parameter};
+  g["torch.storage._load_from_bytes"] = {load_from_bytes};
   g["torch.Size"] = {torch_size};
   g["torch.device"] = {torch_device};
   const std::pair<const char*, torch::ScalarType> storages[] = {
