@@ -1,5 +1,7 @@
 // ud2m eval: compare a folder of restored images with a folder of references
-// (paired by file name): PSNR, SSIM, LPIPS per image; FID and KID over the sets.
+// (paired by file name): PSNR, SSIM, LPIPS per image; FID and KID over the sets
+// (Inception features, or a diffusion prior's as a stand-in). With --unpaired
+// the folders are only compared as sets (generated images vs real ones).
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -11,6 +13,7 @@
 #include "core/log.hpp"
 #include "core/paths.hpp"
 #include "core/progress.hpp"
+#include "diffusion/prior.hpp"
 #include "metrics/fid.hpp"
 #include "metrics/metrics.hpp"
 #include "metrics/perceptual.hpp"
@@ -21,9 +24,10 @@ namespace {
 namespace fs = std::filesystem;
 
 struct EvalArgs {
-  std::string ref, pred, inception, json;
+  std::string ref, pred, inception, feature_prior, json;
   std::vector<std::string> lpips_weights;  // torchvision trunk, lpips heads
   metrics::KidOptions kid;
+  bool unpaired = false;
 };
 
 struct Pair {
@@ -88,6 +92,7 @@ void check_writable(const std::string& path, const char* flag) {
 struct Networks {
   std::optional<nets::LpipsNet> lpips;
   std::optional<nets::FidInception> inception;
+  std::shared_ptr<diffusion::AdmPrior> feature_prior;
 };
 
 // Weights load before any image work, so a wrong file fails fast.
@@ -101,12 +106,30 @@ Networks load_networks(const EvalArgs& args) {
     check_file(args.inception, "--inception");
     n.inception = nets::load_fid_inception(args.inception);
   }
+  if (!args.feature_prior.empty()) {
+    auto prior = diffusion::load_prior(args.feature_prior);
+    n.feature_prior = std::dynamic_pointer_cast<diffusion::AdmPrior>(prior);
+    UD2M_CHECK(n.feature_prior, "--feature-prior '{}' is an {} prior; the features come from an ADM prior's encoder",
+               args.feature_prior, prior->description().value("arch", "unknown"));
+  }
   return n;
+}
+
+// Per feature extractor ("inception", "prior"): the reference and prediction rows.
+using FeatureSets = std::map<std::string, std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>>>;
+
+void add_features(Networks& n, const torch::Tensor& image, bool reference, FeatureSets& sets) {
+  auto put = [&](const char* name, torch::Tensor f) {
+    auto& set = sets[name];
+    (reference ? set.first : set.second).push_back(std::move(f));
+  };
+  if (n.inception) put("inception", metrics::inception_features(*n.inception, image));
+  if (n.feature_prior) put("prior", metrics::prior_features(n.feature_prior->net(), image));
 }
 
 struct PerImage {
   nlohmann::json rows = nlohmann::json::array();
-  std::vector<torch::Tensor> ref_features, pred_features;
+  FeatureSets features;
 };
 
 PerImage evaluate_pairs(const std::vector<Pair>& pairs, Networks& n) {
@@ -122,10 +145,8 @@ PerImage evaluate_pairs(const std::vector<Pair>& pairs, Networks& n) {
     nlohmann::json row = {{"name", p.name}, {"ref", p.ref}, {"pred", p.pred},
                           {"psnr", metrics::psnr(pred, ref)}, {"ssim", metrics::ssim(pred, ref)}};
     if (n.lpips) row["lpips"] = metrics::lpips_per_image(*n.lpips, pred, ref).item<double>();
-    if (n.inception) {
-      out.ref_features.push_back(metrics::inception_features(*n.inception, ref));
-      out.pred_features.push_back(metrics::inception_features(*n.inception, pred));
-    }
+    add_features(n, ref, true, out.features);
+    add_features(n, pred, false, out.features);
     out.rows.push_back(row);
     progress.step();
   }
@@ -143,20 +164,50 @@ nlohmann::json means(const nlohmann::json& rows) {
   return mean;
 }
 
-// FID and KID of the restored set against the reference set.
-void add_set_metrics(const PerImage& per_image, const metrics::KidOptions& kid_options, nlohmann::json& report) {
-  const size_t n = per_image.ref_features.size();
-  if (n < 2) {
-    log::warn("FID and KID need at least 2 images; only 1 pair was found");
-    return;
+// Every image of both folders, unpaired: only their features, for the set metrics.
+FeatureSets evaluate_sets(const EvalArgs& args, Networks& n) {
+  UD2M_CHECK(n.inception || n.feature_prior, "--unpaired compares sets of images: give --inception or --feature-prior");
+  auto refs = images_by_stem(args.ref, "--ref"), preds = images_by_stem(args.pred, "--pred");
+  FeatureSets sets;
+  Progress progress("eval", static_cast<int>(refs.size() + preds.size()));
+  for (auto [images, reference] : {std::pair{&refs, true}, std::pair{&preds, false}})
+    for (auto& [stem, path] : *images) {
+      add_features(n, read_image(path, 3), reference, sets);
+      progress.step();
+    }
+  return sets;
+}
+
+// FID and KID (or FD and KID on the prior's features) of the restored or
+// generated set against the reference set.
+void add_set_metrics(const FeatureSets& sets, const metrics::KidOptions& kid_options, nlohmann::json& report) {
+  for (auto& [name, rows] : sets) {
+    const size_t n = std::min(rows.first.size(), rows.second.size());
+    if (n < 2) {
+      log::warn("FID and KID need at least 2 images per set; found {}", n);
+      continue;
+    }
+    auto ref = torch::cat(rows.first), pred = torch::cat(rows.second);
+    if (static_cast<int64_t>(n) < ref.size(1))
+      log::warn("{} features: {} images, fewer than the {} feature dimensions, so the covariances are singular and "
+                "the Fréchet distance is biased; compare values only at equal image counts", name, n, ref.size(1));
+    const bool inception = name == "inception";
+    auto kid = metrics::kernel_inception_distance(pred, ref, kid_options);
+    report[inception ? "fid" : "fd_prior"] = metrics::frechet_distance(pred, ref);
+    report[inception ? "kid" : "kid_prior"] = {
+        {"mean", kid.mean}, {"std", kid.std}, {"subsets", kid.subsets}, {"subset_size", kid.subset_size}};
+    report["set_sizes"] = {{"ref", rows.first.size()}, {"pred", rows.second.size()}};
   }
-  if (n < 2048)
-    log::warn("FID/KID over {} images: with fewer images than the 2048 feature dimensions the covariances are "
-              "singular and the values are biased; compare them only at equal image counts", n);
-  auto ref = torch::cat(per_image.ref_features), pred = torch::cat(per_image.pred_features);
-  report["fid"] = metrics::frechet_distance(pred, ref);
-  auto kid = metrics::kernel_inception_distance(pred, ref, kid_options);
-  report["kid"] = {{"mean", kid.mean}, {"std", kid.std}, {"subsets", kid.subsets}, {"subset_size", kid.subset_size}};
+}
+
+void print_set_metrics(const nlohmann::json& report) {
+  for (auto [fd, kid, fd_label, kid_label] :
+       {std::tuple{"fid", "kid", "FID", "KID"}, std::tuple{"fd_prior", "kid_prior", "FD-prior", "KID-prior"}}) {
+    if (!report.contains(fd)) continue;
+    fmt::print("{} {:.4f}   {} {:.6f} ± {:.6f} ({} subset(s) of {})\n", fd_label, report[fd].get<double>(), kid_label,
+               report[kid]["mean"].get<double>(), report[kid]["std"].get<double>(), report[kid]["subsets"].get<int>(),
+               report[kid]["subset_size"].get<int64_t>());
+  }
 }
 
 // One row per image, then the means, then the set metrics.
@@ -177,23 +228,25 @@ void print_table(const nlohmann::json& report) {
   };
   for (auto& r : rows) print_row(r["name"].get<std::string>(), r);
   print_row(mean_label, report["mean"]);
-  if (report.contains("fid"))
-    fmt::print("FID {:.4f}   KID {:.6f} ± {:.6f} ({} subset(s) of {})\n", report["fid"].get<double>(),
-               report["kid"]["mean"].get<double>(), report["kid"]["std"].get<double>(),
-               report["kid"]["subsets"].get<int>(), report["kid"]["subset_size"].get<int64_t>());
 }
 
 void run_eval(const EvalArgs& args) {
   check_writable(args.json, "--json");
   nlohmann::json report = {{"ref", args.ref}, {"pred", args.pred}};
-  auto pairs = pair_images(args, report["unpaired"]);
-  auto networks = load_networks(args);
-  if (networks.lpips) report["lpips_backbone"] = nets::lpips_backbone_name((*networks.lpips)->backbone());
-  auto per_image = evaluate_pairs(pairs, networks);
-  report["images"] = per_image.rows;
-  report["mean"] = means(per_image.rows);
-  if (networks.inception) add_set_metrics(per_image, args.kid, report);
-  print_table(report);
+  if (args.unpaired) {
+    auto networks = load_networks(args);
+    add_set_metrics(evaluate_sets(args, networks), args.kid, report);
+  } else {
+    auto pairs = pair_images(args, report["unpaired"]);
+    auto networks = load_networks(args);
+    if (networks.lpips) report["lpips_backbone"] = nets::lpips_backbone_name((*networks.lpips)->backbone());
+    auto per_image = evaluate_pairs(pairs, networks);
+    report["images"] = per_image.rows;
+    report["mean"] = means(per_image.rows);
+    add_set_metrics(per_image.features, args.kid, report);
+    print_table(report);
+  }
+  print_set_metrics(report);
   if (!args.json.empty()) {
     write_file_atomic(args.json, report.dump(2) + "\n");
     log::info("wrote '{}'", args.json);
@@ -217,6 +270,12 @@ void add_eval_command(CLI::App& app) {
       ->expected(2);
   cmd->add_option("--inception", args->inception,
                   "FID/KID: pytorch-fid's Inception weights, pt_inception-2015-12-05-6726825d.pth");
+  cmd->add_option("--feature-prior", args->feature_prior,
+                  "FD/KID without Inception weights: features from this ADM prior's encoder (per-channel mean and "
+                  "std at each level, clean input), reported as FD-prior and KID-prior");
+  cmd->add_flag("--unpaired", args->unpaired,
+                "Compare the folders only as sets (e.g. generated images vs real ones): FID/KID or FD-prior/KID-prior, "
+                "no per-image metrics");
   cmd->add_option("--json", args->json, "Also write every value to this JSON file");
   cmd->add_option("--kid-subsets", args->kid.subsets, "KID: random subsets averaged")->capture_default_str();
   cmd->add_option("--kid-subset-size", args->kid.subset_size, "KID: images per subset")->capture_default_str();

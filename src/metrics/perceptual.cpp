@@ -28,4 +28,19 @@ torch::Tensor inception_features(nets::FidInception& net, const torch::Tensor& i
   return net->forward(as_rgb(images).to(torch::kFloat32)).to(torch::kFloat64);
 }
 
+torch::Tensor prior_features(nets::AdmUNet& net, const torch::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  UD2M_CHECK(images.dim() == 4 && images.size(1) == net->config().in_channels,
+             "prior features: expected (N, {}, H, W) images, not {}", net->config().in_channels,
+             fmt::join(images.sizes(), "x"));
+  auto x = images.to(torch::kFloat32) * 2 - 1;  // model units
+  std::vector<torch::Tensor> stats;
+  for (auto& level : net->encoder_features(x, torch::zeros({x.size(0)}))) {
+    auto flat = level.to(torch::kFloat32).flatten(2);
+    stats.push_back(flat.mean(2));
+    stats.push_back(flat.std(2, /*unbiased=*/false));
+  }
+  return torch::cat(stats, 1).to(torch::kFloat64);
+}
+
 }  // namespace ud2m::metrics

@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/types.h>
 
+#include "nets/adm_unet.hpp"
 #include "nets/inception.hpp"
 #include "nets/lpips_net.hpp"
 
@@ -15,5 +16,12 @@ torch::Tensor lpips_per_image(nets::LpipsNet& net, const torch::Tensor& estimate
 
 // (N, 2048) float64 Inception pool features of [0, 1] images (gray repeated to RGB).
 torch::Tensor inception_features(nets::FidInception& net, const torch::Tensor& images);
+
+// A stand-in for Inception features when its weights are not at hand: the
+// encoder of a diffusion prior (ADM) sees the clean image (t = 0), and each
+// channel's spatial mean and standard deviation at every encoder level are
+// concatenated; (N, D) float64. Distances computed from them ("FD-prior",
+// "KID-prior") compare only with others from the same prior.
+torch::Tensor prior_features(nets::AdmUNet& net, const torch::Tensor& images);
 
 }  // namespace ud2m::metrics

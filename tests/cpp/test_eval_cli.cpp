@@ -4,6 +4,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/image.hpp"
+#include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
 #include "metrics/fid.hpp"
 #include "metrics/metrics.hpp"
@@ -85,6 +86,49 @@ TEST(MetricsEvalCli, WithoutWeightsReportsPsnrAndSsimOnly) {
   EXPECT_TRUE(report.at("images")[0].contains("ssim"));
   EXPECT_FALSE(report.at("images")[0].contains("lpips"));
   EXPECT_FALSE(report.contains("fid"));
+}
+
+// Generated vs real images, unpaired, with a prior's features standing in for
+// Inception's: the CLI's FD-prior is the library's on the same images; a set
+// against itself is at distance 0, and a corrupted copy is farther away.
+TEST(MetricsEvalCli, UnpairedSetsCompareByPriorFeatures) {
+  auto dir = test::temp_dir();
+  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+  const auto prior_path = (dir / "prior.safetensors").string();
+  diffusion::save_prior(prior_path, prior);
+  auto real = torch::rand({6, 3, 16, 16}).mul(0.5).add(torch::linspace(0, 0.5, 16).view({1, 1, 1, 16}));
+  auto noisy = (real + 0.3 * torch::randn_like(real)).clamp(0, 1);
+  for (auto name : {"real", "same", "noisy"}) fs::create_directories(dir / name);
+  for (int i = 0; i < 6; ++i) {
+    const auto file = "img" + std::to_string(i) + ".png";
+    write_png((dir / "real" / file).string(), real[i]);
+    write_png((dir / "same" / ("other_name_" + file)).string(), real[i]);  // names need not pair
+    write_png((dir / "noisy" / file).string(), noisy[i]);
+  }
+  auto fd_prior = [&](const std::string& pred) {
+    auto json = (dir / (pred + ".json")).string();
+    auto r = test::run_ud2m("eval --unpaired --ref " + (dir / "real").string() + " --pred " + (dir / pred).string() +
+                            " --feature-prior " + prior_path + " --json " + json);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("FD-prior"), std::string::npos) << r.output;
+    return nlohmann::json::parse(read_file(json));
+  };
+  auto same = fd_prior("same"), far = fd_prior("noisy");
+  EXPECT_NEAR(same.at("fd_prior").get<double>(), 0.0, 1e-6);
+  EXPECT_GT(far.at("fd_prior").get<double>(), 1e-3);
+  EXPECT_GT(far.at("kid_prior").at("mean").get<double>(), same.at("kid_prior").at("mean").get<double>());
+  EXPECT_FALSE(far.contains("images"));
+  // The same value from the library on the images as the PNGs hold them.
+  std::vector<torch::Tensor> a, b;
+  for (int i = 0; i < 6; ++i) {
+    a.push_back(metrics::prior_features(prior.net(), read_image((dir / "real" / ("img" + std::to_string(i) + ".png")).string())));
+    b.push_back(metrics::prior_features(prior.net(), read_image((dir / "noisy" / ("img" + std::to_string(i) + ".png")).string())));
+  }
+  EXPECT_NEAR(far.at("fd_prior").get<double>(), metrics::frechet_distance(torch::cat(b), torch::cat(a)),
+              1e-6 * far.at("fd_prior").get<double>());
+  auto r = test::run_ud2m("eval --unpaired --ref " + (dir / "real").string() + " --pred " + (dir / "noisy").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("give --inception or --feature-prior"), std::string::npos) << r.output;
 }
 
 TEST(MetricsEvalCli, BadRequestsFailWithOneClearErrorAndNoReport) {
