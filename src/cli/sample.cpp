@@ -1,6 +1,9 @@
 // ud2m sample: unconditional samples from a prior (DDIM) or an NCVSD generator (1, 2 or 4 steps), as a grid PNG.
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <chrono>
+#include <filesystem>
+
 #include "cli/commands.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
@@ -15,14 +18,29 @@ namespace ud2m::cli {
 namespace {
 
 struct SampleArgs {
-  std::string model, out, method = "ddim";
+  std::string model, out, out_dir, method = "ddim";
   int steps = 50, n = 16, size = 0;
   double eta = 0.0;
   uint64_t seed = 0;
 };
 
+// The grid, and with --out-dir each sample as its own PNG (for FID-style set metrics).
+void write_samples(const SampleArgs& args, const torch::Tensor& x, double seconds) {
+  auto images = from_model(x).clamp(0, 1);
+  write_png(args.out, make_grid(images));
+  if (!args.out_dir.empty()) {
+    std::filesystem::create_directories(args.out_dir);
+    for (int64_t i = 0; i < images.size(0); ++i)
+      write_png((std::filesystem::path(args.out_dir) / fmt::format("{:05d}.png", i)).string(), images[i]);
+  }
+  log::info("wrote {} samples to '{}'{} ({:.3f} s per sample)", args.n, args.out,
+            args.out_dir.empty() ? "" : " and '" + args.out_dir + "'", seconds / args.n);
+}
+
 void run_sample(const SampleArgs& args) {
   UD2M_CHECK(args.n > 0, "--n must be positive, not {}", args.n);
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   if (args.method == "ncvsd") {
     auto generator = ncvsd::load_generator(args.model);
     UD2M_CHECK(args.size > 0, "--size is required with --method ncvsd (the generator works at any multiple of 32)");
@@ -30,8 +48,7 @@ void run_sample(const SampleArgs& args) {
     torch::NoGradGuard no_grad;
     auto x = ncvsd::generate_images(generator, {args.n, generator->channels(), args.size, args.size},
                                     ncvsd::default_indices(args.steps), rng);
-    write_png(args.out, make_grid(from_model(x).clamp(0, 1)));
-    log::info("wrote {} samples ({}-step NCVSD) to '{}'", args.n, args.steps, args.out);
+    write_samples(args, x, seconds());
     return;
   }
   auto prior = diffusion::load_prior(args.model);
@@ -43,8 +60,7 @@ void run_sample(const SampleArgs& args) {
     x = samplers::sample_ddim(*prior, {args.n, prior->channels(), size, size}, args.steps, args.eta,
                               rng, [&](int, int, const torch::Tensor&) { progress.step(); });
   }
-  write_png(args.out, make_grid(from_model(x).clamp(0, 1)));
-  log::info("wrote {} samples to '{}'", args.n, args.out);
+  write_samples(args, x, seconds());
 }
 
 }  // namespace
@@ -65,6 +81,7 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--size", args->size, "Image size (default: the model's training size)");
   cmd->add_option("--seed", args->seed, "Seed")->capture_default_str();
   cmd->add_option("out", args->out, "Output grid PNG")->required();
+  cmd->add_option("--out-dir", args->out_dir, "Also write each sample as its own PNG into this folder (00000.png, ...)");
   cmd->callback([args] { run_sample(*args); });
 }
 

@@ -24,7 +24,43 @@ torch::Tensor sample_likelihood_step(const physics::LinearOperator& op, const to
   return op.prox(x0_perturbed, y_perturbed, s * s / (sigma_y * sigma_y));
 }
 
-torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::LinearOperator& op, const torch::Tensor& y,
+double jacobian_gram_norm(const physics::Operator& op, const torch::Tensor& x, int iterations, torch::Generator& rng) {
+  torch::AutoGradMode enable(true);
+  auto point = x.detach().requires_grad_(true);
+  auto image = op.forward(point);
+  auto v = gaussian(x.sizes(), rng, x.options());
+  torch::Tensor norms;
+  for (int k = 0; k < iterations; ++k) {
+    v = v / v.flatten(1).norm(2, 1).clamp_min(1e-30).view({-1, 1, 1, 1});
+    const double eps = 1e-3 * std::max(1.0, x.abs().max().item<double>());
+    torch::Tensor jv;
+    {
+      torch::NoGradGuard no_grad;
+      jv = (op.forward(x + eps * v) - op.forward(x - eps * v)) / (2 * eps);
+    }
+    auto jtjv = torch::autograd::grad({image}, {point}, {jv}, /*retain_graph=*/true)[0];
+    norms = (jtjv * v).flatten(1).sum(1);  // Rayleigh quotient vᵀJᵀJv, ‖v‖ = 1
+    v = jtjv.detach();
+  }
+  return norms.max().item<double>();
+}
+
+torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch::Tensor& x0, const torch::Tensor& y,
+                                       double sigma_y, double s, const LangevinOptions& options,
+                                       torch::Generator& rng) {
+  UD2M_CHECK(options.steps >= 0 && options.tau > 0 && options.tau < 1,
+             "Langevin needs steps >= 0 and 0 < tau < 1 (got {}, {})", options.steps, options.tau);
+  const double curvature = jacobian_gram_norm(op, x0, options.power_iterations, rng);
+  const double eta = options.tau / (1 / (s * s) + curvature / (sigma_y * sigma_y));
+  auto u = x0 + s * gaussian(x0.sizes(), rng, x0.options());
+  for (int k = 0; k < options.steps; ++k) {
+    auto drift = -(u - x0) / (s * s) - op.data_grad(u, y) / (sigma_y * sigma_y);
+    u = u + eta * drift + std::sqrt(2 * eta) * gaussian(u.sizes(), rng, u.options());
+  }
+  return u;
+}
+
+torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Operator& op, const torch::Tensor& y,
                         double sigma, const std::vector<int64_t>& image_shape, const PnpNcvsdOptions& options,
                         torch::Generator& rng, const StepCallback& on_step) {
   UD2M_CHECK(sigma > 0, "PnP-NCVSD needs a positive measurement noise level, not {}", sigma);
@@ -42,7 +78,9 @@ torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Line
     average = averaging ? options.ema_decay * average + (1 - options.ema_decay) * x0 : x0;
     if (on_step) on_step(i, -1, average);
     if (i + 1 == options.steps) break;
-    u = sample_likelihood_step(op, x0, y, sigma_y, sigmas[i + 1], rng);
+    auto* linear = dynamic_cast<const physics::LinearOperator*>(&op);
+    u = linear ? sample_likelihood_step(*linear, x0, y, sigma_y, sigmas[i + 1], rng)
+               : langevin_likelihood_step(op, x0, y, sigma_y, sigmas[i + 1], options.langevin, rng);
   }
   return average;
 }

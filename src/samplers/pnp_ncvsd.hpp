@@ -4,7 +4,9 @@
 //   prior step:      x0 ~ G(u, σ_i)                 (a sample of p(x0 | u));
 //   likelihood step: u ~ p(u | x0, y) ∝ N(u; x0, σ_{i+1}²)·N(y; Au, σ_y²),
 // the latter exact for linear operators by perturb-and-MAP: the prox of
-// the perturbed pair (x0 + σn₁, y + σ_y n₂) is a sample of that Gaussian.
+// the perturbed pair (x0 + σn₁, y + σ_y n₂) is a sample of that Gaussian;
+// for nonlinear ones (phase retrieval) it is unadjusted Langevin dynamics, as
+// published (50–100 steps).
 // Returns the last x0, by default an EMA of the x0's (the published pixel-space
 // presets: decay 0.6 from the second step on; phase retrieval only below σ 0.2).
 // Unlike the published code, the likelihood step uses the true measurement
@@ -21,11 +23,23 @@ namespace ud2m::samplers {
 using GenerativeDenoiser =
     std::function<torch::Tensor(const torch::Tensor& u, double sigma, torch::Generator& rng)>;
 
+// Unadjusted Langevin for the likelihood step of nonlinear operators.
+struct LangevinOptions {
+  int steps = 100;
+  // Step η = tau/(1/s² + L/σ_y²), L the largest eigenvalue of JᵀJ at x0 (J the
+  // operator's Jacobian): each direction moves at most tau of its own scale
+  // per step. For a Gaussian target the stationary variance is too large by
+  // at most 1/(1 − tau/2) in the stiffest direction (5% at 0.1).
+  double tau = 0.1;
+  int power_iterations = 10;
+};
+
 struct PnpNcvsdOptions {
   int steps = 49;  // generator calls, on a grid of steps + 1 levels (as published: 50 levels)
   double sigma_min = 0.002, sigma_max = 80, rho = 2;
   double ema_below = 100;   // average the x0's once σ_i is below this ...
   double ema_decay = 0.6;   // ... as x̄ ← decay·x̄ + (1 − decay)·x0 (0: no averaging)
+  LangevinOptions langevin;  // nonlinear operators only
 };
 
 // σ_i = (σmax^{1/ρ} + i/(n−1)·(σmin^{1/ρ} − σmax^{1/ρ}))^ρ, i = 0..n−1.
@@ -35,8 +49,20 @@ std::vector<double> karras_sigmas(int steps, double sigma_min, double sigma_max,
 torch::Tensor sample_likelihood_step(const physics::LinearOperator& op, const torch::Tensor& x0,
                                      const torch::Tensor& y, double sigma_y, double s, torch::Generator& rng);
 
+// The same distribution for any differentiable operator, by Langevin dynamics
+// from u = x0 + s·n (a draw of the Gaussian factor: already right in every
+// direction the measurement does not see).
+torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch::Tensor& x0, const torch::Tensor& y,
+                                       double sigma_y, double s, const LangevinOptions& options,
+                                       torch::Generator& rng);
+
+// Largest eigenvalue of JᵀJ at x (J the Jacobian of op.forward), by power
+// iteration: J v by central differences, Jᵀw by autograd. The maximum over
+// the batch.
+double jacobian_gram_norm(const physics::Operator& op, const torch::Tensor& x, int iterations, torch::Generator& rng);
+
 // sigma: measurement noise std in [0, 1] image units (> 0).
-torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::LinearOperator& op, const torch::Tensor& y,
+torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Operator& op, const torch::Tensor& y,
                         double sigma, const std::vector<int64_t>& image_shape, const PnpNcvsdOptions& options,
                         torch::Generator& rng, const StepCallback& on_step = {});
 

@@ -2,6 +2,7 @@
 // the commands that use them.
 #include <filesystem>
 
+#include "core/atomic_file.hpp"
 #include "core/image.hpp"
 #include "diffusion/prior.hpp"
 #include "test_util.hpp"
@@ -87,6 +88,15 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
                      " --out " + (dir / "x.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(dir / "x.png"));
+  // A nonlinear operator: phase retrieval, through the Langevin likelihood step.
+  r = test::run_ud2m("degrade --task phase_retrieval --oversampling 2 --sigma 0.05 " + crop + " " +
+                     (dir / "y_pr.safetensors").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator + " --nfe 3 -m " +
+                     (dir / "y_pr.safetensors").string() + " --out " + (dir / "x_pr.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto sidecar = nlohmann::json::parse(read_file((dir / "x_pr.json").string()));
+  EXPECT_NE(sidecar.dump().find("unadjusted Langevin"), std::string::npos) << sidecar.dump(2);
   // The wrong kind of file for each method, and bad step counts.
   r = test::run_ud2m("restore --method ddrm --model " + generator + " -m " + (dir / "y.png").string() + " --out " +
                      (dir / "z.png").string());
