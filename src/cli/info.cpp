@@ -7,6 +7,7 @@
 #include "core/error.hpp"
 #include "io/checkpoint.hpp"
 #include "nets/ddpm_pesser.hpp"
+#include "nets/edm2_unet.hpp"
 
 namespace ud2m::cli {
 namespace {
@@ -66,7 +67,13 @@ void print_json(const InfoOptions& o, const char* format, const TensorMap& tenso
 }
 
 // Names the network when the weights are a layout that loads by path alone.
-void print_layout(const std::string& file, const TensorMap& weights) {
+void print_layout(const std::string& file, const TensorMap& weights, const TensorFile& whole) {
+  auto edm2 = nets::edm2_state_dict(whole);
+  if (nets::looks_like_edm2(edm2)) {
+    auto config = nets::infer_edm2_config(edm2, whole.metadata, file);
+    std::printf("layout: EDM2 network (%s), loads with --model\n", config.to_json().dump().c_str());
+    return;
+  }
   if (!nets::has_pesser_ddpm_names(weights)) return;
   try {
     auto config = nets::infer_pesser_ddpm_config(weights, file);
@@ -91,7 +98,7 @@ void run_info(const InfoOptions& o) {
     print_json(o, format, tensors, file.metadata, params, nbytes);
   else {
     print_text(o, format, tensors, file.metadata, params, nbytes);
-    print_layout(o.file, o.weights_only ? tensors : state_dict_of(file));
+    print_layout(o.file, o.weights_only ? tensors : state_dict_of(file), file);
   }
 }
 
