@@ -20,6 +20,7 @@ namespace {
 struct SampleArgs {
   std::string model, out, out_dir, method = "ddim";
   int steps = 50, n = 16, size = 0;
+  std::vector<int> indices;  // NCVSD: level indices on the 40-level grid (overrides --steps)
   double eta = 0.0;
   uint64_t seed = 0;
 };
@@ -46,8 +47,8 @@ void run_sample(const SampleArgs& args) {
     UD2M_CHECK(args.size > 0, "--size is required with --method ncvsd (the generator works at any multiple of 32)");
     auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
     torch::NoGradGuard no_grad;
-    auto x = ncvsd::generate_images(generator, {args.n, generator->channels(), args.size, args.size},
-                                    ncvsd::default_indices(args.steps), rng);
+    auto indices = args.indices.empty() ? ncvsd::default_indices(args.steps) : args.indices;
+    auto x = ncvsd::generate_images(generator, {args.n, generator->channels(), args.size, args.size}, indices, rng);
     write_samples(args, x, seconds());
     return;
   }
@@ -76,6 +77,10 @@ void add_sample_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"ddim", "ncvsd"}));
   cmd->add_option("--steps", args->steps, "DDIM steps (network evaluations); NCVSD: 1, 2 or 4")->capture_default_str();
+  cmd->add_option("--indices", args->indices,
+                  "NCVSD: level indices on the 40-level grid (σ 80 → 0.002), increasing, the last one only ending "
+                  "the grid; e.g. 0,10,20,30,39 (the published 4-step set). Overrides --steps")
+      ->delimiter(',');
   cmd->add_option("--eta", args->eta, "DDIM η: 0 deterministic, 1 ancestral")->capture_default_str();
   cmd->add_option("--n", args->n, "Number of samples")->capture_default_str();
   cmd->add_option("--size", args->size, "Image size (default: the model's training size)");

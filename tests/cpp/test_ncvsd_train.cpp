@@ -110,6 +110,13 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
                      (dir / "g.png").string());
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("1, 2 or 4 steps"), std::string::npos) << r.output;
+  r = test::run_ud2m("sample --method ncvsd --model " + generator + " --indices 5,40 --size 16 " +
+                     (dir / "g.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("NCVSD level index 40 is outside the grid 0..39"), std::string::npos) << r.output;
+  r = test::run_ud2m("sample --method ncvsd --model " + generator + " --indices 3,20,39 --n 1 --size 16 " +
+                     (dir / "custom.png").string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_FALSE(fs::exists(dir / "z.png"));
   EXPECT_FALSE(fs::exists(dir / "g.png"));
 }
