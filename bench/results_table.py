@@ -5,7 +5,7 @@ prior, every method at its published default NFE.
     python bench/results_table.py --build build --out out/results \
         [--count 12] [--tasks gaussian_deblur sr inpainting_random] \
         [--methods tv ddrm diffpir latino dps ud2m pnp-ncvsd] [--adapter ADAPTER] [--generator G] \
-        [--slow-count 4] [--lpips-weights TRUNK HEADS]
+        [--slow-count 4] [--sigma 0.01] [--oversampling 4] [--lpips-weights TRUNK HEADS]
 
 Everything goes through the `ud2m` binary: `degrade` writes exact (float)
 measurements, `restore` restores the folder, `eval` scores it. Seconds per
@@ -38,10 +38,11 @@ def run(cmd):
     return r.stdout + r.stderr
 
 
-def degrade_all(binary, clean, out, task, sigma):
+def degrade_all(binary, clean, out, task, sigma, oversampling):
     out.mkdir(parents=True, exist_ok=True)
+    extra = ["--oversampling", oversampling] if "phase_retrieval" in task else []
     for i, image in enumerate(sorted(clean.glob("*.png"))):
-        run([binary, "degrade", "--task", task, "--sigma", sigma, "--seed", i, image,
+        run([binary, "degrade", "--task", task, "--sigma", sigma, "--seed", i, *extra, image,
              out / (image.stem + ".safetensors")])
 
 
@@ -63,7 +64,7 @@ def restore_and_score(args, binary, clean, measurements, out, task, method):
         ev += ["--lpips-weights", *args.lpips_weights]
     run(ev)
     scores = json.loads((out / "eval.json").read_text())
-    return {"task": task, "method": method, "images": n, "nfe": NFE[method],
+    return {"task": task, "method": method, "sigma": float(args.sigma), "images": n, "nfe": NFE[method],
             "seconds_per_image": seconds / n, **{k: scores["mean"][k] for k in scores["mean"]}}
 
 
@@ -91,11 +92,11 @@ def panel(out, task, methods, index="000", scale=2):
 
 
 def markdown(rows, lpips):
-    head = "| task | method | NFE | PSNR | SSIM |" + (" LPIPS |" if lpips else "") + " s/image | images |"
+    head = "| task | σ | method | NFE | PSNR | SSIM |" + (" LPIPS |" if lpips else "") + " s/image | images |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        cells = [r["task"], r["method"], str(r["nfe"]) if r["nfe"] else "— (TV)", f"{r['psnr']:.2f}",
-                 f"{r['ssim']:.3f}"]
+        cells = [r["task"], f"{r.get('sigma', 0.01):g}", r["method"], str(r["nfe"]) if r["nfe"] else "— (TV)",
+                 f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"]
         if lpips:
             cells.append(f"{r['lpips']:.3f}")
         cells += [f"{r['seconds_per_image']:.2f}", str(r["images"])]
@@ -113,6 +114,7 @@ def main():
     ap.add_argument("--count", type=int, default=12)
     ap.add_argument("--slow-count", type=int, default=4)
     ap.add_argument("--sigma", default="0.01")
+    ap.add_argument("--oversampling", default="4", help="phase retrieval (the published protocol: 4)")
     ap.add_argument("--tasks", nargs="+", default=["gaussian_deblur", "sr", "inpainting_random"])
     ap.add_argument("--methods", nargs="+", default=["tv", "ddrm", "diffpir", "latino", "dps", "ud2m"])
     ap.add_argument("--lpips-weights", nargs=2, metavar=("TRUNK", "HEADS"))
@@ -128,7 +130,7 @@ def main():
     rows = []
     for task in args.tasks:
         measurements = out / task / "measurements"
-        degrade_all(binary, clean, measurements, task, args.sigma)
+        degrade_all(binary, clean, measurements, task, args.sigma, args.oversampling)
         for method in args.methods:
             m, c = measurements, clean
             if method in SLOW and args.slow_count < args.count:
