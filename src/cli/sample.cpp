@@ -19,7 +19,7 @@ namespace {
 
 struct SampleArgs {
   std::string model, out, out_dir, method = "ddim";
-  int steps = 50, n = 16, size = 0;
+  int steps = 50, n = 16, size = 0, class_label = -1;
   std::vector<int> indices;  // NCVSD: level indices on the 40-level grid (overrides --steps)
   double eta = 0.0;
   uint64_t seed = 0;
@@ -52,7 +52,9 @@ void run_sample(const SampleArgs& args) {
     write_samples(args, x, seconds());
     return;
   }
-  auto prior = diffusion::load_prior(args.model);
+  diffusion::LoadOptions load;
+  load.class_label = args.class_label;
+  auto prior = diffusion::load_prior(args.model, load);
   const int size = args.size > 0 ? args.size : prior->image_size();
   auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
   torch::Tensor x;
@@ -81,6 +83,8 @@ void add_sample_command(CLI::App& app) {
                   "NCVSD: level indices on the 40-level grid (σ 80 → 0.002), increasing, the last one only ending "
                   "the grid; e.g. 0,10,20,30,39 (the published 4-step set). Overrides --steps")
       ->delimiter(',');
+  cmd->add_option("--class", args->class_label,
+                  "Class-conditional priors (EDM2 ImageNet): the class to sample (-1: the file's own, or none)");
   cmd->add_option("--eta", args->eta, "DDIM η: 0 deterministic, 1 ancestral")->capture_default_str();
   cmd->add_option("--n", args->n, "Number of samples")->capture_default_str();
   cmd->add_option("--size", args->size, "Image size (default: the model's training size)");

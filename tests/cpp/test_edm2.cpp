@@ -100,6 +100,11 @@ TEST(Edm2, ConvertedFileNeedsNothingElse) {
                           (dir / "grid.png").string());
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(std::filesystem::exists(dir / "grid.png"));
+  r = test::run_ud2m("sample --model " + data("edm2_tiny.pkl") + " --class 12 --steps 3 --n 1 " +
+                     (dir / "bad.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("class 12 does not exist: the EDM2 model has 10 classes"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "bad.png"));
 }
 
 TEST(Edm2, BadInputGetsOneClearError) {
