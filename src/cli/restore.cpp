@@ -67,6 +67,7 @@ struct RestoreArgs {
   double tv_weight = 0.0;
   double dps_zeta = samplers::DpsOptions{}.zeta;
   double latino_delta = samplers::LatinoOptions{}.delta;
+  samplers::LangevinOptions langevin;
   int bit_depth = 8;
 };
 
@@ -134,6 +135,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
     check_noisy(m, "PnP-NCVSD");
     samplers::PnpNcvsdOptions o;
     o.steps = c.nfe;
+    o.langevin = c.args.langevin;
     // The published phase-retrieval preset averages the x0's only at the end.
     if (!op.is_linear()) o.ema_below = 0.2;
     auto generator = c.generator;
@@ -390,6 +392,11 @@ void add_restore_command(CLI::App& app) {
   cmd->add_option("--steps", args->ud2m_steps, "UD2M sampling steps N (default: the adapter's)");
   cmd->add_option("--blocks", args->ud2m_blocks, "UD2M unrolled blocks K (default: the adapter's)");
   cmd->add_option("--dps-zeta", args->dps_zeta, "DPS step on the residual norm's gradient")->capture_default_str();
+  cmd->add_option("--langevin-steps", args->langevin.steps,
+                  "PnP-NCVSD, nonlinear operators: Langevin steps per likelihood step")->capture_default_str();
+  cmd->add_option("--langevin-tau", args->langevin.tau,
+                  "PnP-NCVSD, nonlinear operators: Langevin step as a fraction of the stiffest direction's scale "
+                  "(0 < tau < 1)")->capture_default_str();
   cmd->add_option("--latino-delta", args->latino_delta, "LATINO prox step scale δ")->capture_default_str();
   cmd->add_option("--bit-depth", args->bit_depth, "PNG bit depth of the output: 8 or 16")
       ->check(CLI::IsMember({8, 16}))

@@ -24,10 +24,10 @@ PhaseRetrieval::PhaseRetrieval(int64_t height, int64_t width, int64_t oversampli
 torch::Tensor PhaseRetrieval::forward(const torch::Tensor& x) const {
   UD2M_CHECK(x.dim() == 4 && x.size(2) == height_ && x.size(3) == width_,
              "phase retrieval was built for {}x{} images, not input of shape {}", height_, width_, x.sizes().vec());
-  auto v = x;
+  auto v = (x + 1) / 2;  // intensities: non-negative, so no sign ambiguity
   if (random_phase_) {
     auto ctype = x.scalar_type() == torch::kFloat64 ? torch::kComplexDouble : torch::kComplexFloat;
-    v = x * phase_.to(x.device(), ctype);
+    v = v * phase_.to(x.device(), ctype);
   }
   // fft2 with a larger size s zero-pads at the end of each dimension.
   auto F = torch::fft::fft2(v, std::vector<int64_t>{oversampling_ * height_, oversampling_ * width_}, {-2, -1},

@@ -1,4 +1,7 @@
-// Fourier phase retrieval, nonlinear: y = |F(P D x)|², per channel, where P
+// Fourier phase retrieval, nonlinear: y = |F(P D v)|², per channel, of the
+// image's intensities v = (x + 1)/2 in [0, 1] (as the DPS/DAPS protocol
+// measures images: on [-1, 1] values x and −x, an image and its negative,
+// would give the same measurement), where P
 // zero-pads each H×W channel to (o·H, o·W) at the bottom/right (oversampling
 // o ≥ 1), F is the orthonormal 2-D DFT (so ‖F v‖ = ‖v‖), and D is either the
 // identity or, in the random-phase variant, a diagonal of unit-modulus

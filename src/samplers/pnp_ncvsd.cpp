@@ -50,10 +50,15 @@ torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch:
                                        torch::Generator& rng) {
   UD2M_CHECK(options.steps >= 0 && options.tau > 0 && options.tau < 1,
              "Langevin needs steps >= 0 and 0 < tau < 1 (got {}, {})", options.steps, options.tau);
-  const double curvature = jacobian_gram_norm(op, x0, options.power_iterations, rng);
-  const double eta = options.tau / (1 / (s * s) + curvature / (sigma_y * sigma_y));
   auto u = x0 + s * gaussian(x0.sizes(), rng, x0.options());
+  double eta = 0;
   for (int k = 0; k < options.steps; ++k) {
+    // The curvature of a nonlinear operator changes along the chain (phase
+    // retrieval's grows with the intensities): re-measure it where u is.
+    if (k % options.recurvature_every == 0) {
+      const double curvature = jacobian_gram_norm(op, u, options.power_iterations, rng);
+      eta = options.tau / (1 / (s * s) + curvature / (sigma_y * sigma_y));
+    }
     auto drift = -(u - x0) / (s * s) - op.data_grad(u, y) / (sigma_y * sigma_y);
     u = u + eta * drift + std::sqrt(2 * eta) * gaussian(u.sizes(), rng, u.options());
   }

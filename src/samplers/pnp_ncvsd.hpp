@@ -26,12 +26,13 @@ using GenerativeDenoiser =
 // Unadjusted Langevin for the likelihood step of nonlinear operators.
 struct LangevinOptions {
   int steps = 100;
-  // Step η = tau/(1/s² + L/σ_y²), L the largest eigenvalue of JᵀJ at x0 (J the
-  // operator's Jacobian): each direction moves at most tau of its own scale
-  // per step. For a Gaussian target the stationary variance is too large by
+  // Step η = tau/(1/s² + L/σ_y²), L the largest eigenvalue of JᵀJ at the
+  // chain's current point (J the operator's Jacobian): each direction moves at
+  // most tau of its own scale per step. For a Gaussian target the stationary variance is too large by
   // at most 1/(1 − tau/2) in the stiffest direction (5% at 0.1).
   double tau = 0.1;
   int power_iterations = 10;
+  int recurvature_every = 20;  // L is re-measured at the current u every this many steps
 };
 
 struct PnpNcvsdOptions {

@@ -68,11 +68,15 @@ TEST(PhysicsPhaseRetrieval, ShapesAndParseval) {
   auto x = torch::randn({2, 3, 8, 6});
   auto y = op.forward(x);
   EXPECT_EQ(y.sizes().vec(), (std::vector<int64_t>{2, 3, 24, 18}));
-  // Orthonormal DFT: the intensities sum to ‖x‖² per channel.
-  EXPECT_NEAR(y.sum().item<double>(), x.pow(2).sum().item<double>(), 1e-3);
+  // Orthonormal DFT of the [0, 1] intensities v = (x + 1)/2: the measurement sums to ‖v‖².
+  const double energy = ((x + 1) / 2).pow(2).sum().item<double>();
+  EXPECT_NEAR(y.sum().item<double>(), energy, 1e-3 * energy);
   // The random phase mask is a pure phase: same energy, different intensities.
   PhaseRetrieval rp(8, 6, 3, true, 0);
   auto yr = rp.forward(x);
-  EXPECT_NEAR(yr.sum().item<double>(), x.pow(2).sum().item<double>(), 1e-3);
+  EXPECT_NEAR(yr.sum().item<double>(), energy, 1e-3 * energy);
   EXPECT_GT((yr - y).abs().max().item<double>(), 1e-3);
+  // A black image measures nothing, and an image and its negative differ.
+  EXPECT_EQ(op.forward(-torch::ones({1, 3, 8, 6})).abs().max().item<double>(), 0.0);
+  EXPECT_GT((op.forward(-x) - y).abs().max().item<double>(), 1e-2);
 }
