@@ -79,6 +79,7 @@ torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Oper
   torch::Tensor average;
   for (int i = 0; i < options.steps; ++i) {
     auto x0 = generator(u, sigmas[i], rng);
+    if (options.clip_x0) x0 = x0.clamp(-1, 1);
     const bool averaging = options.ema_decay > 0 && sigmas[i] < options.ema_below && average.defined();
     average = averaging ? options.ema_decay * average + (1 - options.ema_decay) * x0 : x0;
     if (on_step) on_step(i, -1, average);

@@ -41,6 +41,11 @@ struct PnpNcvsdOptions {
   double ema_below = 100;   // average the x0's once σ_i is below this ...
   double ema_decay = 0.6;   // ... as x̄ ← decay·x̄ + (1 − decay)·x0 (0: no averaging)
   LangevinOptions langevin;  // nonlinear operators only
+  // Clamp each x0 to the data range [-1, 1], the prior's support (as
+  // guided-diffusion's clip_denoised). An imperfect generator's out-of-range
+  // x0 otherwise steers phase retrieval into its mirror mode (intensities of
+  // the wrong sign, which measure the same).
+  bool clip_x0 = true;
 };
 
 // σ_i = (σmax^{1/ρ} + i/(n−1)·(σmin^{1/ρ} − σmax^{1/ρ}))^ρ, i = 0..n−1.

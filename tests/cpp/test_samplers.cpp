@@ -372,6 +372,7 @@ TEST(PnpNcvsd, ExactGeneratorConvergesToTheCorrelatedInpaintingPosterior) {
     samplers::PnpNcvsdOptions options;
     options.steps = steps;
     options.ema_decay = 0;  // the EMA averages samples: a point estimate, not a posterior sample
+    options.clip_x0 = false;  // the Gaussian prior's support is unbounded
     auto rng = at::make_generator<at::CPUGeneratorImpl>(12);
     auto r = in_holes(samplers::pnp_ncvsd(generator, toy.op, toy.y, toy.sigma, {200, 1, 16, 16}, options, rng), toy);
     std::printf("PnP-NCVSD %d steps (exact generator) correlated Gaussian inpainting, holes: mean error %.4f prior "
