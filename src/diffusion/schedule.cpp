@@ -51,7 +51,7 @@ int Schedule::timestep_for_sigma(double sigma) const {
 
 torch::Tensor Schedule::sigmas_at(const torch::Tensor& t) const {
   auto log_sigma = 0.5 * ((1 - alpha_bars_) / alpha_bars_).log();  // (T,) float64, increasing
-  auto tt = t.to(torch::kFloat64).clamp(0, steps_ - 1);
+  auto tt = t.to(torch::kCPU, torch::kFloat64).clamp(0, steps_ - 1);
   auto lower = tt.floor().to(torch::kLong).clamp_max(steps_ - 2);
   auto w = tt - lower.to(torch::kFloat64);
   auto lo = log_sigma.index_select(0, lower), hi = log_sigma.index_select(0, lower + 1);
