@@ -48,8 +48,10 @@ double jacobian_gram_norm(const physics::Operator& op, const torch::Tensor& x, i
 torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch::Tensor& x0, const torch::Tensor& y,
                                        double sigma_y, double s, const LangevinOptions& options,
                                        torch::Generator& rng) {
-  UD2M_CHECK(options.steps >= 0 && options.tau > 0 && options.tau < 1,
-             "Langevin needs steps >= 0 and 0 < tau < 1 (got {}, {})", options.steps, options.tau);
+  UD2M_CHECK(options.steps >= 0 && options.tau > 0 && options.tau < 1 && options.recurvature_every >= 1 &&
+                 options.power_iterations >= 1,
+             "Langevin needs steps >= 0, 0 < tau < 1 and positive curvature intervals and iterations (got {}, {}, "
+             "{}, {})", options.steps, options.tau, options.recurvature_every, options.power_iterations);
   auto u = x0 + s * gaussian(x0.sizes(), rng, x0.options());
   double eta = 0;
   for (int k = 0; k < options.steps; ++k) {

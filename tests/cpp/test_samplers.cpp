@@ -354,6 +354,8 @@ TEST(PnpNcvsd, LangevinLikelihoodStepSamplesTheExactGaussian) {
   EXPECT_LT(mean_error, 0.12);  // 4,000 samples: Monte-Carlo error of a difference ≈ 0.022 std
   EXPECT_GT(var_ratio_min, 0.9);
   EXPECT_LT(var_ratio_max, 1.12);  // ULA's bias is at most 1/(1 − τ/2) = 1.05, plus sampling error
+  options.tau = 1.5;
+  EXPECT_THROW_MSG(samplers::langevin_likelihood_step(nonlinear, x0, y, sigma_y, s, options, rng), "0 < tau < 1");
 }
 
 // With the exact generative denoiser of the correlated Gaussian prior the
