@@ -3,13 +3,21 @@ measurements and held-out images: mean PSNR of each, and the gap.
 
     python bench/zero_shot_agreement.py --build build --model PRIOR.safetensors \
         [--images 20] [--size 64] [--task gaussian_deblur] [--sigma 0.05] \
-        [--methods diffpir,ddrm,dps] [--dps-steps 100] [--out bench_out/agreement]
+        [--methods diffpir,ddrm,dps] [--dps-steps 100] [--deepinv-dps-step chung|sde]
+        [--out bench_out/agreement]
 
 The measurements are made once by `ud2m degrade` (exact float values in
 .safetensors); deepinv reads the same values and the same blur kernel. The
 deepinv network is the ADM assembled from deepinv's own DiffUNet blocks
 (tests/python/gen_adm.py) carrying the prior's weights. Each side uses its own
 random numbers, so single images differ; the claim is about the mean.
+
+DPS: deepinv puts the guidance ∇‖y − A(x̂0)‖ into the score of its reverse SDE,
+so its ancestral solver moves x by s_t s_t' (σ_t² − σ_t'²)·(weight/2)·∇ per step
+(the /2: its norm is taken in [0, 1] units) — about β_t/2, far below the fixed
+step ζ = 1 of Chung et al.'s Algorithm 1, which ud2m follows. With
+`--deepinv-dps-step chung` (default) deepinv's weight is set per step so that
+its update is exactly ζ = 1; `sde` keeps deepinv's own weight = 1.
 """
 import argparse
 import json
@@ -68,6 +76,25 @@ def ddpm_sigmas(steps):
     return [float(((1 - ab[t]) / ab[t]).sqrt() / 2) for t in ts]
 
 
+class ChungStepDPS(dinv.sampling.DPSDataFidelity):
+    """deepinv's DPS guidance with its weight set per step so that the
+    ancestral update is x' − ζ∇_x‖y − A(x̂0)‖ (ζ = 1, model units), as in
+    Chung et al.; `sigmas` are the solver's VE levels in model units."""
+
+    def __init__(self, denoiser, sigmas):
+        super().__init__(denoiser=denoiser, clip=[-1.0, 1.0])
+        self.sigmas = [float(s) for s in sigmas]
+
+    def grad(self, x, y, physics, sigma, *args, **kwargs):
+        level = 2 * float(sigma)  # deepinv passes σ in [0, 1] units
+        i = min(range(len(self.sigmas)), key=lambda k: abs(self.sigmas[k] - level))
+        ab0 = 1 / (1 + self.sigmas[i] ** 2)
+        ab1 = 1 / (1 + self.sigmas[min(i + 1, len(self.sigmas) - 1)] ** 2)
+        # deepinv's step on x is ½·weight·(ᾱ1 − ᾱ0)/√(ᾱ0ᾱ1)·∇ in model units.
+        self.weight = 2 * (ab0 * ab1) ** 0.5 / max(ab1 - ab0, 1e-12)
+        return super().grad(x, y, physics, sigma, *args, **kwargs)
+
+
 def deepinv_restore(method, model, physics, y01, sigma, args):
     if method == "diffpir":
         algo = dinv.sampling.DiffPIR(model, dinv.optim.data_fidelity.L2(), sigma=sigma, max_iter=100)
@@ -75,6 +102,9 @@ def deepinv_restore(method, model, physics, y01, sigma, args):
         algo = dinv.sampling.DDRM(model, sigmas=np.array(ddpm_sigmas(20)))
     elif method == "dps":
         algo = dinv.sampling.DPS(model, num_steps=args.dps_steps, dtype=torch.float32)
+        if args.deepinv_dps_step == "chung":
+            algo.data_fidelity = ChungStepDPS(algo.data_fidelity.denoiser,
+                                              algo.sde.sigma_t(algo.solver.timesteps))
     else:
         raise ValueError(method)
     if method == "dps":
@@ -93,6 +123,8 @@ def main():
     ap.add_argument("--sigma", type=float, default=0.05)
     ap.add_argument("--methods", default="diffpir,ddrm,dps")
     ap.add_argument("--dps-steps", type=int, default=100)
+    ap.add_argument("--deepinv-dps-step", choices=["chung", "sde"], default="chung",
+                    help="deepinv's DPS step: Chung et al.'s ζ = 1 (default) or its own SDE weight 1")
     ap.add_argument("--out", default="bench_out/agreement")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
@@ -124,13 +156,17 @@ def main():
                                            noise_model=dinv.physics.GaussianNoise(args.sigma))
             x = deepinv_restore(method, model, physics, (y + 1) / 2, args.sigma, args)
             theirs.append(psnr(x.detach(), read_png(p)))
+        # The two sides draw different noise: the gap's standard error comes
+        # from the spread of the per-image differences.
+        diff = np.array(ours) - np.array(theirs)
         results[method] = {"nfe": nfe, "ud2m_psnr": float(np.mean(ours)), "deepinv_psnr": float(np.mean(theirs)),
-                           "gap_db": float(np.mean(ours) - np.mean(theirs)), "ud2m_seconds": ud2m_seconds,
-                           "deepinv_seconds": time.time() - start, "images": len(clean)}
+                           "gap_db": float(diff.mean()), "gap_standard_error_db": float(diff.std(ddof=1) / len(diff) ** 0.5),
+                           "ud2m_seconds": ud2m_seconds, "deepinv_seconds": time.time() - start,
+                           "images": len(clean), "ud2m_per_image": ours, "deepinv_per_image": theirs}
         r = results[method]
         print(f"{method:8s} NFE {nfe:4d}: ud2m {r['ud2m_psnr']:.2f} dB ({r['ud2m_seconds']:.0f} s), "
-              f"deepinv {r['deepinv_psnr']:.2f} dB ({r['deepinv_seconds']:.0f} s), gap {r['gap_db']:+.2f} dB",
-              flush=True)
+              f"deepinv {r['deepinv_psnr']:.2f} dB ({r['deepinv_seconds']:.0f} s), "
+              f"gap {r['gap_db']:+.2f} ± {r['gap_standard_error_db']:.2f} dB (standard error)", flush=True)
     (out / "agreement.json").write_text(json.dumps({"task": args.task, "sigma": args.sigma, "model": args.model,
                                                      "results": results}, indent=2))
 

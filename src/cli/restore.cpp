@@ -61,6 +61,7 @@ struct RestoreArgs {
   std::string method = "tv";
   std::string measurement, sidecar, out, panel, reference, model, adapter;
   int ud2m_steps = -1, ud2m_blocks = -1;  // -1: the adapter's own N and K
+  double noise_inflation = 0;             // 0: the adapter's own c
   int nfe = 0;  // 0: the method's default
   int samples = 1;
   uint64_t seed = 0;
@@ -192,7 +193,8 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
               return unrolled::sample(network, op, m.y, sigma, m.image_shape, o, rng, cb);
             },
             {{"adapter", c.args.adapter}, {"steps", o.steps}, {"blocks", network.options().blocks},
-             {"eta", o.eta}, {"adapter_task", c.adapter.info.task}}};
+             {"eta", o.eta}, {"adapter_task", c.adapter.info.task},
+             {"noise_inflation", network.options().noise_inflation}}};
   }
   auto& op = linear_operator(m, "LATINO");
   check_noisy(m, "LATINO");
@@ -340,6 +342,7 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
                args.ud2m_blocks);
     adapter = unrolled::load_adapter(args.adapter, prior, args.model);
     if (args.ud2m_blocks > 0) adapter.network->set_blocks(args.ud2m_blocks);
+    if (args.noise_inflation != 0) adapter.network->set_noise_inflation(args.noise_inflation);
     progress_per_sample = args.ud2m_steps > 0 ? args.ud2m_steps : adapter.info.steps;
     nfe = progress_per_sample * adapter.network->options().blocks;
   }
@@ -391,6 +394,8 @@ void add_restore_command(CLI::App& app) {
   cmd->add_option("--adapter", args->adapter, "UD2M adapter file (trained on --model)")->check(CLI::ExistingFile);
   cmd->add_option("--steps", args->ud2m_steps, "UD2M sampling steps N (default: the adapter's)");
   cmd->add_option("--blocks", args->ud2m_blocks, "UD2M unrolled blocks K (default: the adapter's)");
+  cmd->add_option("--noise-inflation", args->noise_inflation,
+                  "UD2M: factor c on σ_y in the re-noising level (default: the adapter's)");
   cmd->add_option("--dps-zeta", args->dps_zeta, "DPS step on the residual norm's gradient")->capture_default_str();
   cmd->add_option("--langevin-steps", args->langevin.steps,
                   "PnP-NCVSD, nonlinear operators: Langevin steps per likelihood step")->capture_default_str();

@@ -17,6 +17,7 @@ Schedule Schedule::linear(int steps, double beta_start, double beta_end) {
   s.beta_end_ = beta_end;
   s.betas_ = torch::linspace(beta_start, beta_end, steps, torch::kFloat64);
   s.alpha_bars_ = torch::cumprod(1 - s.betas_, 0);
+  s.log_sigmas_ = 0.5 * ((1 - s.alpha_bars_) / s.alpha_bars_).log();
   return s;
 }
 
@@ -45,17 +46,24 @@ double Schedule::sigma(int t) const {
 }
 
 int Schedule::timestep_for_sigma(double sigma) const {
-  auto sigmas = ((1 - alpha_bars_) / alpha_bars_).sqrt();
-  return static_cast<int>((sigmas - sigma).abs().argmin().item<int64_t>());
+  return static_cast<int>((log_sigmas_.exp() - sigma).abs().argmin().item<int64_t>());
 }
 
 torch::Tensor Schedule::sigmas_at(const torch::Tensor& t) const {
-  auto log_sigma = 0.5 * ((1 - alpha_bars_) / alpha_bars_).log();  // (T,) float64, increasing
   auto tt = t.to(torch::kCPU, torch::kFloat64).clamp(0, steps_ - 1);
   auto lower = tt.floor().to(torch::kLong).clamp_max(steps_ - 2);
   auto w = tt - lower.to(torch::kFloat64);
-  auto lo = log_sigma.index_select(0, lower), hi = log_sigma.index_select(0, lower + 1);
+  auto lo = log_sigmas_.index_select(0, lower), hi = log_sigmas_.index_select(0, lower + 1);
   return (lo + w * (hi - lo)).exp();
+}
+
+torch::Tensor Schedule::timesteps_at(const torch::Tensor& sigma) const {
+  auto query = sigma.to(torch::kCPU, torch::kFloat64).clamp_min(1e-20).log();
+  auto upper = torch::searchsorted(log_sigmas_, query).clamp(1, steps_ - 1);
+  auto lower = upper - 1;
+  auto lo = log_sigmas_.index_select(0, lower), hi = log_sigmas_.index_select(0, upper);
+  auto t = lower.to(torch::kFloat64) + (query - lo) / (hi - lo);
+  return t.clamp(0, steps_ - 1).to(sigma.device(), torch::kFloat32);
 }
 
 }  // namespace ud2m::diffusion

@@ -20,15 +20,19 @@ class Schedule {
   double sigma(int t) const;          // VE level √(1−ᾱ_t)/√ᾱ_t
   double beta(int t) const;
   int timestep_for_sigma(double sigma) const;  // nearest t in σ
-  // σ at timesteps t (N,), fractional ones interpolated in log σ (for
-  // continuous-σ networks called with the continuous timesteps of ncvsd).
+  // Continuous time: σ and t linked by interpolating log σ linearly between
+  // integer timesteps (log σ_t increases with t). σ at timesteps t (N,), any
+  // device, float64 on the CPU; and its inverse, the timesteps (float32, same
+  // device) whose levels are `sigma`, clamped to [0, T−1]. For networks called
+  // at noise levels between the discrete ones (ncvsd, EDM2 priors).
   torch::Tensor sigmas_at(const torch::Tensor& t) const;
+  torch::Tensor timesteps_at(const torch::Tensor& sigma) const;
   const torch::Tensor& alpha_bars() const { return alpha_bars_; }  // float64 (steps,)
 
  private:
   int steps_ = 0;
   double beta_start_ = 0, beta_end_ = 0;
-  torch::Tensor betas_, alpha_bars_;
+  torch::Tensor betas_, alpha_bars_, log_sigmas_;  // float64 (steps,)
 };
 
 }  // namespace ud2m::diffusion

@@ -26,22 +26,9 @@ nets::AdmConfig conditional_config(nets::AdmConfig config) {
 
 }  // namespace
 
-torch::Tensor continuous_timesteps(const diffusion::Schedule& schedule, const torch::Tensor& level) {
-  // log σ_t is increasing in t: interpolate t linearly in log σ between integers.
-  auto ab = schedule.alpha_bars();
-  auto log_sigma = 0.5 * ((1 - ab) / ab).log();  // (T,) float64
-  auto query = level.to(torch::kFloat64).clamp_min(1e-20).log();
-  const int64_t last = schedule.steps() - 1;
-  auto upper = torch::searchsorted(log_sigma, query).clamp(1, last);
-  auto lower = upper - 1;
-  auto lo = log_sigma.index_select(0, lower), hi = log_sigma.index_select(0, upper);
-  auto t = lower.to(torch::kFloat64) + (query - lo) / (hi - lo);
-  return t.clamp(0, last).to(torch::kFloat32);
-}
-
 torch::Tensor prior_x0(diffusion::Prior& prior, const torch::Tensor& x, const torch::Tensor& level) {
   auto scale = per_sample((1 + level.pow(2)).rsqrt(), x);
-  auto eps = prior.epsilon(x * scale, continuous_timesteps(prior.schedule(), level));
+  auto eps = prior.epsilon(x * scale, prior.schedule().timesteps_at(level));
   return x - per_sample(level, x) * eps.to(x.dtype());
 }
 
@@ -91,7 +78,7 @@ torch::Tensor ConditionalDenoiserImpl::forward(const torch::Tensor& x, const tor
   auto c_in = per_sample((sigma.pow(2) + 0.25).rsqrt(), y);  // σ_data = 0.5
   auto c_noise = per_sample(sigma.log() / 4, y).expand({y.size(0), 1, y.size(2), y.size(3)});
   auto input = torch::cat({x * scale, y * c_in, c_noise}, 1);
-  auto eps = net_->forward(input, continuous_timesteps(schedule_, level)).narrow(1, 0, x.size(1));
+  auto eps = net_->forward(input, schedule_.timesteps_at(level)).narrow(1, 0, x.size(1));
   return x - per_sample(level, x) * eps.to(x.dtype());
 }
 

@@ -17,9 +17,6 @@
 
 namespace ud2m::ncvsd {
 
-// Continuous timesteps (N,) whose levels are `level` (N,), clamped to [0, T−1].
-torch::Tensor continuous_timesteps(const diffusion::Schedule& schedule, const torch::Tensor& level);
-
 // The teacher: E[x0 | x0 + level·n = x] from an unconditional prior.
 torch::Tensor prior_x0(diffusion::Prior& prior, const torch::Tensor& x, const torch::Tensor& level);
 

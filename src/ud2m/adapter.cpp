@@ -19,6 +19,7 @@ void save_adapter(const std::string& path, UnrolledNetwork& network, const Adapt
                          {"task", info.task},
                          {"blocks", o.blocks},
                          {"steps", info.steps},
+                         {"noise_inflation", o.noise_inflation},
                          {"lora", {{"rank", o.lora.rank}, {"alpha", o.lora.alpha}}},
                          {"training", info.training}};
   write_safetensors(path, tensors, {{kMetadataKey, meta.dump()}});
@@ -40,6 +41,7 @@ LoadedAdapter load_adapter(const std::string& path, diffusion::PriorPtr prior, c
   options.blocks = meta.value("blocks", 3);
   options.lora.rank = meta.at("lora").value("rank", 5);
   options.lora.alpha = meta.at("lora").value("alpha", 1.5);
+  options.noise_inflation = meta.value("noise_inflation", options.noise_inflation);
   auto network = std::make_shared<UnrolledNetwork>(std::move(prior), options);
   torch::NoGradGuard no_grad;
   for (auto& [name, value] : network->trainable_parameters()) {

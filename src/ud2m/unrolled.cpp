@@ -29,6 +29,7 @@ std::string weights_fingerprint(torch::nn::Module& module) {
 UnrolledNetwork::UnrolledNetwork(diffusion::PriorPtr prior, UnrolledOptions options)
     : prior_(std::move(prior)), options_(options) {
   UD2M_CHECK(options_.blocks > 0, "the number of unrolled blocks K must be positive, not {}", options_.blocks);
+  set_noise_inflation(options_.noise_inflation);
   base_fingerprint_ = weights_fingerprint(prior_->module());
   for (auto& p : prior_->module().parameters()) p.set_requires_grad(false);
   prior_->add_lora(options_.lora);
@@ -42,6 +43,11 @@ UnrolledNetwork::UnrolledNetwork(diffusion::PriorPtr prior, UnrolledOptions opti
 void UnrolledNetwork::set_blocks(int blocks) {
   UD2M_CHECK(blocks > 0, "the number of unrolled blocks K must be positive, not {}", blocks);
   options_.blocks = blocks;
+}
+
+void UnrolledNetwork::set_noise_inflation(double inflation) {
+  UD2M_CHECK(inflation > 0 && std::isfinite(inflation), "the noise inflation c must be positive, not {}", inflation);
+  options_.noise_inflation = inflation;
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> UnrolledNetwork::trainable_parameters() {
@@ -61,11 +67,12 @@ int UnrolledNetwork::renoise_timestep(double sigma_y, int t) const {
 }
 
 torch::Tensor UnrolledNetwork::data_step(const physics::LinearOperator& op, const torch::Tensor& y, double sigma_y,
-                                         const torch::Tensor& x_t, int t, const torch::Tensor& previous) const {
+                                         const torch::Tensor& x_t, int t, const torch::Tensor& previous,
+                                         double inflation) const {
   const auto& schedule = prior_->schedule();
   const double sigma_t = schedule.sigma(t);
   // The two quadratic terms in z merge into one, ‖z − u‖²/(2v).
-  auto rho = rho0(sigma_y, t) * rho_scale();
+  auto rho = rho0(inflation * sigma_y, t) * rho_scale();
   auto w_t = torch::full({}, 1 / (sigma_t * sigma_t), torch::kFloat64), w_prev = 1 / rho.to(torch::kFloat64).pow(2);
   auto v = 1 / (w_t + w_prev);
   auto u = (v * (w_t * x_t / std::sqrt(schedule.alpha_bar(t)) + w_prev * previous)).to(x_t.scalar_type());
@@ -79,16 +86,53 @@ torch::Tensor UnrolledNetwork::data_step(const physics::LinearOperator& op, cons
   return z + (gamma - gamma.detach()).to(z.scalar_type()) * dz_dgamma;
 }
 
+namespace {
+
+// Separable Gaussian blur of (N, C, H, W), zero outside the image.
+torch::Tensor gaussian_blur(const torch::Tensor& x, double std) {
+  const int64_t radius = std::min<int64_t>(static_cast<int64_t>(std::ceil(2.5 * std)), std::max(x.size(2), x.size(3)));
+  auto u = torch::arange(-radius, radius + 1, x.options());
+  auto g = (-(u * u) / (2 * std * std)).exp();
+  g = g / g.sum();
+  const int64_t c = x.size(1);
+  auto row = g.view({1, 1, 1, -1}).expand({c, 1, 1, g.size(0)}).contiguous();
+  auto col = g.view({1, 1, -1, 1}).expand({c, 1, g.size(0), 1}).contiguous();
+  namespace F = torch::nn::functional;
+  auto h = F::conv2d(x, row, F::Conv2dFuncOptions().padding({0, radius}).groups(c));
+  return F::conv2d(h, col, F::Conv2dFuncOptions().padding({radius, 0}).groups(c));
+}
+
+// Each unseen pixel gets the Gaussian-weighted mean of the seen pixels around
+// it (normalised convolution), at the smallest scale 1, 2, 4, … that reaches
+// one: a smooth fill that keeps constants and never leaves the range of the
+// seen values, so the prior starts from a plausible image instead of grey.
+torch::Tensor fill_unseen(torch::Tensor x, torch::Tensor seen) {
+  auto known = seen.to(x.scalar_type());
+  auto done = seen;
+  for (double std = 1; !done.all().item<bool>(); std *= 2) {
+    auto weight = gaussian_blur(known, std);
+    auto reached = weight > 1e-4;
+    auto mean = gaussian_blur(x * known, std) / torch::where(reached, weight, torch::ones_like(weight));
+    auto fill = reached & ~done;
+    x = torch::where(fill, mean, x);
+    done = done | reached;
+    if (std > 4 * std::max(x.size(2), x.size(3))) break;  // nothing seen at all: leave 0
+  }
+  return x;
+}
+
+}  // namespace
+
 torch::Tensor initial_estimate(const physics::LinearOperator& op, const torch::Tensor& y) {
   // Aᵀy / Aᵀ1: each pixel the weighted mean of the measurements it enters —
-  // y for blur and denoising, y with grey holes for inpainting, a normalised
-  // (blurred) upsampling for SR. It never amplifies noise, where A†y or a
+  // y for blur and denoising, y in the seen pixels for inpainting, a
+  // normalised (blurred) upsampling for SR. It never amplifies noise, where A†y or a
   // weakly regularised MAP estimate does (gain up to 1/(2σ_y) under blur).
   auto weight = op.adjoint(torch::ones_like(y));
-  auto seen = weight > 1e-3 * weight.abs().max();
+  auto seen = weight > 1e-3 * weight.abs().max();  // pixels some measurement sees
   auto x = torch::where(seen, op.adjoint(y) / torch::where(seen, weight, torch::ones_like(weight)),
                         torch::zeros_like(weight));
-  return x.clamp(-1, 1);
+  return fill_unseen(x, seen).clamp(-1, 1);
 }
 
 torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
@@ -96,11 +140,12 @@ torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const 
   UD2M_CHECK(sigma > 0, "UD2M needs a positive measurement noise level, not {}", sigma);
   const double sigma_y = 2 * sigma;  // model units
   const auto& schedule = prior_->schedule();
-  const int t_delta = renoise_timestep(sigma_y, t);
+  const double inflation = options_.noise_inflation;
+  const int t_delta = renoise_timestep(inflation * sigma_y, t);
   const double ab = schedule.alpha_bar(t_delta);
   auto x = initial_estimate(op, y);
   for (int k = 0; k < options_.blocks; ++k) {
-    auto z = data_step(op, y, sigma_y, x_t, t, x);
+    auto z = data_step(op, y, sigma_y, x_t, t, x, inflation);
     auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * gaussian(z.sizes(), rng, z.options());
     x = prior_->x0(z_in, t_delta);
   }

@@ -2,7 +2,9 @@
 //   1. a data step z = argmin ‖y − Az‖²/(2λσ_y²) + ‖z − x_t/√ᾱ_t‖²/(2σ_t²) + ‖z − x⁽ᵏ⁻¹⁾‖²/(2ρ²)
 //      (one prox of the operator: the operator enters only here, so any
 //      linear operator works, also ones never seen in training);
-//   2. re-noise z to t_δ, the timestep whose level is nearest ρ₀ = σ_yσ_t/√(σ_y²+σ_t²);
+//   2. re-noise z to t_δ, the timestep whose level is nearest ρ₀ = σ'σ_t/√(σ'²+σ_t²),
+//      σ' = cσ_y (c = 1; the reference code uses c = 13 for inpainting, which
+//      measured worse here once x⁽⁰⁾ fills the holes, see initial_estimate);
 //   3. one call of the LoRA-adapted prior there: x⁽ᵏ⁾ = its x0 estimate.
 // x⁽⁰⁾ = Aᵀy/Aᵀ1 (initial_estimate); the output is x⁽ᴷ⁾. Learned: the LoRA factors, the prior's
 // output head, λ = exp(θ_λ) and ρ = ρ₀·exp(θ_ρ) (both 1 at the start).
@@ -20,6 +22,8 @@ namespace ud2m::unrolled {
 struct UnrolledOptions {
   int blocks = 3;  // K
   nets::LoraOptions lora;
+  // c in ρ₀ (so in t_δ and the weight of x⁽ᵏ⁻¹⁾).
+  double noise_inflation = 1;
 };
 
 class UnrolledNetwork : public torch::nn::Module {
@@ -33,9 +37,11 @@ class UnrolledNetwork : public torch::nn::Module {
   torch::Tensor forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
                         const torch::Tensor& x_t, int t, torch::Generator& rng);
 
-  // Step 1 of a block (sigma_y in model units); differentiable in λ and ρ too.
+  // Step 1 of a block (sigma_y in model units, ρ₀ from inflation·sigma_y);
+  // differentiable in λ and ρ too.
   torch::Tensor data_step(const physics::LinearOperator& op, const torch::Tensor& y, double sigma_y,
-                          const torch::Tensor& x_t, int t, const torch::Tensor& previous) const;
+                          const torch::Tensor& x_t, int t, const torch::Tensor& previous,
+                          double inflation = 1) const;
   // ρ₀ and its timestep t_δ.
   double rho0(double sigma_y, int t) const;
   int renoise_timestep(double sigma_y, int t) const;
@@ -49,6 +55,7 @@ class UnrolledNetwork : public torch::nn::Module {
   const UnrolledOptions& options() const { return options_; }
   // Unroll more or fewer blocks than trained (K ≥ 1).
   void set_blocks(int blocks);
+  void set_noise_inflation(double inflation);  // c > 0
   const std::string& base_fingerprint() const { return base_fingerprint_; }
 
  private:
@@ -58,9 +65,11 @@ class UnrolledNetwork : public torch::nn::Module {
   torch::Tensor log_lambda_, log_rho_scale_;
 };
 
-// x⁽⁰⁾ of the unrolled network: Aᵀy/Aᵀ1 where Aᵀ1 is not ~0, else 0 (mid-grey),
-// clamped to the image range. Reduces to the paper's per-task inits (y for
-// deblurring and inpainting, an upsampling of y for SR) without knowing the task.
+// x⁽⁰⁾ of the unrolled network: Aᵀy/Aᵀ1 where Aᵀ1 is not ~0, pixels no
+// measurement sees filled from their seen neighbours, clamped to the image
+// range. The paper's per-task inits (y for deblurring, an upsampling of y for
+// SR) without knowing the task; for inpainting a smooth fill instead of y's
+// grey holes, which at t_δ ≈ 2 the prior cannot fill (+9.4 dB measured).
 torch::Tensor initial_estimate(const physics::LinearOperator& op, const torch::Tensor& y);
 
 // FNV-1a (64 bit, hex) over the names and fp32 values of a module's

@@ -194,15 +194,18 @@ TEST(Ncvsd, ContinuousTimestepsInvertTheScheduleLevels) {
   auto t = torch::tensor({0, 1, 17, 500, 999});
   std::vector<double> levels;
   for (int i = 0; i < 5; ++i) levels.push_back(schedule.sigma(t[i].item<int>()));
-  auto back = ncvsd::continuous_timesteps(schedule, torch::tensor(levels, kF64));
+  auto back = schedule.timesteps_at(torch::tensor(levels, kF64));
   EXPECT_TRUE(torch::allclose(back, t.to(torch::kFloat32), 0, 1e-3)) << back;
-  // Between two timesteps, in between; beyond the ends, clamped.
+  // Between two timesteps, in between (the geometric mean of the levels is
+  // the midpoint); beyond the ends, clamped.
   const double mid = std::sqrt(schedule.sigma(10) * schedule.sigma(11));
-  auto between = ncvsd::continuous_timesteps(schedule, torch::tensor({mid, 1e-6, 1e6}, kF64));
-  EXPECT_GT(between[0].item<float>(), 10);
-  EXPECT_LT(between[0].item<float>(), 11);
+  auto between = schedule.timesteps_at(torch::tensor({mid, 1e-6, 1e6}, kF64));
+  EXPECT_NEAR(between[0].item<float>(), 10.5, 1e-4);
   EXPECT_EQ(between[1].item<float>(), 0);
   EXPECT_EQ(between[2].item<float>(), 999);
+  // sigmas_at is its inverse at fractional timesteps too.
+  auto fractional = torch::tensor({0.25, 10.5, 333.3, 998.9}, kF64);
+  EXPECT_TRUE(torch::allclose(schedule.timesteps_at(schedule.sigmas_at(fractional)).to(kF64), fractional, 0, 1e-3));
 }
 
 TEST(Ncvsd, FreshConditionalCopyIsTheTeacher) {

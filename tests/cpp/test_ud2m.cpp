@@ -128,7 +128,7 @@ TEST(Ud2m, OneBlockAtTheFirstTimestepIsOneLatinoIteration) {
   // At t = 999 the x_t term weighs ρ²/σ_t² ≈ 4e-7 (σ_t ≈ 157 ≫ ρ), so a
   // single block is LATINO's step up to ~1e-4: prox of the initial estimate
   // with γ = ρ²/(λσ_y²), re-noise to t_δ, denoise. For inpainting the initial
-  // estimate is y itself (missing pixels 0 in y already).
+  // estimate is y with its holes filled (initial_estimate).
   auto prior = tiny_adm();
   unrolled::UnrolledOptions options;
   options.blocks = 1;
@@ -145,11 +145,21 @@ TEST(Ud2m, OneBlockAtTheFirstTimestepIsOneLatinoIteration) {
   const double rho = net.rho0(sigma_y, 999);
   const int t_delta = net.renoise_timestep(sigma_y, 999);
   EXPECT_LT(t_delta, 50);  // ρ₀ ≈ σ_y: a low noise level
-  auto z = op.prox(y, y, rho * rho / (sigma_y * sigma_y));
+  auto z = op.prox(unrolled::initial_estimate(op, y), y, rho * rho / (sigma_y * sigma_y));
   const double ab = prior->schedule().alpha_bar(t_delta);
   auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * at::randn(z.sizes(), rng, z.options());
   auto latino = prior->x0(z_in, t_delta);
   EXPECT_LT((ours - latino).abs().max().item<double>(), 1e-3);
+}
+
+TEST(Ud2m, NoiseInflationRaisesTheRenoisingLevel) {
+  // c multiplies σ_y in ρ₀: at σ_y = 0.02 and t = 999, t_δ goes from ~2 to well above 50 at c = 13.
+  auto prior = tiny_adm();
+  unrolled::UnrolledNetwork net(prior, {});
+  EXPECT_LT(net.renoise_timestep(0.02, 999), 5);
+  EXPECT_GT(net.renoise_timestep(13 * 0.02, 999), 50);
+  EXPECT_THROW_MSG(net.set_noise_inflation(0), "noise inflation");
+  EXPECT_THROW_MSG(unrolled::UnrolledNetwork(tiny_adm(), {3, {}, -1}), "noise inflation");
 }
 
 TEST(Ud2m, InitialEstimateAveragesTheMeasurementsAndNeverAmplifiesNoise) {
@@ -162,9 +172,22 @@ TEST(Ud2m, InitialEstimateAveragesTheMeasurementsAndNeverAmplifiesNoise) {
   // A normalised blur has Aᵀ1 = 1: the estimate is Aᵀy.
   auto y = blur.forward(noise);
   EXPECT_TRUE(torch::allclose(unrolled::initial_estimate(blur, y), blur.adjoint(y), 1e-5, 1e-6));
-  // Inpainting: y where observed, mid-grey (0) in the holes.
+  // Inpainting: y where observed; a hole gets a weighted mean of the seen
+  // pixels near it: a constant image is filled exactly, and the fill stays
+  // within the seen values (a box hole too, from its border inwards).
+  auto seen = inpainting.mask().expand({1, 3, 16, 16}) > 0.5;
   y = inpainting.forward(noise);
-  EXPECT_TRUE(torch::allclose(unrolled::initial_estimate(inpainting, y), y));
+  auto estimate = unrolled::initial_estimate(inpainting, y);
+  EXPECT_TRUE(torch::equal(estimate.masked_select(seen), y.masked_select(seen)));
+  auto seen_values = y.masked_select(seen), filled = estimate.masked_select(~seen);
+  EXPECT_LE(filled.max().item<double>(), seen_values.max().item<double>() + 1e-6);
+  EXPECT_GE(filled.min().item<double>(), seen_values.min().item<double>() - 1e-6);
+  EXPECT_GT(filled.abs().mean().item<double>(), 1e-3);  // not grey
+  physics::Inpainting box(physics::box_mask(16, 16, 8, 8));
+  auto constant = torch::full({1, 3, 16, 16}, -0.4);
+  EXPECT_TRUE(torch::allclose(unrolled::initial_estimate(box, box.forward(constant)), constant, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(unrolled::initial_estimate(inpainting, inpainting.forward(constant)), constant, 1e-5,
+                              1e-6));
   // A weighted mean with non-negative weights: constants are kept, and
   // pure noise never grows (A†y would multiply it by up to 1/σ_min).
   for (const physics::LinearOperator* op : {static_cast<const physics::LinearOperator*>(&blur),
