@@ -17,7 +17,8 @@ so its ancestral solver moves x by s_t s_t' (σ_t² − σ_t'²)·(weight/2)·�
 (the /2: its norm is taken in [0, 1] units) — about β_t/2, far below the fixed
 step ζ = 1 of Chung et al.'s Algorithm 1, which ud2m follows. With
 `--deepinv-dps-step chung` (default) deepinv's weight is set per step so that
-its update is exactly ζ = 1; `sde` keeps deepinv's own weight = 1.
+its update is exactly ζ = 1 and x̂0 is clamped to the image range before A,
+as in Chung et al.; `sde` keeps deepinv's own DPS.
 """
 import argparse
 import json
@@ -82,7 +83,9 @@ class ChungStepDPS(dinv.sampling.DPSDataFidelity):
     Chung et al.; `sigmas` are the solver's VE levels in model units."""
 
     def __init__(self, denoiser, sigmas):
-        super().__init__(denoiser=denoiser, clip=[-1.0, 1.0])
+        # x̂0 clamped to the image range before A, as in Chung et al. and ud2m
+        # (deepinv's DPS clips to [-1, 1] while its data term works in [0, 1]).
+        super().__init__(denoiser=denoiser, clip=[0.0, 1.0])
         self.sigmas = [float(s) for s in sigmas]
 
     def grad(self, x, y, physics, sigma, *args, **kwargs):

@@ -1,6 +1,13 @@
 // ud2m train --method ud2m|ncvsd: distil a UD2M adapter or an NCVSD generator from a prior.
+#include <cstdlib>
+#include <filesystem>
+
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
+#include "dist/context.hpp"
+#include "dist/launch.hpp"
+#include "train/prior_trainer.hpp"
 #include "train/ncvsd_trainer.hpp"
 #include "train/ud2m_trainer.hpp"
 
@@ -65,9 +72,15 @@ void add_train_command(CLI::App& app) {
                   "features, needs no download), none, or auto (lpips when weights are given, else prior)")
       ->check(CLI::IsMember({"auto", "lpips", "prior", "none"}))
       ->capture_default_str();
-  cmd->callback([o, method, lpips_weights, perceptual_kind, ncvsd] {
+  auto nproc = std::make_shared<int>(1);
+  auto* nproc_option = cmd->add_option(
+      "--nproc", *nproc, "UD2M: worker processes on this machine (data parallel, Gloo over loopback; or launch "
+      "one process per rank with torchrun's variables RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)");
+  cmd->callback([o, method, lpips_weights, perceptual_kind, ncvsd, nproc, nproc_option] {
     UD2M_CHECK(*method == "ud2m" || *method == "ncvsd", "unknown --method '{}'; available: ud2m, ncvsd", *method);
     if (*method == "ncvsd") {
+      UD2M_CHECK(!nproc_option->count() && !std::getenv("WORLD_SIZE"),
+                 "NCVSD trains in one process (multi-process NCVSD training is not implemented yet)");
       ncvsd->teacher = o->prior;
       ncvsd->data = o->data;
       ncvsd->out_dir = o->out_dir;
@@ -83,6 +96,11 @@ void add_train_command(CLI::App& app) {
     }
     UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
     UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
+    const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
+    if (!resume && *nproc > 1) train::PriorTrainer::rank_batch(o->batch, *nproc);  // fail before starting anyone
+    if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
+    auto dist = dist::DistContext::from_environment();
+    if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     train::PerceptualLoss perceptual;
     const bool have_lpips = !lpips_weights->empty();
     UD2M_CHECK(*perceptual_kind != "lpips" || have_lpips, "--perceptual lpips needs --lpips-weights TRUNK HEADS");
@@ -90,7 +108,7 @@ void add_train_command(CLI::App& app) {
       perceptual = train::lpips_loss((*lpips_weights)[0], (*lpips_weights)[1]);
     else if (*perceptual_kind == "prior" || *perceptual_kind == "auto")
       perceptual = train::prior_feature_loss(o->prior);
-    train::Ud2mTrainer(*o, perceptual).run();
+    train::Ud2mTrainer(*o, perceptual, nullptr, dist).run();
   });
 }
 

@@ -48,16 +48,8 @@ void add_train_prior_command(CLI::App& app) {
   cmd->callback([o, nproc, nproc_option] {
     const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
     UD2M_CHECK(!o->data.empty() || resume, "--data is required unless --out holds a checkpoint to resume");
-    if (nproc_option->count()) {
-      UD2M_CHECK(*nproc >= 1, "--nproc must be at least 1, not {}", *nproc);
-      UD2M_CHECK(!std::getenv("WORLD_SIZE"),
-                 "--nproc starts its own worker processes: drop it when a launcher sets WORLD_SIZE");
-    }
-    if (*nproc > 1) {
-      if (!resume) train::PriorTrainer::rank_batch(o->batch, *nproc);  // fail before starting anyone
-      dist::run_local_workers(dist::without_nproc(dist::own_command_line()), *nproc);
-      return;
-    }
+    if (!resume && *nproc > 1) train::PriorTrainer::rank_batch(o->batch, *nproc);  // fail before starting anyone
+    if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
     auto dist = dist::DistContext::from_environment(parse_device(o->device));
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     train::PriorTrainer(*o, nullptr, dist).run();

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -187,6 +188,15 @@ void run_local_workers(const std::vector<std::string>& args, int nproc) {
     stop_others();
   }
   if (failure) fail("{}", *failure);
+}
+
+bool run_local_workers_if_requested(int nproc, bool given) {
+  if (!given) return false;
+  UD2M_CHECK(nproc >= 1, "--nproc must be at least 1, not {}", nproc);
+  UD2M_CHECK(!std::getenv("WORLD_SIZE"), "--nproc starts its own worker processes: drop it when a launcher sets WORLD_SIZE");
+  if (nproc == 1) return false;
+  run_local_workers(without_nproc(own_command_line()), nproc);
+  return true;
 }
 
 }  // namespace ud2m::dist

@@ -22,4 +22,9 @@ int free_loopback_port();
 // its exit code or signal. Workers die with this process (PR_SET_PDEATHSIG).
 void run_local_workers(const std::vector<std::string>& args, int nproc);
 
+// A trainer's `--nproc N` (`given`: it was on the command line): checks N ≥ 1
+// and that no launcher has set WORLD_SIZE; for N > 1 runs this command's N
+// workers and returns true, after which this process has nothing left to do.
+bool run_local_workers_if_requested(int nproc, bool given);
+
 }  // namespace ud2m::dist

@@ -15,16 +15,19 @@ DiscriminatorImpl::DiscriminatorImpl(int64_t image_size, int64_t image_channels)
   UD2M_CHECK(image_size % 32 == 0 && image_size > 0,
              "the discriminator needs image sides that are multiples of 32, not {}", image_size);
   features = torch::nn::Sequential(conv3x3(2 * image_channels, 32), leaky());
-  int64_t channels = 32;
+  int64_t channels = 32, side = image_size;
   for (int64_t next : {64, 128, 256, 128, 64}) {
+    side /= 2;
     features->push_back(torch::nn::AvgPool2d(torch::nn::AvgPool2dOptions(2)));
     features->push_back(conv3x3(channels, next));
-    features->push_back(torch::nn::InstanceNorm2d(torch::nn::InstanceNorm2dOptions(next).affine(true)));
+    if (side > 1)
+      features->push_back(torch::nn::InstanceNorm2d(torch::nn::InstanceNorm2dOptions(next).affine(true)));
+    else
+      features->push_back(torch::nn::GroupNorm(torch::nn::GroupNormOptions(1, next)));
     features->push_back(leaky());
     channels = next;
   }
   register_module("features", features);
-  const int64_t side = image_size / 32;
   head = register_module("head", torch::nn::Linear(channels * side * side, 1));
 }
 

@@ -33,12 +33,14 @@ torch::Tensor dps(diffusion::Denoiser& denoiser, const physics::Operator& op, co
     }
     x0 = x0.detach();
     if (on_step) on_step(static_cast<int>(i), t, x0);
-    if (i + 1 == ts.size()) return x0;
     torch::NoGradGuard no_grad;
-    // Ancestral step with the unconditional x̂0, then the likelihood correction.
-    x = ddim_step(schedule, x, x0, t, ts[i + 1], 1.0, rng) - options.zeta * grad;
+    // Ancestral step with the unconditional x̂0, then the likelihood
+    // correction; the last step goes to x̂0 itself and is corrected too, as
+    // in Chung et al.'s code.
+    const int t_prev = i + 1 < ts.size() ? ts[i + 1] : -1;
+    x = ddim_step(schedule, x, x0, t, t_prev, 1.0, rng) - options.zeta * grad;
   }
-  return x;  // unreachable: the loop returns the last x̂0
+  return x;
 }
 
 }  // namespace ud2m::samplers

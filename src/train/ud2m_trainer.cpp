@@ -17,6 +17,7 @@
 #include "physics/degradation.hpp"
 #include "train/adam_state.hpp"
 #include "train/autocast.hpp"
+#include "train/prior_trainer.hpp"
 #include "train/resume.hpp"
 #include "ud2m/adapter.hpp"
 #include "ud2m/sampler.hpp"
@@ -73,8 +74,10 @@ std::string Ud2mTrainer::checkpoint_path() const {
   return (fs::path(options_.out_dir) / "checkpoint.safetensors").string();
 }
 
-Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, std::shared_ptr<const CropDataset> data)
-    : options_(std::move(options)), perceptual_(std::move(perceptual)), data_(std::move(data)) {
+Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, std::shared_ptr<const CropDataset> data,
+                         std::shared_ptr<dist::DistContext> dist)
+    : options_(std::move(options)), perceptual_(std::move(perceptual)), dist_(std::move(dist)), data_(std::move(data)) {
+  if (!dist_) dist_ = std::make_shared<dist::DistContext>();
   UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
   UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
   UD2M_CHECK(options_.sigma > 0, "UD2M trains on noisy measurements: --sigma must be positive, not {}", options_.sigma);
@@ -101,6 +104,10 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
                                    torch::optim::AdamWOptions(options_.scalar_lr).weight_decay(0)));
   g_optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), adamw);
   d_optimizer_ = std::make_unique<torch::optim::AdamW>(discriminator_->parameters(), adamw);
+  rank_batch_ = PriorTrainer::rank_batch(options_.batch, dist_->world());
+  std::vector<torch::Tensor> initial = discriminator_->parameters();
+  for (auto& [name, p] : network_->trainable_parameters()) initial.push_back(p);
+  dist_->broadcast(initial);  // equal seeds already make them equal; this makes sure
   rng_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed);
   if (resume) load_checkpoint();
 }
@@ -137,13 +144,29 @@ Ud2mTrainer::Noised Ud2mTrainer::noise_to_random_time(const torch::Tensor& x, to
   return n;
 }
 
+torch::Tensor Ud2mTrainer::share(const torch::Tensor& batch) const {
+  return batch.narrow(0, static_cast<int64_t>(dist_->rank()) * rank_batch_, rank_batch_);
+}
+
+void Ud2mTrainer::average_gradients(const std::vector<torch::Tensor>& parameters, std::vector<torch::Tensor> extra) {
+  // Each rank's losses are means over equal shares: the mean of the ranks'
+  // gradients is the gradient of the whole batch's mean loss.
+  for (auto& p : parameters)
+    if (p.grad().defined()) extra.push_back(p.grad());
+  dist_->allreduce_mean(extra);
+}
+
 Ud2mLosses Ud2mTrainer::step() {
+  // Every draw is for the whole batch, in one order, on every rank.
   auto example = draw_example(*data_, rng_, options_.batch);
   const auto& op = example.op();
-  const auto& x = example.x;
-  auto y_up = op.pinv(example.y).detach();
-  auto noised = noise_to_random_time(x, rng_);
+  auto noised = noise_to_random_time(example.x, rng_);
+  auto block_noise = network_->draw_block_noise(noised.x_t, rng_);
+  auto mix = at::rand({options_.batch, 1, 1, 1}, rng_, example.x.options());  // gradient-penalty interpolation
   const double ab = noised.alpha_bar;
+  auto x = share(example.x), y = share(example.y), x_t = share(noised.x_t), eps = share(noised.eps);
+  for (auto& n : block_noise) n = share(n);
+  auto y_up = op.pinv(y).detach();
 
   Ud2mLosses losses;
   // Generator.
@@ -151,11 +174,11 @@ Ud2mLosses Ud2mTrainer::step() {
   torch::Tensor x0, fake_logits;
   {
     Bf16Autocast autocast(torch::kCPU, options_.bf16);
-    x0 = network_->forward(op, example.y, options_.sigma, noised.x_t, noised.t, rng_).to(torch::kFloat32);
+    x0 = network_->forward(op, y, options_.sigma, x_t, noised.t, block_noise).to(torch::kFloat32);
     fake_logits = discriminator_->forward(x0, y_up).to(torch::kFloat32);
   }
-  auto eps_hat = (noised.x_t - std::sqrt(ab) * x0) / std::sqrt(1 - ab);
-  auto l2 = torch::mse_loss(eps_hat, noised.eps);
+  auto eps_hat = (x_t - std::sqrt(ab) * x0) / std::sqrt(1 - ab);
+  auto l2 = torch::mse_loss(eps_hat, eps);
   auto adversarial = torch::binary_cross_entropy_with_logits(fake_logits, torch::ones_like(fake_logits));
   auto g_loss = options_.w_l2 * l2 + options_.w_adv * adversarial;
   if (perceptual_) {
@@ -164,6 +187,11 @@ Ud2mLosses Ud2mTrainer::step() {
     losses.perceptual = perceptual.item<float>();
   }
   g_loss.backward();
+  std::vector<torch::Tensor> g_parameters;
+  for (auto& [name, p] : network_->trainable_parameters()) g_parameters.push_back(p);
+  auto g_values = torch::stack({g_loss.detach(), l2.detach(), adversarial.detach(),
+                                torch::tensor(losses.perceptual)}).to(torch::kFloat32);
+  average_gradients(g_parameters, {g_values});
   // The discriminator's gradients from this pass are not its own step's.
   d_optimizer_->zero_grad();
   g_optimizer_->step();
@@ -178,17 +206,22 @@ Ud2mLosses Ud2mTrainer::step() {
   }
   auto d_loss = torch::binary_cross_entropy_with_logits(real_logits, torch::ones_like(real_logits)) +
                 torch::binary_cross_entropy_with_logits(fake_logits_d, torch::zeros_like(fake_logits_d));
-  auto u = at::rand({options_.batch, 1, 1, 1}, rng_, x.options());
+  auto u = share(mix);
   auto mixed = (u * x + (1 - u) * fake).requires_grad_(true);
   auto grad = torch::autograd::grad({discriminator_->forward(mixed, y_up).sum()}, {mixed}, {}, true, true)[0];
   d_loss = d_loss + options_.w_gp * grad.flatten(1).pow(2).sum(1).mean();
   d_loss.backward();
+  auto d_value = d_loss.detach().to(torch::kFloat32).reshape({1}).clone();
+  average_gradients(discriminator_->parameters(), {d_value});
   d_optimizer_->step();
 
-  losses.l2 = l2.item<float>();
-  losses.adversarial = adversarial.item<float>();
-  losses.generator = g_loss.item<float>();
-  losses.discriminator = d_loss.item<float>();
+  // The whole batch's losses (averaged with the gradients), so every rank logs
+  // and checks the same numbers and stops at the same step.
+  losses.generator = g_values[0].item<float>();
+  losses.l2 = g_values[1].item<float>();
+  losses.adversarial = g_values[2].item<float>();
+  losses.perceptual = g_values[3].item<float>();
+  losses.discriminator = d_value.item<float>();
   UD2M_CHECK(std::isfinite(losses.generator) && std::isfinite(losses.discriminator),
              "the UD2M losses became non-finite at step {} (generator {}, discriminator {})", step_, losses.generator,
              losses.discriminator);
@@ -298,12 +331,15 @@ void Ud2mTrainer::run() {
     log::info("already trained for {} steps (target {})", step_, options_.steps);
     return;
   }
-  log::info("training a UD2M adapter for {} (K = {}, LoRA rank {}) on '{}', batch {}, from step {} to {}; "
+  log::info("training a UD2M adapter for {} (K = {}, LoRA rank {}) on '{}', batch {}{}, from step {} to {}; "
             "perceptual term: {}",
-            options_.task, options_.blocks, options_.lora.rank, options_.prior, options_.batch, step_, options_.steps,
-            perceptual_ ? perceptual_.name : "off");
+            options_.task, options_.blocks, options_.lora.rank, options_.prior, options_.batch,
+            dist_->world() > 1 ? fmt::format(" ({} processes × {})", dist_->world(), rank_batch_) : "", step_,
+            options_.steps, perceptual_ ? perceptual_.name : "off");
   const int val_every = options_.val_every > 0 ? options_.val_every : options_.save_every;
+  const bool main = dist_->is_main();  // rank 0 alone validates and writes: all ranks hold the same state
   auto validate = [&] {
+    if (!main) return;
     validation_history_.emplace_back(step_, validation_psnr());
     log::info("step {}: validation PSNR {:.2f} dB ({} crops, N = {})", step_, validation_history_.back().second,
               options_.val_images, options_.sample_steps);
@@ -315,7 +351,7 @@ void Ud2mTrainer::run() {
     progress.step(fmt::format("G {:.3f} (l2 {:.3f} adv {:.3f}) D {:.3f}", l.generator, l.l2, l.adversarial,
                               l.discriminator));
     if (step_ % val_every == 0 || step_ == options_.steps) validate();
-    if (step_ % options_.save_every == 0 || step_ == options_.steps) save_checkpoint();
+    if (main && (step_ % options_.save_every == 0 || step_ == options_.steps)) save_checkpoint();
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include "nets/discriminator.hpp"
 #include "physics/degradation.hpp"
+#include "dist/context.hpp"
 #include "train/crop_dataset.hpp"
 #include "train/perceptual_loss.hpp"
 #include "ud2m/unrolled.hpp"
@@ -60,8 +61,12 @@ struct Ud2mLosses {
 
 class Ud2mTrainer {
  public:
+  // With `dist` of W processes each rank trains on batch/W of every batch
+  // (all ranks draw the whole batch from the same stream and keep their share)
+  // and gradients are averaged; rank 0 alone validates and writes files.
   explicit Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual = {},
-                       std::shared_ptr<const CropDataset> data = nullptr);
+                       std::shared_ptr<const CropDataset> data = nullptr,
+                       std::shared_ptr<dist::DistContext> dist = nullptr);
   Ud2mLosses step();
   // MSE of x̂0 against the clean crops on fixed draws (same crops, operators,
   // t and noise each call). The training loss's ε-MSE is dominated by the
@@ -97,8 +102,15 @@ class Ud2mTrainer {
   Example draw_example(const CropDataset& images, torch::Generator& rng, int batch) const;
   Noised noise_to_random_time(const torch::Tensor& x, torch::Generator& rng) const;
 
+  // This rank's rows of a tensor holding the whole batch.
+  torch::Tensor share(const torch::Tensor& batch) const;
+  // Averages the defined gradients of `parameters` (and `extra`) over the ranks.
+  void average_gradients(const std::vector<torch::Tensor>& parameters, std::vector<torch::Tensor> extra = {});
+
   Ud2mTrainOptions options_;
   PerceptualLoss perceptual_;
+  std::shared_ptr<dist::DistContext> dist_;
+  int rank_batch_ = 0;
   std::shared_ptr<const CropDataset> data_, val_data_;
   std::vector<Example> validation_set_;
   std::vector<std::pair<int64_t, double>> validation_history_;  // (step, PSNR)

@@ -135,8 +135,21 @@ torch::Tensor initial_estimate(const physics::LinearOperator& op, const torch::T
   return fill_unseen(x, seen).clamp(-1, 1);
 }
 
+std::vector<torch::Tensor> UnrolledNetwork::draw_block_noise(const torch::Tensor& x_t, torch::Generator& rng) const {
+  std::vector<torch::Tensor> noise;
+  for (int k = 0; k < options_.blocks; ++k) noise.push_back(gaussian(x_t.sizes(), rng, x_t.options()));
+  return noise;
+}
+
 torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
                                        const torch::Tensor& x_t, int t, torch::Generator& rng) {
+  return forward(op, y, sigma, x_t, t, draw_block_noise(x_t, rng));
+}
+
+torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
+                                       const torch::Tensor& x_t, int t, const std::vector<torch::Tensor>& block_noise) {
+  UD2M_CHECK(block_noise.size() == static_cast<size_t>(options_.blocks), "{} re-noising draws for {} blocks",
+             block_noise.size(), options_.blocks);
   UD2M_CHECK(sigma > 0, "UD2M needs a positive measurement noise level, not {}", sigma);
   const double sigma_y = 2 * sigma;  // model units
   const auto& schedule = prior_->schedule();
@@ -146,7 +159,7 @@ torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const 
   auto x = initial_estimate(op, y);
   for (int k = 0; k < options_.blocks; ++k) {
     auto z = data_step(op, y, sigma_y, x_t, t, x, inflation);
-    auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * gaussian(z.sizes(), rng, z.options());
+    auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * block_noise[k].to(z.scalar_type());
     x = prior_->x0(z_in, t_delta);
   }
   return x;

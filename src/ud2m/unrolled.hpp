@@ -36,6 +36,13 @@ class UnrolledNetwork : public torch::nn::Module {
   // Differentiable with respect to the trainable parameters.
   torch::Tensor forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
                         const torch::Tensor& x_t, int t, torch::Generator& rng);
+  // The same with the re-noising draws given, block_noise[k] for block k (each
+  // shaped like x_t): what `rng` would draw, in order (data-parallel ranks draw
+  // them for the whole batch and keep their share).
+  torch::Tensor forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
+                        const torch::Tensor& x_t, int t, const std::vector<torch::Tensor>& block_noise);
+  // K standard normal draws shaped like x_t, from rng.
+  std::vector<torch::Tensor> draw_block_noise(const torch::Tensor& x_t, torch::Generator& rng) const;
 
   // Step 1 of a block (sigma_y in model units, ρ₀ from inflation·sigma_y);
   // differentiable in λ and ρ too.
