@@ -7,7 +7,6 @@
 #include "core/log.hpp"
 #include "dist/context.hpp"
 #include "dist/launch.hpp"
-#include "train/prior_trainer.hpp"
 #include "train/ncvsd_trainer.hpp"
 #include "train/ud2m_trainer.hpp"
 
@@ -97,7 +96,7 @@ void add_train_command(CLI::App& app) {
     UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
     UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
     const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
-    if (!resume && *nproc > 1) train::PriorTrainer::rank_batch(o->batch, *nproc);  // fail before starting anyone
+    if (!resume && *nproc > 1) dist::rank_batch(o->batch, *nproc);  // fail before starting anyone
     if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
     auto dist = dist::DistContext::from_environment();
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job

@@ -48,7 +48,7 @@ void add_train_prior_command(CLI::App& app) {
   cmd->callback([o, nproc, nproc_option] {
     const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
     UD2M_CHECK(!o->data.empty() || resume, "--data is required unless --out holds a checkpoint to resume");
-    if (!resume && *nproc > 1) train::PriorTrainer::rank_batch(o->batch, *nproc);  // fail before starting anyone
+    if (!resume && *nproc > 1) dist::rank_batch(o->batch, *nproc);  // fail before starting anyone
     if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
     auto dist = dist::DistContext::from_environment(parse_device(o->device));
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job

@@ -10,6 +10,12 @@
 
 namespace ud2m::dist {
 
+int rank_batch(int batch, int world) {
+  UD2M_CHECK(batch % world == 0, "the batch ({}) must be divisible by the number of processes ({}): each trains on "
+             "an equal share", batch, world);
+  return batch / world;
+}
+
 namespace {
 
 // How long rank 0 waits for the others to join, and they for it.

@@ -24,6 +24,9 @@ struct LaunchEnv {
 // Missing or malformed variables are errors that name the variable.
 std::optional<LaunchEnv> launch_env_from_environment();
 
+// Each rank's share of a global batch; an error unless `world` divides it.
+int rank_batch(int batch, int world);
+
 class DistContext {
  public:
   DistContext() = default;  // one process: every collective is a no-op

@@ -53,12 +53,6 @@ PriorTrainOptions PriorTrainOptions::from_json(const nlohmann::json& j) {
 
 std::string PriorTrainer::checkpoint_path() const { return (fs::path(options_.out_dir) / "checkpoint.safetensors").string(); }
 
-int PriorTrainer::rank_batch(int batch, int world) {
-  UD2M_CHECK(batch % world == 0, "the batch ({}) must be divisible by the number of processes ({}): each trains on "
-             "an equal share", batch, world);
-  return batch / world;
-}
-
 PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const CropDataset> data,
                            std::shared_ptr<dist::DistContext> dist)
     : options_(std::move(options)), data_(std::move(data)), dist_(std::move(dist)),
@@ -73,7 +67,7 @@ PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const Crop
   const bool resume = resume_options(checkpoint_path(), "ud2m_train", "prior-training", options_);
   options_.device = device;
   options_.max_seconds = max_seconds;
-  rank_batch_ = rank_batch(options_.batch, dist_->world());
+  rank_batch_ = dist::rank_batch(options_.batch, dist_->world());
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   torch::manual_seed(options_.seed);  // weight initialisation
   auto config = nets::AdmConfig::preset(options_.config);

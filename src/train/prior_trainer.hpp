@@ -47,9 +47,6 @@ class PriorTrainer {
   explicit PriorTrainer(PriorTrainOptions options, std::shared_ptr<const CropDataset> data = nullptr,
                         std::shared_ptr<dist::DistContext> dist = nullptr);
 
-  // Each rank's share of the global batch; an error unless `world` divides it.
-  static int rank_batch(int batch, int world);
-
   float step();            // one optimisation step; returns its loss (the mean over all ranks)
   void save_checkpoint();  // rank 0 only, atomic: checkpoint.safetensors + prior.safetensors (EMA, bf16)
   void write_samples(const std::string& path);

@@ -17,7 +17,6 @@
 #include "physics/degradation.hpp"
 #include "train/adam_state.hpp"
 #include "train/autocast.hpp"
-#include "train/prior_trainer.hpp"
 #include "train/resume.hpp"
 #include "ud2m/adapter.hpp"
 #include "ud2m/sampler.hpp"
@@ -104,7 +103,7 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
                                    torch::optim::AdamWOptions(options_.scalar_lr).weight_decay(0)));
   g_optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), adamw);
   d_optimizer_ = std::make_unique<torch::optim::AdamW>(discriminator_->parameters(), adamw);
-  rank_batch_ = PriorTrainer::rank_batch(options_.batch, dist_->world());
+  rank_batch_ = dist::rank_batch(options_.batch, dist_->world());
   std::vector<torch::Tensor> initial = discriminator_->parameters();
   for (auto& [name, p] : network_->trainable_parameters()) initial.push_back(p);
   dist_->broadcast(initial);  // equal seeds already make them equal; this makes sure

@@ -11,9 +11,9 @@
 #include <memory>
 #include <string>
 
+#include "dist/context.hpp"
 #include "nets/discriminator.hpp"
 #include "physics/degradation.hpp"
-#include "dist/context.hpp"
 #include "train/crop_dataset.hpp"
 #include "train/perceptual_loss.hpp"
 #include "ud2m/unrolled.hpp"

@@ -58,8 +58,8 @@ std::vector<std::pair<std::string, torch::Tensor>> UnrolledNetwork::trainable_pa
 }
 
 double UnrolledNetwork::rho0(double sigma_y, int t) const {
-  const double sigma_t = prior_->schedule().sigma(t);
-  return sigma_y * sigma_t / std::sqrt(sigma_y * sigma_y + sigma_t * sigma_t);
+  const double sigma_t = prior_->schedule().sigma(t), s = options_.noise_inflation * sigma_y;
+  return s * sigma_t / std::sqrt(s * s + sigma_t * sigma_t);
 }
 
 int UnrolledNetwork::renoise_timestep(double sigma_y, int t) const {
@@ -67,12 +67,11 @@ int UnrolledNetwork::renoise_timestep(double sigma_y, int t) const {
 }
 
 torch::Tensor UnrolledNetwork::data_step(const physics::LinearOperator& op, const torch::Tensor& y, double sigma_y,
-                                         const torch::Tensor& x_t, int t, const torch::Tensor& previous,
-                                         double inflation) const {
+                                         const torch::Tensor& x_t, int t, const torch::Tensor& previous) const {
   const auto& schedule = prior_->schedule();
   const double sigma_t = schedule.sigma(t);
   // The two quadratic terms in z merge into one, ‖z − u‖²/(2v).
-  auto rho = rho0(inflation * sigma_y, t) * rho_scale();
+  auto rho = rho0(sigma_y, t) * rho_scale();
   auto w_t = torch::full({}, 1 / (sigma_t * sigma_t), torch::kFloat64), w_prev = 1 / rho.to(torch::kFloat64).pow(2);
   auto v = 1 / (w_t + w_prev);
   auto u = (v * (w_t * x_t / std::sqrt(schedule.alpha_bar(t)) + w_prev * previous)).to(x_t.scalar_type());
@@ -153,12 +152,11 @@ torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const 
   UD2M_CHECK(sigma > 0, "UD2M needs a positive measurement noise level, not {}", sigma);
   const double sigma_y = 2 * sigma;  // model units
   const auto& schedule = prior_->schedule();
-  const double inflation = options_.noise_inflation;
-  const int t_delta = renoise_timestep(inflation * sigma_y, t);
+  const int t_delta = renoise_timestep(sigma_y, t);
   const double ab = schedule.alpha_bar(t_delta);
   auto x = initial_estimate(op, y);
   for (int k = 0; k < options_.blocks; ++k) {
-    auto z = data_step(op, y, sigma_y, x_t, t, x, inflation);
+    auto z = data_step(op, y, sigma_y, x_t, t, x);
     auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * block_noise[k].to(z.scalar_type());
     x = prior_->x0(z_in, t_delta);
   }

@@ -44,12 +44,10 @@ class UnrolledNetwork : public torch::nn::Module {
   // K standard normal draws shaped like x_t, from rng.
   std::vector<torch::Tensor> draw_block_noise(const torch::Tensor& x_t, torch::Generator& rng) const;
 
-  // Step 1 of a block (sigma_y in model units, ρ₀ from inflation·sigma_y);
-  // differentiable in λ and ρ too.
+  // Step 1 of a block (sigma_y in model units); differentiable in λ and ρ too.
   torch::Tensor data_step(const physics::LinearOperator& op, const torch::Tensor& y, double sigma_y,
-                          const torch::Tensor& x_t, int t, const torch::Tensor& previous,
-                          double inflation = 1) const;
-  // ρ₀ and its timestep t_δ.
+                          const torch::Tensor& x_t, int t, const torch::Tensor& previous) const;
+  // ρ₀ (with σ' = c·sigma_y) and its timestep t_δ.
   double rho0(double sigma_y, int t) const;
   int renoise_timestep(double sigma_y, int t) const;
 
