@@ -45,7 +45,7 @@ const std::map<std::string, Method>& methods() {
       {"diffpir", {100, "DiffPIR, operator prox (linear operators, sigma > 0)"}},
       {"ddrm", {20, "DDRM, in the operator's SVD (identity, inpainting, circular blur, circular SR)"}},
       {"latino", {8, "LATINO, prox + re-noise (linear operators, sigma > 0)"}},
-      {"ud2m", {9, "UD2M, unrolled LATINO with a trained adapter (--adapter; NFE = N steps x K blocks)"}},
+      {"ud2m", {9, "UD2M, unrolled LATINO with a trained adapter (--adapter; NFE = N steps x K blocks, +N with a learned initialiser)"}},
       {"pnp-ncvsd", {49, "PnP-NCVSD, split Gibbs with an NCVSD generator as --model (sigma > 0; nonlinear operators by Langevin)"}},
   };
   return table;
@@ -194,7 +194,8 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
             },
             {{"adapter", c.args.adapter}, {"steps", o.steps}, {"blocks", network.options().blocks},
              {"eta", o.eta}, {"adapter_task", c.adapter.info.task},
-             {"noise_inflation", network.options().noise_inflation}}};
+             {"noise_inflation", network.options().noise_inflation},
+             {"learned_init", network.options().learned_init}}};
   }
   auto& op = linear_operator(m, "LATINO");
   check_noisy(m, "LATINO");
@@ -335,7 +336,8 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   unrolled::LoadedAdapter adapter;
   int progress_per_sample = nfe;
   if (args.method == "ud2m") {
-    UD2M_CHECK(!nfe_given, "UD2M's cost is set by --steps N and --blocks K (NFE = N x K), not --nfe");
+    UD2M_CHECK(!nfe_given, "UD2M's cost is set by --steps N and --blocks K (NFE = N x K, or N x (K+1) with a "
+                           "learned initialiser), not --nfe");
     UD2M_CHECK(!args.adapter.empty(), "--method ud2m needs an adapter: --adapter FILE");
     UD2M_CHECK(args.ud2m_steps == -1 || args.ud2m_steps > 0, "--steps N must be positive, not {}", args.ud2m_steps);
     UD2M_CHECK(args.ud2m_blocks == -1 || args.ud2m_blocks > 0, "--blocks K must be positive, not {}",
@@ -344,7 +346,7 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
     if (args.ud2m_blocks > 0) adapter.network->set_blocks(args.ud2m_blocks);
     if (args.noise_inflation != 0) adapter.network->set_noise_inflation(args.noise_inflation);
     progress_per_sample = args.ud2m_steps > 0 ? args.ud2m_steps : adapter.info.steps;
-    nfe = progress_per_sample * adapter.network->options().blocks;
+    nfe = progress_per_sample * adapter.network->evaluations();
   }
   const int samples = args.method == "tv" ? 1 : args.samples;
   Progress progress("restore (" + args.method + ")", progress_per_sample * samples * static_cast<int>(jobs.size()));

@@ -43,6 +43,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--noise-inflation", o->noise_inflation,
                   "UD2M: factor c on σ_y in the re-noising level ρ₀ (the reference code uses 13 for inpainting)")
       ->capture_default_str();
+  cmd->add_option("--learned-init", o->learned_init,
+                  "UD2M: the \"w/ RAM\" variant: a small initialiser network refines x⁽⁰⁾ from (Aᵀy/Aᵀ1, x_t), "
+                  "trained jointly (+1 network evaluation per sampling step; true/false)")
+      ->capture_default_str();
   cmd->add_option("--lr", o->lr, "AdamW learning rate (both networks)")->capture_default_str();
   cmd->add_option("--scalar-lr", o->scalar_lr, "UD2M: learning rate of the learned λ and ρ scale")
       ->capture_default_str();

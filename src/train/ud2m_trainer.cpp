@@ -28,7 +28,7 @@ nlohmann::json Ud2mTrainOptions::to_json() const {
   return {{"prior", prior},   {"data", data},       {"task", task},         {"sigma", sigma},
           {"crop", crop},     {"batch", batch},     {"blocks", blocks},     {"sample_steps", sample_steps},
           {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha},
-          {"noise_inflation", noise_inflation}, {"lr", lr}, {"scalar_lr", scalar_lr}, {"weight_decay", weight_decay},
+          {"noise_inflation", noise_inflation}, {"learned_init", learned_init}, {"lr", lr}, {"scalar_lr", scalar_lr}, {"weight_decay", weight_decay},
           {"w_adv", w_adv},   {"w_l2", w_l2},       {"w_perceptual", w_perceptual}, {"w_gp", w_gp},
           {"val_data", val_data}, {"val_images", val_images}, {"val_every", val_every},
           {"bf16", bf16},     {"seed", seed},       {"save_every", save_every}};
@@ -47,6 +47,7 @@ Ud2mTrainOptions Ud2mTrainOptions::from_json(const nlohmann::json& j) {
   o.lora.rank = j.value("lora_rank", o.lora.rank);
   o.lora.alpha = j.value("lora_alpha", o.lora.alpha);
   o.noise_inflation = j.value("noise_inflation", o.noise_inflation);
+  o.learned_init = j.value("learned_init", o.learned_init);
   o.lr = j.value("lr", o.lr);
   o.scalar_lr = j.value("scalar_lr", o.lr);  // runs from before the option used one rate
   o.weight_decay = j.value("weight_decay", o.weight_decay);
@@ -92,7 +93,8 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   torch::manual_seed(options_.seed);  // LoRA and discriminator initialisation
   auto prior = diffusion::load_prior(options_.prior);
   prior->module().eval();  // the frozen base runs without dropout
-  network_ = std::make_shared<unrolled::UnrolledNetwork>(prior, unrolled::UnrolledOptions{options_.blocks, options_.lora, options_.noise_inflation});
+  network_ = std::make_shared<unrolled::UnrolledNetwork>(
+      prior, unrolled::UnrolledOptions{options_.blocks, options_.lora, options_.noise_inflation, options_.learned_init});
   discriminator_ = nets::Discriminator(options_.crop, prior->channels());
   std::vector<torch::Tensor> weights, scalars;
   for (auto& [name, p] : network_->trainable_parameters()) (p.dim() == 0 ? scalars : weights).push_back(p);

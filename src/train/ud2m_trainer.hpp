@@ -33,6 +33,7 @@ struct Ud2mTrainOptions {
   int sample_steps = 3;  // N the adapter is meant for
   nets::LoraOptions lora;
   double noise_inflation = 1;  // c of the re-noising level ρ₀ (see unrolled.hpp)
+  bool learned_init = false;   // the "w/ RAM" variant: a learned initialiser trained jointly
   double lr = 1e-4, weight_decay = 0.01;
   // The learned log λ and log ρ scale: two numbers that set how far each block
   // moves towards the data. At lr they crawl (±0.02 in 1,000 steps) while the

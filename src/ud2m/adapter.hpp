@@ -1,5 +1,5 @@
 // UD2M adapter files: only what was trained (LoRA factors, the prior's output
-// head, λ and ρ scales) plus metadata naming the base prior by fingerprint,
+// head, λ and ρ scales, the learned initialiser if any) plus metadata naming the base prior by fingerprint,
 // the task it was trained for (or "general"), K and N. A few hundred KiB.
 #pragma once
 #include <string>

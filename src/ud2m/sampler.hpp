@@ -1,6 +1,7 @@
 // UD2M's few-step posterior sampler (Algorithm 1): on a quadratic timestep
 // grid, x̂0 = L_θ(y, x_τ, τ), then a DDIM step (η = 0.8) to the next τ; the
-// last x̂0 is the sample. N steps cost N·K network evaluations.
+// last x̂0 is the sample. N steps cost N·K network evaluations (N·(K+1) with a
+// learned initialiser).
 #pragma once
 #include "samplers/ddim.hpp"
 #include "ud2m/unrolled.hpp"

@@ -38,6 +38,7 @@ UnrolledNetwork::UnrolledNetwork(diffusion::PriorPtr prior, UnrolledOptions opti
   register_module("prior", prior_->module().shared_from_this());
   log_lambda_ = register_parameter("log_lambda", torch::zeros({}));
   log_rho_scale_ = register_parameter("log_rho_scale", torch::zeros({}));
+  if (options_.learned_init) initialiser_ = register_module("initialiser", nets::Initialiser(prior_->channels()));
 }
 
 void UnrolledNetwork::set_blocks(int blocks) {
@@ -155,6 +156,7 @@ torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const 
   const int t_delta = renoise_timestep(sigma_y, t);
   const double ab = schedule.alpha_bar(t_delta);
   auto x = initial_estimate(op, y);
+  if (initialiser_) x = initialiser_->forward(x, x_t, schedule.alpha_bar(t));
   for (int k = 0; k < options_.blocks; ++k) {
     auto z = data_step(op, y, sigma_y, x_t, t, x);
     auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * block_noise[k].to(z.scalar_type());

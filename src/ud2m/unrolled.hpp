@@ -6,14 +6,17 @@
 //      σ' = cσ_y (c = 1; the reference code uses c = 13 for inpainting, which
 //      measured worse here once x⁽⁰⁾ fills the holes, see initial_estimate);
 //   3. one call of the LoRA-adapted prior there: x⁽ᵏ⁾ = its x0 estimate.
-// x⁽⁰⁾ = Aᵀy/Aᵀ1 (initial_estimate); the output is x⁽ᴷ⁾. Learned: the LoRA factors, the prior's
-// output head, λ = exp(θ_λ) and ρ = ρ₀·exp(θ_ρ) (both 1 at the start).
+// x⁽⁰⁾ = Aᵀy/Aᵀ1 (initial_estimate), optionally refined by a learned initialiser
+// given x_t (the "w/ RAM" variant, +1 network evaluation); the output is x⁽ᴷ⁾.
+// Learned: the LoRA factors, the prior's output head, λ = exp(θ_λ) and
+// ρ = ρ₀·exp(θ_ρ) (both 1 at the start), and the initialiser if there is one.
 #pragma once
 #include <torch/torch.h>
 
 #include <string>
 
 #include "diffusion/prior.hpp"
+#include "nets/initialiser.hpp"
 #include "nets/lora.hpp"
 #include "physics/operator.hpp"
 
@@ -24,6 +27,8 @@ struct UnrolledOptions {
   nets::LoraOptions lora;
   // c in ρ₀ (so in t_δ and the weight of x⁽ᵏ⁻¹⁾).
   double noise_inflation = 1;
+  // The "w/ RAM" variant: x⁽⁰⁾ refined by a small trained network (nets/initialiser.hpp).
+  bool learned_init = false;
 };
 
 class UnrolledNetwork : public torch::nn::Module {
@@ -58,6 +63,8 @@ class UnrolledNetwork : public torch::nn::Module {
 
   diffusion::Prior& prior() { return *prior_; }
   const UnrolledOptions& options() const { return options_; }
+  // Network evaluations per call: K blocks, +1 with a learned initialiser.
+  int evaluations() const { return options_.blocks + (initialiser_ ? 1 : 0); }
   // Unroll more or fewer blocks than trained (K ≥ 1).
   void set_blocks(int blocks);
   void set_noise_inflation(double inflation);  // c > 0
@@ -68,6 +75,7 @@ class UnrolledNetwork : public torch::nn::Module {
   UnrolledOptions options_;
   std::string base_fingerprint_;
   torch::Tensor log_lambda_, log_rho_scale_;
+  nets::Initialiser initialiser_{nullptr};
 };
 
 // x⁽⁰⁾ of the unrolled network: Aᵀy/Aᵀ1 where Aᵀ1 is not ~0, pixels no

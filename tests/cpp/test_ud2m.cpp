@@ -238,6 +238,44 @@ TEST(Ud2m, AdapterRoundTripAndBaseCheck) {
   }
 }
 
+TEST(Ud2m, LearnedInitialiserStartsAtTheFormulaAndRoundTrips) {
+  // Untrained, the "w/ RAM" variant is the plain network (its output conv is
+  // zero); trained (perturbed here), it changes x⁽⁰⁾ and its weights travel in
+  // the adapter with the flag.
+  auto dir = test::temp_dir();
+  const auto prior_path = (dir / "prior.safetensors").string();
+  diffusion::save_prior(prior_path, *tiny_adm());
+  unrolled::UnrolledOptions with_init;
+  with_init.learned_init = true;
+  auto plain = std::make_shared<unrolled::UnrolledNetwork>(diffusion::load_prior(prior_path), unrolled::UnrolledOptions{});
+  auto ram = std::make_shared<unrolled::UnrolledNetwork>(diffusion::load_prior(prior_path), with_init);
+  EXPECT_EQ(plain->evaluations(), 3);
+  EXPECT_EQ(ram->evaluations(), 4);
+  int64_t initialiser_weights = 0;
+  for (auto& [name, p] : ram->trainable_parameters())
+    if (name.rfind("initialiser.", 0) == 0) initialiser_weights += p.numel();
+  EXPECT_GT(initialiser_weights, 10000);
+
+  physics::CircularBlur op(physics::gaussian_kernel(5, 1.5), 16, 16);
+  torch::manual_seed(1);
+  auto y = torch::randn({1, 3, 16, 16}) * 0.5, x_t = torch::randn({1, 3, 16, 16});
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(3);
+  auto noise = plain->draw_block_noise(x_t, rng);
+  torch::NoGradGuard no_grad;
+  auto reference = plain->forward(op, y, 0.05, x_t, 500, noise);
+  EXPECT_TRUE(torch::equal(ram->forward(op, y, 0.05, x_t, 500, noise), reference));
+
+  for (auto& [name, p] : ram->trainable_parameters())
+    if (name.rfind("initialiser.out.", 0) == 0) p.normal_(0, 0.05);
+  auto changed = ram->forward(op, y, 0.05, x_t, 500, noise);
+  EXPECT_GT((changed - reference).abs().max().item<double>(), 1e-4);
+
+  unrolled::save_adapter((dir / "ram.safetensors").string(), *ram, {"gaussian_deblur", 3, {}});
+  auto loaded = unrolled::load_adapter((dir / "ram.safetensors").string(), diffusion::load_prior(prior_path), prior_path);
+  EXPECT_TRUE(loaded.network->options().learned_init);
+  EXPECT_TRUE(torch::equal(loaded.network->forward(op, y, 0.05, x_t, 500, noise), changed));
+}
+
 TEST(Ud2mCli, RestoresWithAnAdapterAndRefusesBadRequests) {
   auto dir = test::temp_dir();
   const auto prior_path = (dir / "prior.safetensors").string();
@@ -255,6 +293,15 @@ TEST(Ud2mCli, RestoresWithAnAdapterAndRefusesBadRequests) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto report = nlohmann::json::parse(read_file((dir / "x.json").string()));
   EXPECT_EQ(report.at("settings").at("nfe"), 6);  // N = 2 steps × K = 3 blocks
+  fs::remove(dir / "x.png");
+  unrolled::UnrolledOptions with_init;
+  with_init.learned_init = true;
+  unrolled::UnrolledNetwork ram(diffusion::load_prior(prior_path), with_init);
+  unrolled::save_adapter((dir / "ram.safetensors").string(), ram, {"gaussian_deblur", 3, {}});
+  r = test::run_ud2m(base + " --adapter " + (dir / "ram.safetensors").string() + " --steps 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  report = nlohmann::json::parse(read_file((dir / "x.json").string()));
+  EXPECT_EQ(report.at("settings").at("nfe"), 8);  // N = 2 × (K = 3 blocks + the initialiser)
   fs::remove(dir / "x.png");
 
   diffusion::save_prior((dir / "other.safetensors").string(), *tiny_adm(1));
