@@ -64,6 +64,10 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--val-every", o->val_every, "UD2M: Steps between validations (0: at each checkpoint)")
       ->capture_default_str();
+  cmd->add_option("--recompute", o->recompute,
+                  "UD2M: recompute each prior call in the backward pass instead of keeping its activations "
+                  "(memory for large priors/crops; ~1.3x slower; true/false)")
+      ->capture_default_str();
   cmd->add_option("--bf16", o->bf16, "bf16 autocast of the networks (true/false)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data, operators and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();

@@ -85,7 +85,9 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   UD2M_CHECK(options_.task == "general" || std::find(tasks.begin(), tasks.end(), options_.task) != tasks.end(),
              "unknown --task '{}' (a degrade task, or general)", options_.task);
   fs::create_directories(options_.out_dir);
+  const bool recompute = options_.recompute;
   const bool resume = resume_options(checkpoint_path(), "ud2m_train_ud2m", "UD2M training", options_);
+  options_.recompute = recompute;
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   UD2M_CHECK(options_.val_images > 0, "--val-images must be positive, not {}", options_.val_images);
   val_data_ = options_.val_data.empty() ? data_
@@ -95,6 +97,7 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   prior->module().eval();  // the frozen base runs without dropout
   network_ = std::make_shared<unrolled::UnrolledNetwork>(
       prior, unrolled::UnrolledOptions{options_.blocks, options_.lora, options_.noise_inflation, options_.learned_init});
+  network_->set_recompute(options_.recompute);
   discriminator_ = nets::Discriminator(options_.crop, prior->channels());
   std::vector<torch::Tensor> weights, scalars;
   for (auto& [name, p] : network_->trainable_parameters()) (p.dim() == 0 ? scalars : weights).push_back(p);

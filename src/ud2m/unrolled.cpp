@@ -6,6 +6,7 @@
 
 #include "core/error.hpp"
 #include "core/random.hpp"
+#include "nets/recompute.hpp"
 
 namespace ud2m::unrolled {
 
@@ -160,7 +161,10 @@ torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const 
   for (int k = 0; k < options_.blocks; ++k) {
     auto z = data_step(op, y, sigma_y, x_t, t, x);
     auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * block_noise[k].to(z.scalar_type());
-    x = prior_->x0(z_in, t_delta);
+    if (recompute_)
+      x = nets::recompute_in_backward([this, t_delta](const torch::Tensor& in) { return prior_->x0(in, t_delta); }, z_in);
+    else
+      x = prior_->x0(z_in, t_delta);
   }
   return x;
 }

@@ -68,6 +68,9 @@ class UnrolledNetwork : public torch::nn::Module {
   // Unroll more or fewer blocks than trained (K ≥ 1).
   void set_blocks(int blocks);
   void set_noise_inflation(double inflation);  // c > 0
+  // Training memory: recompute each prior call in the backward pass instead of
+  // keeping its activations (~K× less, one more forward per call).
+  void set_recompute(bool recompute) { recompute_ = recompute; }
   const std::string& base_fingerprint() const { return base_fingerprint_; }
 
  private:
@@ -76,6 +79,7 @@ class UnrolledNetwork : public torch::nn::Module {
   std::string base_fingerprint_;
   torch::Tensor log_lambda_, log_rho_scale_;
   nets::Initialiser initialiser_{nullptr};
+  bool recompute_ = false;
 };
 
 // x⁽⁰⁾ of the unrolled network: Aᵀy/Aᵀ1 where Aᵀ1 is not ~0, pixels no

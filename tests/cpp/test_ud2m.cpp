@@ -1,5 +1,6 @@
 // UD2M's unrolled network, LoRA adapters and sampler.
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 
 #include <filesystem>
 
@@ -274,6 +275,47 @@ TEST(Ud2m, LearnedInitialiserStartsAtTheFormulaAndRoundTrips) {
   auto loaded = unrolled::load_adapter((dir / "ram.safetensors").string(), diffusion::load_prior(prior_path), prior_path);
   EXPECT_TRUE(loaded.network->options().learned_init);
   EXPECT_TRUE(torch::equal(loaded.network->forward(op, y, 0.05, x_t, 500, noise), changed));
+}
+
+TEST(Ud2m, RecomputingThePriorCallsGivesTheSameGradients) {
+  // Activation recomputation changes memory, not values: the same gradients
+  // for every trainable parameter, in fp32 and under bf16 autocast.
+  unrolled::UnrolledOptions with_init;
+  with_init.learned_init = true;
+  auto net = std::make_shared<unrolled::UnrolledNetwork>(tiny_adm(), with_init);
+  perturb_trainable(*net, 5);
+  physics::CircularBlur op(physics::gaussian_kernel(5, 1.5), 16, 16);
+  torch::manual_seed(2);
+  auto y = torch::randn({2, 3, 16, 16}) * 0.5, x_t = torch::randn({2, 3, 16, 16});
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(3);
+  auto noise = net->draw_block_noise(x_t, rng);
+  for (bool bf16 : {false, true}) {
+    std::vector<std::vector<torch::Tensor>> grads;
+    for (bool recompute : {false, true}) {
+      net->set_recompute(recompute);
+      net->zero_grad();
+      {
+        at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+        at::autocast::set_autocast_enabled(at::kCPU, bf16);
+        auto x0 = net->forward(op, y, 0.05, x_t, 600, noise).to(torch::kFloat32);
+        at::autocast::set_autocast_enabled(at::kCPU, false);
+        at::autocast::clear_cache();
+        (x0 * torch::linspace(-1, 1, x0.numel()).view_as(x0)).sum().backward();
+      }
+      grads.emplace_back();
+      for (auto& [name, p] : net->trainable_parameters())
+        grads.back().push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+    }
+    int compared = 0;
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      const double scale = grads[0][i].abs().max().item<double>();
+      if (scale == 0) continue;
+      ++compared;
+      EXPECT_LE((grads[1][i] - grads[0][i]).abs().max().item<double>(), (bf16 ? 1e-2 : 1e-5) * scale)
+          << "parameter " << i << (bf16 ? " (bf16)" : " (fp32)");
+    }
+    EXPECT_GT(compared, 10);
+  }
 }
 
 TEST(Ud2mCli, RestoresWithAnAdapterAndRefusesBadRequests) {
