@@ -1,10 +1,13 @@
 """The restoration results table: task × method → PSNR / SSIM (/ LPIPS) / NFE /
 seconds per image, on the held-out crops (bench/heldout.py), with the shipped
-prior, every method at its published default NFE.
+prior, every method at its published default NFE. `ud2m-init` is UD2M with
+an adapter trained with a learned initialiser (`train --learned-init true`,
+the paper's "w/ RAM" variant: N·(K+1) = 12 NFE).
 
     python bench/results_table.py --build build --out out/results \
         [--count 12] [--tasks gaussian_deblur sr inpainting_random] \
-        [--methods tv ddrm diffpir latino dps ud2m pnp-ncvsd] [--adapter ADAPTER] [--generator G] \
+        [--methods tv ddrm diffpir latino dps ud2m ud2m-init pnp-ncvsd] [--adapter ADAPTER] \
+        [--init-adapter ADAPTER] [--generator G] \
         [--slow-count 4] [--sigma 0.01] [--oversampling 4] [--lpips-weights TRUNK HEADS]
 
 Everything goes through the `ud2m` binary: `degrade` writes exact (float)
@@ -27,7 +30,8 @@ import heldout  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Published default NFE per method (TV: iterations, no network).
-NFE = {"tv": 0, "ddrm": 20, "diffpir": 100, "latino": 8, "dps": 1000, "ud2m": 9, "pnp-ncvsd": 49}
+NFE = {"tv": 0, "ddrm": 20, "diffpir": 100, "latino": 8, "dps": 1000, "ud2m": 9, "ud2m-init": 12,
+       "pnp-ncvsd": 49}
 SLOW = {"dps"}
 
 
@@ -48,13 +52,16 @@ def degrade_all(binary, clean, out, task, sigma, oversampling):
 
 def restore_and_score(args, binary, clean, measurements, out, task, method):
     pred = out / "restored"
-    cmd = [binary, "restore", "-m", measurements, "--method", method, "--out", pred, "--seed", 0]
+    cmd = [binary, "restore", "-m", measurements, "--method", "ud2m" if method == "ud2m-init" else method,
+           "--out", pred, "--seed", 0]
     if method == "pnp-ncvsd":
         cmd += ["--model", args.generator]
     elif method != "tv":
         cmd += ["--model", args.model]
     if method == "ud2m":
         cmd += ["--adapter", args.adapter]
+    if method == "ud2m-init":
+        cmd += ["--adapter", args.init_adapter]
     start = time.time()
     run(cmd)
     seconds = time.time() - start
@@ -110,6 +117,7 @@ def main():
     ap.add_argument("--out", default="out/results")
     ap.add_argument("--model", default=str(ROOT / "models" / "ud2m-small-64.safetensors"))
     ap.add_argument("--adapter", help="UD2M adapter (needed for the ud2m method)")
+    ap.add_argument("--init-adapter", help="UD2M adapter with a learned initialiser (for ud2m-init)")
     ap.add_argument("--generator", help="NCVSD generator (needed for the pnp-ncvsd method)")
     ap.add_argument("--count", type=int, default=12)
     ap.add_argument("--slow-count", type=int, default=4)
@@ -121,6 +129,8 @@ def main():
     args = ap.parse_args()
     if "ud2m" in args.methods and not args.adapter:
         ap.error("the ud2m method needs --adapter")
+    if "ud2m-init" in args.methods and not args.init_adapter:
+        ap.error("the ud2m-init method needs --init-adapter")
     if "pnp-ncvsd" in args.methods and not args.generator:
         ap.error("the pnp-ncvsd method needs --generator")
     binary = pathlib.Path(args.build).resolve() / "ud2m"

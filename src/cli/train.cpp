@@ -81,13 +81,18 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   auto nproc = std::make_shared<int>(1);
   auto* nproc_option = cmd->add_option(
-      "--nproc", *nproc, "UD2M: worker processes on this machine (data parallel, Gloo over loopback; or launch "
+      "--nproc", *nproc, "Worker processes on this machine (data parallel, Gloo over loopback; or launch "
       "one process per rank with torchrun's variables RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)");
   cmd->callback([o, method, lpips_weights, perceptual_kind, ncvsd, nproc, nproc_option] {
     UD2M_CHECK(*method == "ud2m" || *method == "ncvsd", "unknown --method '{}'; available: ud2m, ncvsd", *method);
+    UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
+    UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
+    const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
+    if (!resume && *nproc > 1) dist::rank_batch(o->batch, *nproc);  // fail before starting anyone
+    if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
+    auto dist = dist::DistContext::from_environment();
+    if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     if (*method == "ncvsd") {
-      UD2M_CHECK(!nproc_option->count() && !std::getenv("WORLD_SIZE"),
-                 "NCVSD trains in one process (multi-process NCVSD training is not implemented yet)");
       ncvsd->teacher = o->prior;
       ncvsd->data = o->data;
       ncvsd->out_dir = o->out_dir;
@@ -98,16 +103,9 @@ void add_train_command(CLI::App& app) {
       ncvsd->bf16 = o->bf16;
       ncvsd->seed = o->seed;
       ncvsd->save_every = o->save_every;
-      train::NcvsdTrainer(*ncvsd).run();
+      train::NcvsdTrainer(*ncvsd, nullptr, dist).run();
       return;
     }
-    UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
-    UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
-    const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
-    if (!resume && *nproc > 1) dist::rank_batch(o->batch, *nproc);  // fail before starting anyone
-    if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
-    auto dist = dist::DistContext::from_environment();
-    if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     train::PerceptualLoss perceptual;
     const bool have_lpips = !lpips_weights->empty();
     UD2M_CHECK(*perceptual_kind != "lpips" || have_lpips, "--perceptual lpips needs --lpips-weights TRUNK HEADS");

@@ -142,6 +142,19 @@ void DistContext::allreduce_mean(const std::vector<torch::Tensor>& tensors) {
   unpack(buffer[0], tensors);
 }
 
+torch::Tensor DistContext::share(const torch::Tensor& whole) const {
+  const int64_t rows = whole.size(0) / world_;
+  UD2M_CHECK(rows * world_ == whole.size(0), "a batch of {} cannot be split evenly over {} processes", whole.size(0),
+             world_);
+  return whole.narrow(0, rank_ * rows, rows);
+}
+
+void DistContext::average_gradients(const std::vector<torch::Tensor>& parameters, std::vector<torch::Tensor> extra) {
+  for (auto& p : parameters)
+    if (p.grad().defined()) extra.push_back(p.grad());
+  allreduce_mean(extra);
+}
+
 void DistContext::broadcast(const std::vector<torch::Tensor>& tensors, int root) {
   if (world_ == 1 || tensors.empty()) return;
   std::vector<torch::Tensor> buffer{pack(tensors)};

@@ -50,6 +50,15 @@ class DistContext {
   void broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
   void barrier();
 
+  // Data parallelism where every rank draws the whole batch from one stream:
+  // this rank's rows of such a tensor (the world divides its first dimension).
+  torch::Tensor share(const torch::Tensor& whole) const;
+  // After each rank's backward pass on its equal share: the defined gradients
+  // of `parameters` (and the `extra` tensors, e.g. losses for the log) become
+  // their means over the ranks — the gradient of the whole batch's mean loss.
+  // One collective.
+  void average_gradients(const std::vector<torch::Tensor>& parameters, std::vector<torch::Tensor> extra = {});
+
  private:
   struct Group;  // the c10d store and backend, kept out of this header
   int rank_ = 0, world_ = 1;

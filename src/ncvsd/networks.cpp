@@ -84,10 +84,14 @@ torch::Tensor ConditionalDenoiserImpl::forward(const torch::Tensor& x, const tor
 
 torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
                        torch::Generator& rng) {
+  return generate(generator, y, sigma, gaussian(y.sizes(), rng, y.options()));
+}
+
+torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+                       const torch::Tensor& z) {
   auto level = (1 + kNoiseInjection) * sigma;
   auto extra = per_sample((level.pow(2) - sigma.pow(2)).sqrt(), y);
-  auto y_hat = y + extra * gaussian(y.sizes(), rng, y.options());
-  return generator->forward(y_hat, level, y, sigma);
+  return generator->forward(y + extra * z, level, y, sigma);
 }
 
 void save_generator(const std::string& path, ConditionalDenoiser& generator, const nlohmann::json& extra,

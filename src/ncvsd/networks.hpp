@@ -61,6 +61,9 @@ constexpr double kNoiseInjection = 0.414;  // γ: the generator sees y at (1+γ)
 // Injects fresh noise up to σ̂ = (1+γ)σ and denoises there, conditioned on y.
 torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
                        torch::Generator& rng);
+// The same with the standard normal draw z (shaped like y) given.
+torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+                       const torch::Tensor& z);
 
 // Generator files: weights (bf16 by default) + metadata naming the format,
 // the conditional ADM config and the schedule. Written atomically.

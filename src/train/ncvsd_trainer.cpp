@@ -16,6 +16,7 @@
 #include "nets/state_dict.hpp"
 #include "train/adam_state.hpp"
 #include "train/autocast.hpp"
+#include "train/dropout_seed.hpp"
 #include "train/ema.hpp"
 #include "train/resume.hpp"
 
@@ -63,8 +64,10 @@ std::string NcvsdTrainer::checkpoint_path() const {
   return (fs::path(options_.out_dir) / "checkpoint.safetensors").string();
 }
 
-NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const CropDataset> data)
-    : options_(std::move(options)), data_(std::move(data)) {
+NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const CropDataset> data,
+                           std::shared_ptr<dist::DistContext> dist)
+    : options_(std::move(options)), dist_(std::move(dist)), data_(std::move(data)) {
+  if (!dist_) dist_ = std::make_shared<dist::DistContext>();
   UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
   UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
   UD2M_CHECK(options_.ema_decay >= 0 && options_.ema_decay < 1, "--ema-decay must be in [0, 1), not {}",
@@ -90,6 +93,10 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
   f_params.insert(f_params.end(), lvf.begin(), lvf.end());
   g_optimizer_ = std::make_unique<torch::optim::AdamW>(g_params, adam(options_.generator_lr));
   f_optimizer_ = std::make_unique<torch::optim::AdamW>(f_params, adam(options_.lr));
+  rank_batch_ = dist::rank_batch(options_.batch, dist_->world());
+  std::vector<torch::Tensor> initial = g_params;
+  initial.insert(initial.end(), f_params.begin(), f_params.end());
+  dist_->broadcast(initial);  // equal seeds already make them equal; this makes sure
   rng_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed);
   if (resume) load_checkpoint();
 }
@@ -97,13 +104,20 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
 NcvsdLosses NcvsdTrainer::step() {
   generator_->train();
   fake_->train();
+  seed_dropout(options_.seed, step_, dist_->rank());
+  // Every draw is for the whole batch, in one order, on every rank; each keeps its share.
   const int64_t n = options_.batch;
-  auto x = data_->batch(options_.batch, rng_);
+  auto x = dist_->share(data_->batch(options_.batch, rng_));
   auto levels = [&](double mean, double std) {
-    return ncvsd::lognormal_levels(n, mean, std, rng_).clamp(kLevelMin, kLevelMax).to(torch::kFloat32);
+    return dist_->share(ncvsd::lognormal_levels(n, mean, std, rng_).clamp(kLevelMin, kLevelMax).to(torch::kFloat32));
+  };
+  auto normal_like = [&](const torch::Tensor& share) {
+    auto shape = share.sizes().vec();
+    shape[0] = n;
+    return dist_->share(gaussian(shape, rng_, share.options()));
   };
   auto noisy = [&](const torch::Tensor& clean, const torch::Tensor& level) {
-    return clean + level.view({-1, 1, 1, 1}) * gaussian(clean.sizes(), rng_, clean.options());
+    return clean + level.view({-1, 1, 1, 1}) * normal_like(clean);
   };
   auto sigma = levels(0.4, 2.0);
   auto y = noisy(x, sigma);
@@ -114,7 +128,7 @@ NcvsdLosses NcvsdTrainer::step() {
     {
       torch::NoGradGuard no_grad;
       Bf16Autocast autocast(torch::kCPU, options_.bf16);
-      sample = ncvsd::generate(generator_, y, sigma, rng_).to(torch::kFloat32);
+      sample = ncvsd::generate(generator_, y, sigma, normal_like(y)).to(torch::kFloat32);
     }
     auto t = levels(-0.8, 1.6);
     auto x_t = noisy(sample, t);
@@ -126,15 +140,17 @@ NcvsdLosses NcvsdTrainer::step() {
     auto loss = ncvsd::fake_score_loss(s, sample, ncvsd::edm_weight(t), fake_logvar_->forward(t)).mean();
     f_optimizer_->zero_grad();
     loss.backward();
+    auto value = loss.detach().reshape({1}).clone();
+    dist_->average_gradients(f_optimizer_->param_groups()[0].params(), {value});
     f_optimizer_->step();
-    losses.fake = loss.item<float>();
+    losses.fake = value.item<float>();
   }
 
   {  // Generator: noise-conditional VSD.
     torch::Tensor sample;
     {
       Bf16Autocast autocast(torch::kCPU, options_.bf16);
-      sample = ncvsd::generate(generator_, y, sigma, rng_).to(torch::kFloat32);
+      sample = ncvsd::generate(generator_, y, sigma, normal_like(y)).to(torch::kFloat32);
     }
     auto t = levels(0.4, 2.0);
     auto x_t = noisy(sample.detach(), t);
@@ -150,11 +166,14 @@ NcvsdLosses NcvsdTrainer::step() {
     auto loss = ncvsd::generator_loss(sample, s0, s, ncvsd::edm_weight(t), logvar).mean();
     g_optimizer_->zero_grad();
     loss.backward();
+    auto value = loss.detach().reshape({1}).clone();
+    dist_->average_gradients(g_optimizer_->param_groups()[0].params(), {value});
     // The fake score's gradients from this pass are not its own step's.
     f_optimizer_->zero_grad();
     g_optimizer_->step();
-    losses.generator = loss.item<float>();
+    losses.generator = value.item<float>();
   }
+  // After the reductions, so that every rank stops at the same step.
   UD2M_CHECK(std::isfinite(losses.generator) && std::isfinite(losses.fake),
              "the NCVSD losses became non-finite at step {} (generator {}, fake score {})", step_, losses.generator,
              losses.fake);
@@ -222,13 +241,15 @@ void NcvsdTrainer::run() {
     log::info("already trained for {} steps (target {})", step_, options_.steps);
     return;
   }
-  log::info("distilling an NCVSD generator from '{}' on {} photos, batch {}, from step {} to {}", options_.teacher,
-            data_->photos(), options_.batch, step_, options_.steps);
+  log::info("distilling an NCVSD generator from '{}' on {} photos, batch {}{}, from step {} to {}", options_.teacher,
+            data_->photos(), options_.batch,
+            dist_->world() > 1 ? fmt::format(" ({} processes × {})", dist_->world(), rank_batch_) : "", step_,
+            options_.steps);
   Progress progress("train ncvsd", static_cast<int>(options_.steps - step_));
   while (step_ < options_.steps) {
     auto l = step();
     progress.step(fmt::format("G {:.1f} fake {:.1f}", l.generator, l.fake));
-    if (step_ % options_.save_every == 0 || step_ == options_.steps) save_checkpoint();
+    if (dist_->is_main() && (step_ % options_.save_every == 0 || step_ == options_.steps)) save_checkpoint();
   }
 }
 

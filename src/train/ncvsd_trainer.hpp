@@ -8,7 +8,9 @@
 // Adam β = (0.9, 0.99) for both, the generator at a smaller rate (the fake
 // score must keep up with it), EMA of the generator, atomic checkpoints, exact
 // resume, a 2-step sample grid at each checkpoint. No adversarial term (the
-// published runs switch theirs on only late in training).
+// published runs switch theirs on only late in training). Data parallel as
+// the UD2M trainer: every rank draws the whole batch (crops, levels, noise,
+// the generator's z) from one stream, trains on its share, gradients averaged.
 #pragma once
 #include <torch/torch.h>
 
@@ -16,6 +18,7 @@
 #include <string>
 
 #include "diffusion/prior.hpp"
+#include "dist/context.hpp"
 #include "ncvsd/networks.hpp"
 #include "train/crop_dataset.hpp"
 
@@ -45,7 +48,10 @@ struct NcvsdLosses {
 
 class NcvsdTrainer {
  public:
-  explicit NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const CropDataset> data = nullptr);
+  // With `dist` of W processes each rank trains on batch/W of every batch;
+  // rank 0 alone writes files.
+  explicit NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const CropDataset> data = nullptr,
+                        std::shared_ptr<dist::DistContext> dist = nullptr);
   NcvsdLosses step();
   // checkpoint.safetensors, generator.safetensors (EMA, bf16), loss.csv, samples.png; each atomic.
   void save_checkpoint();
@@ -60,6 +66,8 @@ class NcvsdTrainer {
   void load_checkpoint();
 
   NcvsdTrainOptions options_;
+  std::shared_ptr<dist::DistContext> dist_;
+  int rank_batch_ = 0;
   std::shared_ptr<const CropDataset> data_;
   std::shared_ptr<diffusion::AdmPrior> teacher_;
   ncvsd::ConditionalDenoiser generator_{nullptr}, fake_{nullptr}, ema_{nullptr};

@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <mutex>
 #include <optional>
 
 #include "core/atomic_file.hpp"
@@ -18,6 +17,7 @@
 #include "nets/state_dict.hpp"
 #include "train/adam_state.hpp"
 #include "train/autocast.hpp"
+#include "train/dropout_seed.hpp"
 #include "train/ema.hpp"
 #include "train/resume.hpp"
 #include "samplers/ddim.hpp"
@@ -103,16 +103,15 @@ float PriorTrainer::step() {
   auto x0 = data_->batch(options_.batch, rng_);
   auto t = at::randint(schedule.steps(), {options_.batch}, rng_, torch::kLong);
   auto noise = gaussian(x0.sizes(), rng_, x0.options());
-  const int64_t first = static_cast<int64_t>(dist_->rank()) * rank_batch_;
-  x0 = x0.narrow(0, first, rank_batch_).to(device_);
-  noise = noise.narrow(0, first, rank_batch_).to(device_);
-  t = t.narrow(0, first, rank_batch_);
+  x0 = dist_->share(x0).to(device_);
+  noise = dist_->share(noise).to(device_);
+  t = dist_->share(t);
   auto ab = schedule.alpha_bars().index_select(0, t).to(torch::kFloat32).view({-1, 1, 1, 1}).to(device_);
   t = t.to(device_);
   auto x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise;
 
   optimizer_->zero_grad();
-  seed_dropout();
+  seed_dropout(options_.seed, step_, dist_->rank());
   torch::Tensor eps, loss;
   {
     Bf16Autocast autocast(device_.type(), options_.bf16);
@@ -124,11 +123,7 @@ float PriorTrainer::step() {
   // gradients is the gradient of the global batch's mean loss; the loss itself
   // rides along in the same collective, for the log and the finiteness check.
   auto global_loss = loss.detach().reshape({1}).clone();
-  std::vector<torch::Tensor> reduced;
-  for (auto& p : model_->net()->parameters())
-    if (p.grad().defined()) reduced.push_back(p.grad());
-  reduced.push_back(global_loss);
-  dist_->allreduce_mean(reduced);
+  dist_->average_gradients(model_->net()->parameters(), {global_loss});
   const float value = global_loss.item<float>();
   // After the reduction, so that every rank stops at the same step.
   UD2M_CHECK(std::isfinite(value), "the training loss became {} at step {}", value, step_);
@@ -138,18 +133,6 @@ float PriorTrainer::step() {
   ++step_;
   losses_.push_back(value);
   return value;
-}
-
-void PriorTrainer::seed_dropout() {
-  // Dropout draws from the global CPU generator. Seeding it from (seed, step,
-  // rank) gives the ranks independent masks and makes a resume exact without
-  // saving it. (Masks depend on the split, so W ranks match one process only
-  // without dropout, as in the tiny-16 test config.)
-  uint64_t seed = options_.seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(step_ + 1));
-  seed ^= 0xBF58476D1CE4E5B9ull * static_cast<uint64_t>(dist_->rank() + 1);
-  auto global = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(global.mutex());
-  global.set_current_seed(seed);
 }
 
 void PriorTrainer::save_checkpoint() {
@@ -200,7 +183,7 @@ void PriorTrainer::load_checkpoint(const std::string& path) {
   nets::load_state_dict(*model_->net(), model, path);
   nets::load_state_dict(*ema_->net(), ema, path);
   load_adam_state(*optimizer_, named(*model_->net()), "adam.", file.tensors, meta.at("adam_step"));
-  rng_.set_state(file.tensors.at("rng"));  // (older checkpoints' "rng.global" is unused: see seed_dropout)
+  rng_.set_state(file.tensors.at("rng"));  // (older checkpoints' "rng.global" is unused: see dropout_seed.hpp)
   auto loss = file.tensors.at("loss").contiguous();
   losses_.assign(loss.data_ptr<float>(), loss.data_ptr<float>() + loss.numel());
   step_ = meta.at("step");

@@ -60,7 +60,6 @@ class PriorTrainer {
  private:
   void load_checkpoint(const std::string& path);
   void initialise_from(const std::string& path);
-  void seed_dropout();
 
   PriorTrainOptions options_;
   std::shared_ptr<const CropDataset> data_;

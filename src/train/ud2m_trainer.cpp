@@ -148,18 +148,6 @@ Ud2mTrainer::Noised Ud2mTrainer::noise_to_random_time(const torch::Tensor& x, to
   return n;
 }
 
-torch::Tensor Ud2mTrainer::share(const torch::Tensor& batch) const {
-  return batch.narrow(0, static_cast<int64_t>(dist_->rank()) * rank_batch_, rank_batch_);
-}
-
-void Ud2mTrainer::average_gradients(const std::vector<torch::Tensor>& parameters, std::vector<torch::Tensor> extra) {
-  // Each rank's losses are means over equal shares: the mean of the ranks'
-  // gradients is the gradient of the whole batch's mean loss.
-  for (auto& p : parameters)
-    if (p.grad().defined()) extra.push_back(p.grad());
-  dist_->allreduce_mean(extra);
-}
-
 Ud2mLosses Ud2mTrainer::step() {
   // Every draw is for the whole batch, in one order, on every rank.
   auto example = draw_example(*data_, rng_, options_.batch);
@@ -168,8 +156,9 @@ Ud2mLosses Ud2mTrainer::step() {
   auto block_noise = network_->draw_block_noise(noised.x_t, rng_);
   auto mix = at::rand({options_.batch, 1, 1, 1}, rng_, example.x.options());  // gradient-penalty interpolation
   const double ab = noised.alpha_bar;
-  auto x = share(example.x), y = share(example.y), x_t = share(noised.x_t), eps = share(noised.eps);
-  for (auto& n : block_noise) n = share(n);
+  auto x = dist_->share(example.x), y = dist_->share(example.y), x_t = dist_->share(noised.x_t),
+       eps = dist_->share(noised.eps);
+  for (auto& n : block_noise) n = dist_->share(n);
   auto y_up = op.pinv(y).detach();
 
   Ud2mLosses losses;
@@ -195,7 +184,7 @@ Ud2mLosses Ud2mTrainer::step() {
   for (auto& [name, p] : network_->trainable_parameters()) g_parameters.push_back(p);
   auto g_values = torch::stack({g_loss.detach(), l2.detach(), adversarial.detach(),
                                 torch::tensor(losses.perceptual)}).to(torch::kFloat32);
-  average_gradients(g_parameters, {g_values});
+  dist_->average_gradients(g_parameters, {g_values});
   // The discriminator's gradients from this pass are not its own step's.
   d_optimizer_->zero_grad();
   g_optimizer_->step();
@@ -210,13 +199,13 @@ Ud2mLosses Ud2mTrainer::step() {
   }
   auto d_loss = torch::binary_cross_entropy_with_logits(real_logits, torch::ones_like(real_logits)) +
                 torch::binary_cross_entropy_with_logits(fake_logits_d, torch::zeros_like(fake_logits_d));
-  auto u = share(mix);
+  auto u = dist_->share(mix);
   auto mixed = (u * x + (1 - u) * fake).requires_grad_(true);
   auto grad = torch::autograd::grad({discriminator_->forward(mixed, y_up).sum()}, {mixed}, {}, true, true)[0];
   d_loss = d_loss + options_.w_gp * grad.flatten(1).pow(2).sum(1).mean();
   d_loss.backward();
   auto d_value = d_loss.detach().to(torch::kFloat32).reshape({1}).clone();
-  average_gradients(discriminator_->parameters(), {d_value});
+  dist_->average_gradients(discriminator_->parameters(), {d_value});
   d_optimizer_->step();
 
   // The whole batch's losses (averaged with the gradients), so every rank logs

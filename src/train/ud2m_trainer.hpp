@@ -106,10 +106,6 @@ class Ud2mTrainer {
   Example draw_example(const CropDataset& images, torch::Generator& rng, int batch) const;
   Noised noise_to_random_time(const torch::Tensor& x, torch::Generator& rng) const;
 
-  // This rank's rows of a tensor holding the whole batch.
-  torch::Tensor share(const torch::Tensor& batch) const;
-  // Averages the defined gradients of `parameters` (and `extra`) over the ranks.
-  void average_gradients(const std::vector<torch::Tensor>& parameters, std::vector<torch::Tensor> extra = {});
 
   Ud2mTrainOptions options_;
   PerceptualLoss perceptual_;

@@ -5,6 +5,7 @@
 #include "core/atomic_file.hpp"
 #include "core/image.hpp"
 #include "diffusion/prior.hpp"
+#include "io/safetensors.hpp"
 #include "test_util.hpp"
 #include "train/ncvsd_trainer.hpp"
 
@@ -63,6 +64,46 @@ TEST(NcvsdTrain, StepsMoveTheGeneratorAndResumeIsExact) {
   for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], expected[i])) << i;
   for (auto name : {"generator.safetensors", "samples.png", "loss.csv"})
     EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / name)) << name;
+}
+
+TEST(NcvsdTrain, TwoProcessesMatchOneWithTheCombinedBatch) {
+  // As for UD2M: every rank draws the whole batch (crops, levels, noise, the
+  // generator's z) and keeps its half, gradients of both networks averaged:
+  // after 3 steps the generator, the fake score, their Adam moments and the
+  // logged losses are those of one process with the whole batch, up to the
+  // order of floating-point sums — far closer than another seed's run is
+  // (tiny-16 has no dropout, whose masks would depend on the split).
+  auto dir = test::temp_dir();
+  auto o = tiny_ncvsd_options(dir);
+  const auto args = [&](const std::string& out) {
+    return "train --method ncvsd --prior " + o.teacher + " --data " + o.data + " --out " + (dir / out).string() +
+           " --crop 16 --batch 4 --steps 3 --bf16 false --save-every 3";
+  };
+  auto one = test::run_ud2m(args("one"));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto two = test::run_ud2m(args("two") + " --nproc 2");
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  EXPECT_NE(two.output.find("batch 4 (2 processes × 2)"), std::string::npos) << two.output;
+  auto other = test::run_ud2m(args("other") + " --seed 1");
+  ASSERT_EQ(other.exit_code, 0) << other.output;
+  auto a = read_safetensors((dir / "one" / "checkpoint.safetensors").string());
+  struct Differences {
+    double loss, weights, moments;
+  };
+  const auto compare = [&](const std::string& run) {
+    auto b = read_safetensors((dir / run / "checkpoint.safetensors").string());
+    return Differences{(a.tensors.at("history") - b.tensors.at("history")).abs().max().item<double>(),
+                       test::relative_difference(a.tensors, b.tensors, {"g.", "f.", "lvg.", "lvf."}),
+                       test::relative_difference(a.tensors, b.tensors, {"adam_g.exp_avg.", "adam_f.exp_avg."})};
+  };
+  const auto split = compare("two"), seed = compare("other");
+  std::printf("NCVSD, 2 processes vs 1 (another seed vs 1): max |loss difference| %.2e (%.2e), relative differences: "
+              "weights %.2e (%.2e), Adam first moments %.2e (%.2e)\n",
+              split.loss, seed.loss, split.weights, seed.weights, split.moments, seed.moments);
+  EXPECT_LT(split.loss, 0.01 * seed.loss);
+  EXPECT_LT(split.weights, 0.1 * seed.weights);
+  EXPECT_LT(split.moments, 0.01 * seed.moments);
+  EXPECT_EQ(a.tensors.at("history").size(0), 3);
 }
 
 TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {

@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace ud2m::test {
 
@@ -65,6 +67,22 @@ inline CommandResult run_ud2m(const std::string& args) { return run_command(ud2m
       EXPECT_NE(std::string(e_.what()).find(text), std::string::npos) << e_.what();         \
     }                                                                                       \
   } while (0)
+
+// ‖b − a‖/‖a‖ over the tensors of `a` whose names start with one of
+// `prefixes` (e.g. two training checkpoints' weights); fails if that set is 0.
+template <class TensorMap>
+double relative_difference(const TensorMap& a, const TensorMap& b, const std::vector<std::string>& prefixes) {
+  double diff = 0, norm = 0;
+  for (auto& [name, t] : a) {
+    bool wanted = false;
+    for (auto& p : prefixes) wanted = wanted || name.rfind(p, 0) == 0;
+    if (!wanted) continue;
+    diff += (b.at(name) - t).square().sum().template item<double>();
+    norm += t.square().sum().template item<double>();
+  }
+  EXPECT_GT(norm, 0) << prefixes[0];
+  return std::sqrt(diff / norm);
+}
 
 inline double max_rel_error(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item<double>();
