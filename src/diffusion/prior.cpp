@@ -1,6 +1,7 @@
 #include "diffusion/prior.hpp"
 
 #include <filesystem>
+#include <optional>
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -159,10 +160,17 @@ nlohmann::json DdpmPrior::description() const {
 
 PriorPtr load_prior(const std::string& path, const LoadOptions& options) {
   if (fs::is_directory(path)) return load_diffusers_folder(path);
-  if (detect_checkpoint_file_format(path) == CheckpointFormat::Pickle) return load_edm2_pickle(path, options);
-  auto file = read_checkpoint(path);
-  if (!file.metadata.count(kMetadataKey)) return prior_from_weights(state_dict_of(file), path, options);
-  auto meta = parse_json(file.metadata.at(kMetadataKey), "the model metadata of '" + path + "'");
+  const auto format = detect_checkpoint_file_format(path);
+  if (format == CheckpointFormat::Pickle) return load_edm2_pickle(path, options);
+  std::optional<SafetensorsReader> reader;
+  if (format == CheckpointFormat::Safetensors) reader.emplace(path);
+  if (!reader || !reader->metadata().count(kMetadataKey)) {
+    auto file = read_checkpoint(path);
+    return prior_from_weights(state_dict_of(file), path, options);
+  }
+  // A ud2m file names its network: built first, then filled tensor by tensor
+  // from the file, so the weights are never held twice (2.2 GB for ADM-256).
+  auto meta = parse_json(reader->metadata().at(kMetadataKey), "the model metadata of '" + path + "'");
   UD2M_CHECK(meta.value("format", "") == "ud2m-prior", "'{}' is not a diffusion prior (format '{}')", path,
              meta.value("format", ""));
   PriorPtr prior;
@@ -178,7 +186,8 @@ PriorPtr load_prior(const std::string& path, const LoadOptions& options) {
                                         options.class_label >= 0 ? options.class_label : meta.value("class_label", -1));
   else
     fail("'{}': unknown architecture '{}' (known: adm, ddpm, edm2)", path, arch);
-  nets::load_state_dict(prior->module(), file.tensors, path);
+  nets::load_state_dict(prior->module(), reader->layout(), [&](const std::string& name) { return reader->read(name); },
+                        path);
   return prior;
 }
 

@@ -44,6 +44,11 @@ TensorMap state_dict(const torch::nn::Module& module) {
 }
 
 void load_state_dict(torch::nn::Module& module, const TensorMap& weights, const std::string& source) {
+  load_state_dict(module, weights, [&](const std::string& name) { return weights.at(name); }, source);
+}
+
+void load_state_dict(torch::nn::Module& module, const TensorMap& weights,
+                     const std::function<torch::Tensor(const std::string&)>& read, const std::string& source) {
   auto targets = state_dict(module);
   std::vector<std::string> missing, unexpected, misshaped;
   for (auto& [name, target] : targets) {
@@ -59,7 +64,7 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& weights, const 
   const auto problems = describe_mismatch(missing, unexpected, misshaped);
   if (!problems.empty()) fail("'{}' does not fit this architecture:{}", source, problems);
   torch::NoGradGuard no_grad;
-  for (auto& [name, target] : targets) target.copy_(weights.at(name));
+  for (auto& [name, target] : targets) target.copy_(read(name));
 }
 
 }  // namespace ud2m::nets

@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 
 #include "io/safetensors.hpp"
@@ -12,6 +13,10 @@ namespace ud2m::nets {
 // Copies `weights` into the module's parameters and buffers (converting dtype);
 // throws Error naming `source` unless names and shapes match exactly.
 void load_state_dict(torch::nn::Module& module, const TensorMap& weights, const std::string& source);
+// The same with the values read one tensor at a time: `layout` names the
+// tensors and their shapes (values unused), `read` fetches one.
+void load_state_dict(torch::nn::Module& module, const TensorMap& layout,
+                     const std::function<torch::Tensor(const std::string&)>& read, const std::string& source);
 
 TensorMap state_dict(const torch::nn::Module& module);
 

@@ -119,3 +119,18 @@ TEST(AdmUNet, ConvertRefusesNonModelsWithOneClearError) {
   EXPECT_NE(r.output.find("holds no known diffusion network"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "out.safetensors"));
 }
+
+TEST(AdmUNet, PriorFileWhoseTensorsDoNotFitItsConfigIsRefused) {
+  // ud2m prior files are read tensor by tensor into the network their metadata
+  // names; the same checks apply before anything is copied.
+  auto dir = test::temp_dir();
+  const auto path = (dir / "prior.safetensors").string();
+  diffusion::save_prior(path, *std::make_shared<diffusion::AdmPrior>(nets::AdmConfig::preset("tiny-16"),
+                                                                     diffusion::Schedule::linear()));
+  auto file = read_safetensors(path);
+  file.tensors["out.2.bias"] = torch::zeros({7});
+  file.tensors.erase("time_embed.0.weight");
+  write_safetensors(path, file.tensors, file.metadata);
+  EXPECT_THROW_MSG(diffusion::load_prior(path), "out.2.bias (7 in the file, 3 expected)");
+  EXPECT_THROW_MSG(diffusion::load_prior(path), "time_embed.0.weight");
+}

@@ -41,3 +41,23 @@ TEST(Safetensors, TruncatedFileIsRefused) {
   garbage[8] = '!';
   EXPECT_THROW(parse_safetensors(garbage, "t"), Error);
 }
+
+TEST(Safetensors, ReaderChecksTheFileAndReadsOneTensorAtATime) {
+  auto dir = test::temp_dir();
+  const auto path = (dir / "m.safetensors").string();
+  TensorMap tensors{{"a", torch::randn({4, 5})}, {"b", torch::arange(6).to(torch::kBFloat16)}};
+  write_safetensors(path, tensors, {{"k", "v"}});
+  SafetensorsReader reader(path);
+  EXPECT_EQ(reader.metadata().at("k"), "v");
+  EXPECT_EQ(reader.layout().at("a").sizes(), torch::IntArrayRef({4, 5}));
+  EXPECT_TRUE(reader.layout().at("a").is_meta());  // shapes only, no data held
+  EXPECT_TRUE(torch::equal(reader.read("b"), tensors.at("b")));
+  EXPECT_TRUE(torch::equal(reader.read("a"), tensors.at("a")));
+  EXPECT_THROW_MSG(reader.read("c"), "has no tensor 'c'");
+  // The same checks as for bytes in memory: a truncated file or a folder is refused by name.
+  const auto bytes = read_file(path);
+  write_file_atomic((dir / "cut.safetensors").string(), bytes.substr(0, bytes.size() - 8));
+  EXPECT_THROW_MSG(SafetensorsReader((dir / "cut.safetensors").string()), "lies outside the file");
+  EXPECT_THROW_MSG(SafetensorsReader(dir.string()), "is a folder");
+  EXPECT_THROW_MSG(SafetensorsReader((dir / "missing.safetensors").string()), "cannot open");
+}
