@@ -28,7 +28,8 @@ nlohmann::json Ud2mTrainOptions::to_json() const {
   return {{"prior", prior},   {"data", data},       {"task", task},         {"sigma", sigma},
           {"crop", crop},     {"batch", batch},     {"blocks", blocks},     {"sample_steps", sample_steps},
           {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha},
-          {"noise_inflation", noise_inflation}, {"learned_init", learned_init}, {"lr", lr}, {"scalar_lr", scalar_lr}, {"weight_decay", weight_decay},
+          {"noise_inflation", noise_inflation}, {"learned_init", learned_init},
+          {"lr", lr}, {"scalar_lr", scalar_lr}, {"weight_decay", weight_decay},
           {"w_adv", w_adv},   {"w_l2", w_l2},       {"w_perceptual", w_perceptual}, {"w_gp", w_gp},
           {"val_data", val_data}, {"val_images", val_images}, {"val_every", val_every},
           {"bf16", bf16},     {"seed", seed},       {"save_every", save_every}};

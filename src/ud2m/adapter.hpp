@@ -1,6 +1,7 @@
 // UD2M adapter files: only what was trained (LoRA factors, the prior's output
-// head, λ and ρ scales, the learned initialiser if any) plus metadata naming the base prior by fingerprint,
-// the task it was trained for (or "general"), K and N. A few hundred KiB.
+// head, λ and ρ scales, the learned initialiser if any) plus metadata naming
+// the base prior by fingerprint, the task it was trained for (or "general"),
+// K and N. A few hundred KiB (~1 MiB with an initialiser).
 #pragma once
 #include <string>
 

@@ -162,7 +162,8 @@ torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const 
     auto z = data_step(op, y, sigma_y, x_t, t, x);
     auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * block_noise[k].to(z.scalar_type());
     if (recompute_)
-      x = nets::recompute_in_backward([this, t_delta](const torch::Tensor& in) { return prior_->x0(in, t_delta); }, z_in);
+      x = nets::recompute_in_backward([this, t_delta](const torch::Tensor& in) { return prior_->x0(in, t_delta); },
+                                      z_in);
     else
       x = prior_->x0(z_in, t_delta);
   }
