@@ -4,7 +4,7 @@ measurements and held-out images: mean PSNR of each, and the gap.
     python bench/zero_shot_agreement.py --build build --model PRIOR.safetensors \
         [--images 20] [--size 64] [--task gaussian_deblur] [--sigma 0.05] \
         [--methods diffpir,ddrm,dps] [--dps-steps 100] [--deepinv-dps-step chung|sde]
-        [--out bench_out/agreement]
+        [--ud2m-adapter ADAPTER] [--out bench_out/agreement]
 
 The measurements are made once by `ud2m degrade` (exact float values in
 .safetensors); deepinv reads the same values and the same blur kernel. The
@@ -19,6 +19,10 @@ step ζ = 1 of Chung et al.'s Algorithm 1, which ud2m follows. With
 `--deepinv-dps-step chung` (default) deepinv's weight is set per step so that
 its update is exactly ζ = 1 and x̂0 is clamped to the image range before A,
 as in Chung et al.; `sde` keeps deepinv's own DPS.
+
+With `--ud2m-adapter`, UD2M (9 NFE) restores the same measurements too and
+is reported beside deepinv's runs: PSNR and seconds per image, the speed-up
+over each deepinv sampler and the PSNR difference (same images, same threads).
 """
 import argparse
 import json
@@ -128,6 +132,7 @@ def main():
     ap.add_argument("--dps-steps", type=int, default=100)
     ap.add_argument("--deepinv-dps-step", choices=["chung", "sde"], default="chung",
                     help="deepinv's DPS step: Chung et al.'s ζ = 1 (default) or its own SDE weight 1")
+    ap.add_argument("--ud2m-adapter", help="also run UD2M with this adapter, for time at equal quality")
     ap.add_argument("--out", default="bench_out/agreement")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
@@ -170,6 +175,20 @@ def main():
         print(f"{method:8s} NFE {nfe:4d}: ud2m {r['ud2m_psnr']:.2f} dB ({r['ud2m_seconds']:.0f} s), "
               f"deepinv {r['deepinv_psnr']:.2f} dB ({r['deepinv_seconds']:.0f} s), "
               f"gap {r['gap_db']:+.2f} ± {r['gap_standard_error_db']:.2f} dB (standard error)", flush=True)
+    if args.ud2m_adapter:
+        start = time.time()
+        ud2m(binary, "restore", "-m", out / "y", "--method", "ud2m", "--model", args.model, "--adapter",
+             args.ud2m_adapter, "--out", out / "ud2m_ud2m", "--reference", out / "clean")
+        seconds = time.time() - start
+        ours = [json.loads((out / "ud2m_ud2m" / (p.stem + ".json")).read_text())["psnr"] for p in clean]
+        results["ud2m"] = {"nfe": 9, "ud2m_psnr": float(np.mean(ours)), "ud2m_seconds": seconds,
+                           "images": len(clean), "ud2m_per_image": ours}
+        print(f"ud2m     NFE    9: {np.mean(ours):.2f} dB, {seconds / len(clean):.2f} s/image", flush=True)
+        for method, r in results.items():
+            if method != "ud2m":
+                print(f"  vs deepinv {method} ({r['deepinv_psnr']:.2f} dB, {r['deepinv_seconds'] / len(clean):.2f} "
+                      f"s/image): {r['deepinv_seconds'] / seconds:.1f}x faster, "
+                      f"{np.mean(ours) - r['deepinv_psnr']:+.2f} dB", flush=True)
     (out / "agreement.json").write_text(json.dumps({"task": args.task, "sigma": args.sigma, "model": args.model,
                                                      "results": results}, indent=2))
 
