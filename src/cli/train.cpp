@@ -73,6 +73,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
   cmd->add_option("--generator-lr", ncvsd->generator_lr, "NCVSD: Adam rate of the generator (--lr: the fake score's)")
       ->capture_default_str();
+  cmd->add_option("--student-config", ncvsd->student_config,
+                  "NCVSD: ADM preset of a freshly initialised student (needed for DDPM/EDM2 teachers; default: a "
+                  "copy of the ADM teacher)");
   cmd->add_option("--ema-decay", ncvsd->ema_decay, "NCVSD: EMA decay of the generator")->capture_default_str();
   cmd->add_option("--perceptual", *perceptual_kind,
                   "UD2M: Perceptual term: lpips (needs --lpips-weights), prior (distance of the frozen prior's encoder\n"

@@ -19,12 +19,12 @@ torch::Tensor per_sample(const torch::Tensor& v, const torch::Tensor& like) {
   return v.to(like.dtype()).view({-1, 1, 1, 1});
 }
 
+}  // namespace
+
 nets::AdmConfig conditional_config(nets::AdmConfig config) {
   config.in_channels = 2 * config.in_channels + 1;  // x, y·c_in(σ), c_noise(σ)
   return config;
 }
-
-}  // namespace
 
 torch::Tensor prior_x0(diffusion::Prior& prior, const torch::Tensor& x, const torch::Tensor& level) {
   auto scale = per_sample((1 + level.pow(2)).rsqrt(), x);

@@ -33,6 +33,9 @@ class LogVarianceImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LogVariance);
 
+// An unconditional ADM configuration with the two conditioning inputs added.
+nets::AdmConfig conditional_config(nets::AdmConfig unconditional);
+
 class ConditionalDenoiserImpl : public torch::nn::Module {
  public:
   // A copy of the teacher with the two conditioning inputs added.

@@ -40,7 +40,7 @@ NamedParameters concat(NamedParameters a, const NamedParameters& b) {
 }  // namespace
 
 nlohmann::json NcvsdTrainOptions::to_json() const {
-  return {{"teacher", teacher}, {"data", data},   {"crop", crop},         {"batch", batch},
+  return {{"teacher", teacher}, {"student_config", student_config}, {"data", data}, {"crop", crop}, {"batch", batch},
           {"lr", lr},           {"generator_lr", generator_lr}, {"ema_decay", ema_decay},
           {"bf16", bf16},       {"seed", seed},   {"save_every", save_every}};
 }
@@ -48,6 +48,7 @@ nlohmann::json NcvsdTrainOptions::to_json() const {
 NcvsdTrainOptions NcvsdTrainOptions::from_json(const nlohmann::json& j) {
   NcvsdTrainOptions o;
   o.teacher = j.value("teacher", o.teacher);
+  o.student_config = j.value("student_config", o.student_config);
   o.data = j.value("data", o.data);
   o.crop = j.value("crop", o.crop);
   o.batch = j.value("batch", o.batch);
@@ -75,14 +76,10 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
   fs::create_directories(options_.out_dir);
   const bool resume = resume_options(checkpoint_path(), kMetadataKey, "NCVSD training", options_);
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
-  teacher_ = std::dynamic_pointer_cast<diffusion::AdmPrior>(diffusion::load_prior(options_.teacher));
-  UD2M_CHECK(teacher_, "NCVSD distils ADM teachers; '{}' is another architecture", options_.teacher);
-  teacher_->net()->eval();
-  for (auto& p : teacher_->net()->parameters()) p.set_requires_grad(false);
-  // Student and fake score both start as the teacher (their condition inputs at zero).
-  generator_ = ncvsd::ConditionalDenoiser(*teacher_);
-  fake_ = ncvsd::ConditionalDenoiser(*teacher_);
-  ema_ = ncvsd::ConditionalDenoiser(*teacher_);
+  teacher_ = diffusion::load_prior(options_.teacher);
+  teacher_->module().eval();
+  for (auto& p : teacher_->module().parameters()) p.set_requires_grad(false);
+  make_student();
   for (auto& p : ema_->parameters()) p.set_requires_grad(false);
   generator_logvar_ = ncvsd::LogVariance(64, options_.seed);
   fake_logvar_ = ncvsd::LogVariance(64, options_.seed + 1);
@@ -99,6 +96,32 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
   dist_->broadcast(initial);  // equal seeds already make them equal; this makes sure
   rng_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed);
   if (resume) load_checkpoint();
+}
+
+void NcvsdTrainer::make_student() {
+  auto adm_teacher = std::dynamic_pointer_cast<diffusion::AdmPrior>(teacher_);
+  if (options_.student_config.empty()) {
+    UD2M_CHECK(adm_teacher, "the teacher '{}' is not an ADM network, so the student cannot start as its copy: "
+               "name a student architecture with --student-config (an ADM preset, e.g. ud2m-small-64)",
+               options_.teacher);
+    // Student and fake score both start as the teacher (their condition inputs at zero).
+    generator_ = ncvsd::ConditionalDenoiser(*adm_teacher);
+    fake_ = ncvsd::ConditionalDenoiser(*adm_teacher);
+    ema_ = ncvsd::ConditionalDenoiser(*adm_teacher);
+    return;
+  }
+  auto config = nets::AdmConfig::preset(options_.student_config);
+  UD2M_CHECK(config.in_channels == teacher_->channels(), "the student '{}' has {} channels, the teacher {}",
+             options_.student_config, config.in_channels, teacher_->channels());
+  // A fresh student (seeded), the fake score and the EMA starting equal to it.
+  torch::manual_seed(options_.seed);
+  const auto conditional = ncvsd::conditional_config(config);
+  generator_ = ncvsd::ConditionalDenoiser(conditional, teacher_->schedule());
+  fake_ = ncvsd::ConditionalDenoiser(conditional, teacher_->schedule());
+  ema_ = ncvsd::ConditionalDenoiser(conditional, teacher_->schedule());
+  const auto weights = nets::state_dict(*generator_->net());
+  nets::load_state_dict(*fake_->net(), weights, "the student");
+  nets::load_state_dict(*ema_->net(), weights, "the student");
 }
 
 NcvsdLosses NcvsdTrainer::step() {

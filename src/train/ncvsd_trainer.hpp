@@ -25,7 +25,11 @@
 namespace ud2m::train {
 
 struct NcvsdTrainOptions {
-  std::string teacher;  // prior file (ADM)
+  std::string teacher;  // prior file: any architecture (ADM, DDPM, EDM2)
+  // Empty: the student and fake score start as copies of the teacher (ADM
+  // teachers only). Else an ADM preset (nets/adm_unet.hpp) for a randomly
+  // initialised student — how DDPM and EDM2 teachers are distilled.
+  std::string student_config;
   std::string data;     // folder or list of photographs
   std::string out_dir;
   int crop = 64;
@@ -64,12 +68,13 @@ class NcvsdTrainer {
 
  private:
   void load_checkpoint();
+  void make_student();  // generator, fake score and EMA, all equal
 
   NcvsdTrainOptions options_;
   std::shared_ptr<dist::DistContext> dist_;
   int rank_batch_ = 0;
   std::shared_ptr<const CropDataset> data_;
-  std::shared_ptr<diffusion::AdmPrior> teacher_;
+  diffusion::PriorPtr teacher_;
   ncvsd::ConditionalDenoiser generator_{nullptr}, fake_{nullptr}, ema_{nullptr};
   ncvsd::LogVariance generator_logvar_{nullptr}, fake_logvar_{nullptr};
   std::unique_ptr<torch::optim::AdamW> g_optimizer_, f_optimizer_;

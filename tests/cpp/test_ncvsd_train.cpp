@@ -66,6 +66,41 @@ TEST(NcvsdTrain, StepsMoveTheGeneratorAndResumeIsExact) {
     EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / name)) << name;
 }
 
+TEST(NcvsdTrain, AnyPriorTeachesAFreshStudent) {
+  // A DDPM teacher (through the Denoiser interface) and a randomly initialised
+  // ADM student: the student learns, its generator file loads and samples.
+  // Without --student-config a non-ADM teacher is refused with the way out.
+  auto dir = test::temp_dir();
+  auto o = tiny_ncvsd_options(dir);
+  torch::manual_seed(0);
+  nets::DdpmConfig c;
+  c.block_out_channels = {32, 32};
+  c.layers_per_block = 1;
+  c.attention = {false, true};
+  c.norm_num_groups = 8;
+  diffusion::save_prior((dir / "ddpm.safetensors").string(),
+                        *std::make_shared<diffusion::DdpmPrior>(c, diffusion::Schedule::linear(), 16));
+  o.teacher = (dir / "ddpm.safetensors").string();
+  EXPECT_THROW_MSG(train::NcvsdTrainer{o}, "--student-config");
+  o.student_config = "tiny-16";
+  o.steps = 3;
+  o.save_every = 3;
+  train::NcvsdTrainer trainer(o);
+  // Student, fake score and EMA start equal.
+  const auto initial = weights(*trainer.generator());
+  const auto ema = weights(*trainer.ema());
+  for (size_t i = 0; i < initial.size(); ++i) ASSERT_TRUE(torch::equal(initial[i], ema[i])) << i;
+  trainer.run();
+  const auto trained = weights(*trainer.generator());
+  double moved = 0;
+  for (size_t i = 0; i < initial.size(); ++i) moved += (trained[i] - initial[i]).abs().sum().item<double>();
+  EXPECT_GT(moved, 0);
+  const auto generator = (fs::path(o.out_dir) / "generator.safetensors").string();
+  auto r = test::run_ud2m("sample --method ncvsd --model " + generator + " --steps 1 --n 1 --size 16 " +
+                          (dir / "s.png").string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 TEST(NcvsdTrain, TwoProcessesMatchOneWithTheCombinedBatch) {
   // As for UD2M: every rank draws the whole batch (crops, levels, noise, the
   // generator's z) and keeps its half, gradients of both networks averaged:
