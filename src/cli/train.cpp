@@ -71,6 +71,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--bf16", o->bf16, "bf16 autocast of the networks (true/false)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data, operators and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
+  cmd->add_option("--max-time", o->max_seconds,
+                  "Stop after this many seconds with a checkpoint; the same command resumes (0: no limit)")
+      ->capture_default_str();
   cmd->add_option("--generator-lr", ncvsd->generator_lr, "NCVSD: Adam rate of the generator (--lr: the fake score's)")
       ->capture_default_str();
   cmd->add_option("--student-config", ncvsd->student_config,
@@ -106,6 +109,7 @@ void add_train_command(CLI::App& app) {
       ncvsd->bf16 = o->bf16;
       ncvsd->seed = o->seed;
       ncvsd->save_every = o->save_every;
+      ncvsd->max_seconds = o->max_seconds;
       train::NcvsdTrainer(*ncvsd, nullptr, dist).run();
       return;
     }

@@ -19,6 +19,7 @@
 #include "train/dropout_seed.hpp"
 #include "train/ema.hpp"
 #include "train/resume.hpp"
+#include "train/time_limit.hpp"
 
 namespace ud2m::train {
 namespace fs = std::filesystem;
@@ -74,7 +75,9 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
   UD2M_CHECK(options_.ema_decay >= 0 && options_.ema_decay < 1, "--ema-decay must be in [0, 1), not {}",
              options_.ema_decay);
   fs::create_directories(options_.out_dir);
+  const double max_seconds = options_.max_seconds;
   const bool resume = resume_options(checkpoint_path(), kMetadataKey, "NCVSD training", options_);
+  options_.max_seconds = max_seconds;
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   teacher_ = diffusion::load_prior(options_.teacher);
   teacher_->module().eval();
@@ -269,7 +272,13 @@ void NcvsdTrainer::run() {
             dist_->world() > 1 ? fmt::format(" ({} processes × {})", dist_->world(), rank_batch_) : "", step_,
             options_.steps);
   Progress progress("train ncvsd", static_cast<int>(options_.steps - step_));
+  const TimeLimit time_limit(options_.max_seconds, *dist_);
   while (step_ < options_.steps) {
+    if (time_limit.reached()) {
+      log::info("stopping at step {}: the time limit of {} s is reached", step_, options_.max_seconds);
+      if (dist_->is_main()) save_checkpoint();
+      return;
+    }
     auto l = step();
     progress.step(fmt::format("G {:.1f} fake {:.1f}", l.generator, l.fake));
     if (dist_->is_main() && (step_ % options_.save_every == 0 || step_ == options_.steps)) save_checkpoint();

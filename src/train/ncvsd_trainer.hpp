@@ -41,6 +41,7 @@ struct NcvsdTrainOptions {
   bool bf16 = true;
   uint64_t seed = 0;
   int save_every = 100;
+  double max_seconds = 0;  // this invocation's time limit (not stored): stop with a checkpoint
 
   nlohmann::json to_json() const;
   static NcvsdTrainOptions from_json(const nlohmann::json& j);

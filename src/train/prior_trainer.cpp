@@ -2,7 +2,6 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <chrono>
 #include <filesystem>
 #include <optional>
 
@@ -20,6 +19,7 @@
 #include "train/dropout_seed.hpp"
 #include "train/ema.hpp"
 #include "train/resume.hpp"
+#include "train/time_limit.hpp"
 #include "samplers/ddim.hpp"
 
 namespace ud2m::train {
@@ -211,17 +211,10 @@ void PriorTrainer::run() {
               options_.batch, dist_->world(), rank_batch_, step_, options_.steps);
   std::optional<Progress> progress;
   if (main) progress.emplace("train-prior", static_cast<int>(options_.steps - step_));
-  const auto start = std::chrono::steady_clock::now();
-  auto out_of_time = [&] {
-    // Rank 0's clock decides for all, or the ranks would stop at different steps.
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    auto flag = torch::tensor({elapsed > options_.max_seconds ? 1.0f : 0.0f}).to(device_);
-    dist_->broadcast({flag});
-    return flag.item<float>() > 0;
-  };
+  const TimeLimit time_limit(options_.max_seconds, *dist_, device_);
   double recent = 0;
   while (step_ < options_.steps) {
-    if (options_.max_seconds > 0 && out_of_time()) {
+    if (time_limit.reached()) {
       if (main) {
         log::info("stopping at step {}: the time limit of {} s is reached", step_, options_.max_seconds);
         save_checkpoint();

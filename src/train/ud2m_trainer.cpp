@@ -18,6 +18,7 @@
 #include "train/adam_state.hpp"
 #include "train/autocast.hpp"
 #include "train/resume.hpp"
+#include "train/time_limit.hpp"
 #include "ud2m/adapter.hpp"
 #include "ud2m/sampler.hpp"
 
@@ -87,8 +88,10 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
              "unknown --task '{}' (a degrade task, or general)", options_.task);
   fs::create_directories(options_.out_dir);
   const bool recompute = options_.recompute;
+  const double max_seconds = options_.max_seconds;
   const bool resume = resume_options(checkpoint_path(), "ud2m_train_ud2m", "UD2M training", options_);
   options_.recompute = recompute;
+  options_.max_seconds = max_seconds;
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   UD2M_CHECK(options_.val_images > 0, "--val-images must be positive, not {}", options_.val_images);
   val_data_ = options_.val_data.empty() ? data_
@@ -340,7 +343,13 @@ void Ud2mTrainer::run() {
   };
   if (validation_history_.empty()) validate();  // the untrained adapter's score, for comparison
   Progress progress("train ud2m", static_cast<int>(options_.steps - step_));
+  const TimeLimit time_limit(options_.max_seconds, *dist_);
   while (step_ < options_.steps) {
+    if (time_limit.reached()) {
+      log::info("stopping at step {}: the time limit of {} s is reached", step_, options_.max_seconds);
+      if (main) save_checkpoint();
+      return;
+    }
     auto l = step();
     progress.step(fmt::format("G {:.3f} (l2 {:.3f} adv {:.3f}) D {:.3f}", l.generator, l.l2, l.adversarial,
                               l.discriminator));

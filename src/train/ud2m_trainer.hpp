@@ -44,9 +44,11 @@ struct Ud2mTrainOptions {
   std::string val_data;  // photos for the validation PSNR (default: the training photos)
   int val_images = 8;
   int val_every = 0;     // steps between validations (0: at every checkpoint)
-  // Recompute the prior calls in the backward pass (activation memory ÷ ~K);
-  // a run setting like the step target: not stored, not restored on resume.
+  // Settings of this invocation, like the step target: not stored, not
+  // restored on resume. Recompute the prior calls in the backward pass
+  // (activation memory ÷ ~K); stop with a checkpoint after max_seconds (0: no limit).
   bool recompute = false;
+  double max_seconds = 0;
   bool bf16 = true;  // autocast the networks to bf16 (fp32 weights, prox and losses)
   uint64_t seed = 0;
   int save_every = 100;

@@ -168,6 +168,29 @@ TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
   EXPECT_NE(r.output.find("unknown --task 'nope'"), std::string::npos) << r.output;
 }
 
+TEST(Ud2mTrain, TimeLimitStopsWithACheckpointThatTheNextRunResumes) {
+  // Both distillation methods: --max-time ends the run with a checkpoint (the
+  // limit is spent before the first step here), the same command without it
+  // resumes from there.
+  auto dir = test::temp_dir();
+  auto o = tiny_options(dir);
+  for (std::string method : {"ud2m", "ncvsd"}) {
+    const auto out = (dir / method).string();
+    const auto args = "train --method " + method + " --prior " + o.prior + " --data " + o.data + " --out " + out +
+                      " --crop " + (method == "ud2m" ? "32" : "16") + " --steps 2 --blocks 1 --val-images 1";
+    auto r = test::run_ud2m(args + " --max-time 1e-9");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("stopping at step 0: the time limit"), std::string::npos) << method << r.output;
+    ASSERT_TRUE(fs::exists(fs::path(out) / "checkpoint.safetensors")) << method;
+    r = test::run_ud2m(args);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("resumed from"), std::string::npos) << method << r.output;
+    auto meta = read_safetensors((fs::path(out) / "checkpoint.safetensors").string()).metadata;
+    auto key = method == "ud2m" ? "ud2m_train_ud2m" : "ud2m_train_ncvsd";
+    EXPECT_EQ(nlohmann::json::parse(meta.at(key)).at("step"), 2) << method;
+  }
+}
+
 TEST(Ud2mTrain, TwoProcessesMatchOneWithTheCombinedBatch) {
   // Same draws (every rank draws the whole batch and keeps its half), averaged
   // gradients: after 3 steps of G and D the adapter, the discriminator and the
