@@ -75,9 +75,7 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
   UD2M_CHECK(options_.ema_decay >= 0 && options_.ema_decay < 1, "--ema-decay must be in [0, 1), not {}",
              options_.ema_decay);
   fs::create_directories(options_.out_dir);
-  const double max_seconds = options_.max_seconds;
   const bool resume = resume_options(checkpoint_path(), kMetadataKey, "NCVSD training", options_);
-  options_.max_seconds = max_seconds;
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   teacher_ = diffusion::load_prior(options_.teacher);
   teacher_->module().eval();

@@ -61,12 +61,11 @@ PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const Crop
   UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
   UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
   fs::create_directories(options_.out_dir);
-  // The device and time limit belong to this invocation, not to the run.
+  // The device belongs to this invocation, not to the run (resume_options keeps
+  // the step target and time limit likewise).
   const auto device = options_.device;
-  const double max_seconds = options_.max_seconds;
   const bool resume = resume_options(checkpoint_path(), "ud2m_train", "prior-training", options_);
   options_.device = device;
-  options_.max_seconds = max_seconds;
   rank_batch_ = dist::rank_batch(options_.batch, dist_->world());
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   torch::manual_seed(options_.seed);  // weight initialisation

@@ -1,5 +1,6 @@
 // Resuming a training run: the options saved in its checkpoint win, except
-// the step target and output folder (a rerun may extend the run).
+// the step target, output folder and time limit, which belong to the
+// invocation (a rerun may extend the run, or run for another while).
 #pragma once
 #include <filesystem>
 #include <string>
@@ -19,6 +20,7 @@ bool resume_options(const std::string& checkpoint, const std::string& key, const
   auto saved = Options::from_json(nlohmann::json::parse(meta.at(key)).at("options"));
   saved.steps = options.steps;
   saved.out_dir = options.out_dir;
+  saved.max_seconds = options.max_seconds;
   options = saved;
   return true;
 }

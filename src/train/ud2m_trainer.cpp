@@ -88,10 +88,8 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
              "unknown --task '{}' (a degrade task, or general)", options_.task);
   fs::create_directories(options_.out_dir);
   const bool recompute = options_.recompute;
-  const double max_seconds = options_.max_seconds;
   const bool resume = resume_options(checkpoint_path(), "ud2m_train_ud2m", "UD2M training", options_);
   options_.recompute = recompute;
-  options_.max_seconds = max_seconds;
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   UD2M_CHECK(options_.val_images > 0, "--val-images must be positive, not {}", options_.val_images);
   val_data_ = options_.val_data.empty() ? data_

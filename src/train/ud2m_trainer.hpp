@@ -108,7 +108,6 @@ class Ud2mTrainer {
   Example draw_example(const CropDataset& images, torch::Generator& rng, int batch) const;
   Noised noise_to_random_time(const torch::Tensor& x, torch::Generator& rng) const;
 
-
   Ud2mTrainOptions options_;
   PerceptualLoss perceptual_;
   std::shared_ptr<dist::DistContext> dist_;
