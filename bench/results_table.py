@@ -1,12 +1,13 @@
 """The restoration results table: task × method → PSNR / SSIM (/ LPIPS) / NFE /
 seconds per image, on the held-out crops (bench/heldout.py), with the shipped
-prior, every method at its published default NFE. `ud2m-init` is UD2M with
+prior, every method at its published default NFE. `measurement` scores y itself
+(tasks whose measurement is an image: JPEG's decoded file). `ud2m-init` is UD2M with
 an adapter trained with a learned initialiser (`train --learned-init true`,
 the paper's "w/ RAM" variant: N·(K+1) = 12 NFE).
 
     python bench/results_table.py --build build --out out/results \
         [--count 12] [--tasks gaussian_deblur sr inpainting_random] \
-        [--methods tv ddrm diffpir latino dps ud2m ud2m-init pnp-ncvsd] [--adapter ADAPTER] \
+        [--methods measurement tv ddrm diffpir latino dps ud2m ud2m-init pnp-ncvsd] [--adapter ADAPTER] \
         [--init-adapter ADAPTER] [--generator G] \
         [--slow-count 4] [--sigma 0.01] [--oversampling 4] [--lpips-weights TRUNK HEADS]
 
@@ -30,7 +31,7 @@ import heldout  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Published default NFE per method (TV: iterations, no network).
-NFE = {"tv": 0, "ddrm": 20, "diffpir": 100, "latino": 8, "dps": 1000, "ud2m": 9, "ud2m-init": 12,
+NFE = {"measurement": 0, "tv": 0, "ddrm": 20, "diffpir": 100, "latino": 8, "dps": 1000, "ud2m": 9, "ud2m-init": 12,
        "pnp-ncvsd": 49}
 SLOW = {"dps"}
 
@@ -42,16 +43,22 @@ def run(cmd):
     return r.stdout + r.stderr
 
 
-def degrade_all(binary, clean, out, task, sigma, oversampling):
+def degrade_all(binary, clean, out, task, sigma, oversampling, suffix=".safetensors"):
     out.mkdir(parents=True, exist_ok=True)
     extra = ["--oversampling", oversampling] if "phase_retrieval" in task else []
     for i, image in enumerate(sorted(clean.glob("*.png"))):
         run([binary, "degrade", "--task", task, "--sigma", sigma, "--seed", i, *extra, image,
-             out / (image.stem + ".safetensors")])
+             out / (image.stem + suffix)])
 
 
 def restore_and_score(args, binary, clean, measurements, out, task, method):
     pred = out / "restored"
+    if method == "measurement":
+        # No restoration: y itself, for tasks whose measurement is an image
+        # (JPEG: the decoded file). Same seeds, so the same y, as 8-bit PNGs.
+        start = time.time()
+        degrade_all(binary, clean, pred, task, args.sigma, args.oversampling, suffix=".png")
+        return score(args, binary, clean, measurements, out, task, method, time.time() - start)
     cmd = [binary, "restore", "-m", measurements, "--method", "ud2m" if method == "ud2m-init" else method,
            "--out", pred, "--seed", 0]
     if method == "pnp-ncvsd":
@@ -64,7 +71,11 @@ def restore_and_score(args, binary, clean, measurements, out, task, method):
         cmd += ["--adapter", args.init_adapter]
     start = time.time()
     run(cmd)
-    seconds = time.time() - start
+    return score(args, binary, clean, measurements, out, task, method, time.time() - start)
+
+
+def score(args, binary, clean, measurements, out, task, method, seconds):
+    pred = out / "restored"
     n = len(list(measurements.glob("*.safetensors")))
     ev = [binary, "eval", "--ref", clean, "--pred", pred, "--json", out / "eval.json"]
     if args.lpips_weights:
@@ -102,7 +113,8 @@ def markdown(rows, lpips):
     head = "| task | σ | method | NFE | PSNR | SSIM |" + (" LPIPS |" if lpips else "") + " s/image | images |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        cells = [r["task"], f"{r.get('sigma', 0.01):g}", r["method"], str(r["nfe"]) if r["nfe"] else "— (TV)",
+        nfe = str(r["nfe"]) if r["nfe"] else "— (TV)" if r["method"] == "tv" else "—"
+        cells = [r["task"], f"{r.get('sigma', 0.01):g}", r["method"], nfe,
                  f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"]
         if lpips:
             cells.append(f"{r['lpips']:.3f}")

@@ -180,7 +180,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
             {{"zeta", o.zeta}}};
   }
   if (method == "ud2m") {
-    auto& op = linear_operator(m, "UD2M");
+    auto& op = *m.degradation.op;  // linear, or JPEG (unrolled::initial_estimate refuses others)
     check_noisy(m, "UD2M");
     const auto task = m.degradation.sidecar.value("task", "");
     UD2M_CHECK(c.adapter.info.task == "general" || c.adapter.info.task == task,

@@ -31,6 +31,10 @@ class Operator {
   // Gradient with respect to x of ½‖A(x) − y‖² (autograd unless overridden).
   virtual torch::Tensor data_grad(const torch::Tensor& x, const torch::Tensor& y) const;
   virtual bool is_linear() const { return false; }
+  // An upper bound on the spectral norm of forward()'s Jacobian (through its
+  // straight-through rounding, if any), which sizes gradient steps on the
+  // likelihood; 0 where none is known.
+  virtual double jacobian_bound() const { return 0; }
   // Shape of A(x) for an input of shape (N, C, H, W).
   virtual std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const;
   // Everything needed to rebuild this exact operator (kernel values, mask bits,

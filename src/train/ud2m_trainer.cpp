@@ -133,9 +133,7 @@ Ud2mTrainer::Example Ud2mTrainer::draw_example(const CropDataset& images, torch:
   Example e;
   e.x = images.batch(batch, rng);
   e.degradation = draw_degradation(rng, batch);
-  UD2M_CHECK(dynamic_cast<const physics::LinearOperator*>(e.degradation.op.get()),
-             "UD2M trains on linear operators; '{}' is not", e.degradation.op->name());
-  auto clean = e.op().forward(e.x);
+  auto clean = e.op().measure(e.x);  // JPEG: the real codec
   e.y = clean + e.degradation.noise.model_sigma() * gaussian(clean.sizes(), rng, clean.options());
   return e;
 }
@@ -161,7 +159,8 @@ Ud2mLosses Ud2mTrainer::step() {
   auto x = dist_->share(example.x), y = dist_->share(example.y), x_t = dist_->share(noised.x_t),
        eps = dist_->share(noised.eps);
   for (auto& n : block_noise) n = dist_->share(n);
-  auto y_up = op.pinv(y).detach();
+  auto* linear = dynamic_cast<const physics::LinearOperator*>(&op);
+  auto y_up = (linear ? linear->pinv(y) : y).detach();  // the discriminator's condition, image-shaped
 
   Ud2mLosses losses;
   // Generator.

@@ -94,9 +94,7 @@ class Ud2mTrainer {
   struct Example {
     torch::Tensor x, y;
     physics::Degradation degradation;
-    const physics::LinearOperator& op() const {
-      return static_cast<const physics::LinearOperator&>(*degradation.op);
-    }
+    const physics::Operator& op() const { return *degradation.op; }
   };
   struct Noised {
     int t;

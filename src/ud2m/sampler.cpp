@@ -20,7 +20,7 @@ std::vector<int> ud2m_timesteps(int total, int steps) {
   return ts;
 }
 
-torch::Tensor sample(UnrolledNetwork& network, const physics::LinearOperator& op, const torch::Tensor& y,
+torch::Tensor sample(UnrolledNetwork& network, const physics::Operator& op, const torch::Tensor& y,
                      double sigma, const std::vector<int64_t>& image_shape, const SamplerOptions& options,
                      torch::Generator& rng, const samplers::StepCallback& on_step) {
   torch::NoGradGuard no_grad;

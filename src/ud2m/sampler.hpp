@@ -17,7 +17,7 @@ struct SamplerOptions {
 // last set to T−1, descending: N = 3 → 999, 444, 111; N = 5 → 999, 639, 360, 159, 39.
 std::vector<int> ud2m_timesteps(int total, int steps);
 
-torch::Tensor sample(UnrolledNetwork& network, const physics::LinearOperator& op, const torch::Tensor& y,
+torch::Tensor sample(UnrolledNetwork& network, const physics::Operator& op, const torch::Tensor& y,
                      double sigma, const std::vector<int64_t>& image_shape, const SamplerOptions& options,
                      torch::Generator& rng, const samplers::StepCallback& on_step = {});
 

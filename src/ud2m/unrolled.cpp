@@ -4,6 +4,8 @@
 #include <cstring>
 #include <map>
 
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
 #include "core/error.hpp"
 #include "core/random.hpp"
 #include "nets/recompute.hpp"
@@ -68,7 +70,40 @@ int UnrolledNetwork::renoise_timestep(double sigma_y, int t) const {
   return prior_->schedule().timestep_for_sigma(rho0(sigma_y, t));
 }
 
-torch::Tensor UnrolledNetwork::data_step(const physics::LinearOperator& op, const torch::Tensor& y, double sigma_y,
+namespace {
+
+// argmin_z ½γ‖A(z) − y‖² + ½‖z − u‖² for a nonlinear A, which has no closed
+// form: gradient descent from u through A's differentiable model, step
+// 1/(γL² + 1) with L ≥ ‖∂A‖ (the objective's curvature is at most γL² + 1).
+// When a gradient is wanted the steps stay in the graph, so z is
+// differentiable in u and γ. Always fp32/fp64: JPEG's quantisation would not
+// survive bf16 autocast.
+torch::Tensor gradient_prox(const physics::Operator& op, const torch::Tensor& u, const torch::Tensor& y,
+                            const torch::Tensor& gamma, int steps) {
+  const double bound = op.jacobian_bound();
+  UD2M_CHECK(bound > 0, "UD2M's data step needs a linear operator or one with a known Jacobian bound (JPEG); '{}' "
+             "has neither", op.name());
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const bool track = torch::GradMode::is_enabled() && (u.requires_grad() || gamma.requires_grad());
+  auto g = gamma.to(u.scalar_type()), step = 1 / (g * bound * bound + 1);
+  auto z = u;
+  for (int i = 0; i < steps; ++i) {
+    torch::Tensor grad;
+    if (track) {
+      if (!z.requires_grad()) z = z.detach().requires_grad_(true);
+      auto misfit = 0.5 * (op.forward(z) - y).pow(2).sum();
+      grad = torch::autograd::grad({misfit}, {z}, {}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+    } else {
+      grad = op.data_grad(z, y);
+    }
+    z = z - step * (g * grad + z - u);
+  }
+  return z;
+}
+
+}  // namespace
+
+torch::Tensor UnrolledNetwork::data_step(const physics::Operator& op, const torch::Tensor& y, double sigma_y,
                                          const torch::Tensor& x_t, int t, const torch::Tensor& previous) const {
   const auto& schedule = prior_->schedule();
   const double sigma_t = schedule.sigma(t);
@@ -77,13 +112,15 @@ torch::Tensor UnrolledNetwork::data_step(const physics::LinearOperator& op, cons
   auto w_t = torch::full({}, 1 / (sigma_t * sigma_t), torch::kFloat64), w_prev = 1 / rho.to(torch::kFloat64).pow(2);
   auto v = 1 / (w_t + w_prev);
   auto u = (v * (w_t * x_t / std::sqrt(schedule.alpha_bar(t)) + w_prev * previous)).to(x_t.scalar_type());
-  auto gamma = v / (lambda().to(torch::kFloat64) * sigma_y * sigma_y);  // ½γ‖Az − y‖² + ½‖z − u‖²
+  auto gamma = v / (lambda().to(torch::kFloat64) * sigma_y * sigma_y);  // ½γ‖A(z) − y‖² + ½‖z − u‖²
+  auto* linear = dynamic_cast<const physics::LinearOperator*>(&op);
+  if (!linear) return gradient_prox(op, u, y, gamma, options_.nonlinear_prox_steps);
   const double g = gamma.item<double>();
-  auto z = op.prox(u, y, g);
+  auto z = linear->prox(u, y, g);
   if (!gamma.requires_grad()) return z;
   // The prox takes γ as a number; its derivative dz/dγ = (γAᵀA + I)⁻¹Aᵀ(y − Az)
   // is attached with a term that is zero in value.
-  auto dz_dgamma = op.prox(op.adjoint(y - op.forward(z.detach())).detach(), torch::zeros_like(y), g);
+  auto dz_dgamma = linear->prox(linear->adjoint(y - linear->forward(z.detach())).detach(), torch::zeros_like(y), g);
   return z + (gamma - gamma.detach()).to(z.scalar_type()) * dz_dgamma;
 }
 
@@ -124,14 +161,21 @@ torch::Tensor fill_unseen(torch::Tensor x, torch::Tensor seen) {
 
 }  // namespace
 
-torch::Tensor initial_estimate(const physics::LinearOperator& op, const torch::Tensor& y) {
+torch::Tensor initial_estimate(const physics::Operator& op, const torch::Tensor& y) {
+  auto* linear = dynamic_cast<const physics::LinearOperator*>(&op);
+  if (!linear) {
+    UD2M_CHECK(op.jacobian_bound() > 0 && y.dim() == 4 && op.output_shape(y.sizes().vec()) == y.sizes().vec(),
+               "UD2M needs a linear operator or a nonlinear one whose measurement is an image (JPEG); '{}' is neither",
+               op.name());
+    return y.clamp(-1, 1);
+  }
   // Aᵀy / Aᵀ1: each pixel the weighted mean of the measurements it enters —
   // y for blur and denoising, y in the seen pixels for inpainting, a
   // normalised (blurred) upsampling for SR. It never amplifies noise, where A†y or a
   // weakly regularised MAP estimate does (gain up to 1/(2σ_y) under blur).
-  auto weight = op.adjoint(torch::ones_like(y));
+  auto weight = linear->adjoint(torch::ones_like(y));
   auto seen = weight > 1e-3 * weight.abs().max();  // pixels some measurement sees
-  auto x = torch::where(seen, op.adjoint(y) / torch::where(seen, weight, torch::ones_like(weight)),
+  auto x = torch::where(seen, linear->adjoint(y) / torch::where(seen, weight, torch::ones_like(weight)),
                         torch::zeros_like(weight));
   return fill_unseen(x, seen).clamp(-1, 1);
 }
@@ -142,12 +186,12 @@ std::vector<torch::Tensor> UnrolledNetwork::draw_block_noise(const torch::Tensor
   return noise;
 }
 
-torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
+torch::Tensor UnrolledNetwork::forward(const physics::Operator& op, const torch::Tensor& y, double sigma,
                                        const torch::Tensor& x_t, int t, torch::Generator& rng) {
   return forward(op, y, sigma, x_t, t, draw_block_noise(x_t, rng));
 }
 
-torch::Tensor UnrolledNetwork::forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
+torch::Tensor UnrolledNetwork::forward(const physics::Operator& op, const torch::Tensor& y, double sigma,
                                        const torch::Tensor& x_t, int t, const std::vector<torch::Tensor>& block_noise) {
   UD2M_CHECK(block_noise.size() == static_cast<size_t>(options_.blocks), "{} re-noising draws for {} blocks",
              block_noise.size(), options_.blocks);

@@ -1,12 +1,14 @@
 // L_θ(y, x_t, t): UD2M's unrolled network. K blocks, each
-//   1. a data step z = argmin ‖y − Az‖²/(2λσ_y²) + ‖z − x_t/√ᾱ_t‖²/(2σ_t²) + ‖z − x⁽ᵏ⁻¹⁾‖²/(2ρ²)
+//   1. a data step z = argmin ‖y − A(z)‖²/(2λσ_y²) + ‖z − x_t/√ᾱ_t‖²/(2σ_t²) + ‖z − x⁽ᵏ⁻¹⁾‖²/(2ρ²)
 //      (one prox of the operator: the operator enters only here, so any
-//      linear operator works, also ones never seen in training);
+//      linear operator works, also ones never seen in training; for a
+//      nonlinear one whose measurement is an image, JPEG, a few gradient
+//      steps through its differentiable model);
 //   2. re-noise z to t_δ, the timestep whose level is nearest ρ₀ = σ'σ_t/√(σ'²+σ_t²),
 //      σ' = cσ_y (c = 1; the reference code uses c = 13 for inpainting, which
 //      measured worse here once x⁽⁰⁾ fills the holes, see initial_estimate);
 //   3. one call of the LoRA-adapted prior there: x⁽ᵏ⁾ = its x0 estimate.
-// x⁽⁰⁾ = Aᵀy/Aᵀ1 (initial_estimate), optionally refined by a learned initialiser
+// x⁽⁰⁾ = Aᵀy/Aᵀ1, or y itself for JPEG (initial_estimate), optionally refined by a learned initialiser
 // given x_t (the "w/ RAM" variant, +1 network evaluation); the output is x⁽ᴷ⁾.
 // Learned: the LoRA factors, the prior's output head, λ = exp(θ_λ) and
 // ρ = ρ₀·exp(θ_ρ) (both 1 at the start), and the initialiser if there is one.
@@ -29,6 +31,8 @@ struct UnrolledOptions {
   double noise_inflation = 1;
   // The "w/ RAM" variant: x⁽⁰⁾ refined by a small trained network (nets/initialiser.hpp).
   bool learned_init = false;
+  // Gradient steps of the data step for a nonlinear operator (no closed-form prox).
+  int nonlinear_prox_steps = 10;
 };
 
 class UnrolledNetwork : public torch::nn::Module {
@@ -39,18 +43,18 @@ class UnrolledNetwork : public torch::nn::Module {
 
   // x̂0 for x_t at timestep t; sigma: measurement noise std in [0, 1] units (> 0).
   // Differentiable with respect to the trainable parameters.
-  torch::Tensor forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
+  torch::Tensor forward(const physics::Operator& op, const torch::Tensor& y, double sigma,
                         const torch::Tensor& x_t, int t, torch::Generator& rng);
   // The same with the re-noising draws given, block_noise[k] for block k (each
   // shaped like x_t): what `rng` would draw, in order (data-parallel ranks draw
   // them for the whole batch and keep their share).
-  torch::Tensor forward(const physics::LinearOperator& op, const torch::Tensor& y, double sigma,
+  torch::Tensor forward(const physics::Operator& op, const torch::Tensor& y, double sigma,
                         const torch::Tensor& x_t, int t, const std::vector<torch::Tensor>& block_noise);
   // K standard normal draws shaped like x_t, from rng.
   std::vector<torch::Tensor> draw_block_noise(const torch::Tensor& x_t, torch::Generator& rng) const;
 
   // Step 1 of a block (sigma_y in model units); differentiable in λ and ρ too.
-  torch::Tensor data_step(const physics::LinearOperator& op, const torch::Tensor& y, double sigma_y,
+  torch::Tensor data_step(const physics::Operator& op, const torch::Tensor& y, double sigma_y,
                           const torch::Tensor& x_t, int t, const torch::Tensor& previous) const;
   // ρ₀ (with σ' = c·sigma_y) and its timestep t_δ.
   double rho0(double sigma_y, int t) const;
@@ -84,10 +88,11 @@ class UnrolledNetwork : public torch::nn::Module {
 
 // x⁽⁰⁾ of the unrolled network: Aᵀy/Aᵀ1 where Aᵀ1 is not ~0, pixels no
 // measurement sees filled from their seen neighbours, clamped to the image
-// range. The paper's per-task inits (y for deblurring, an upsampling of y for
+// range; for a nonlinear operator whose measurement is an image (JPEG), y
+// clamped (others, e.g. phase retrieval, are refused). The paper's per-task inits (y for deblurring, an upsampling of y for
 // SR) without knowing the task; for inpainting a smooth fill instead of y's
 // grey holes, which at t_δ ≈ 2 the prior cannot fill (+9.4 dB measured).
-torch::Tensor initial_estimate(const physics::LinearOperator& op, const torch::Tensor& y);
+torch::Tensor initial_estimate(const physics::Operator& op, const torch::Tensor& y);
 
 // FNV-1a (64 bit, hex) over the names and fp32 values of a module's
 // parameters and buffers: names a base prior in adapter files.

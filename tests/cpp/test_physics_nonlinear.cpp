@@ -47,6 +47,33 @@ TEST(PhysicsJpeg, SurrogateHasAGradient) {
   EXPECT_GT(g.abs().sum().item<double>(), 0);
 }
 
+TEST(PhysicsJpeg, JacobianNormIsWithinTheDeclaredBound) {
+  // Power iteration on JᵀJ, J the straight-through Jacobian of the surrogate;
+  // Jv comes from differentiating w ↦ Jᵀw (linear in w) once more. The UD2M
+  // data step sizes its gradient steps with this bound.
+  JpegCompression op(10);
+  auto x = ud2m::to_model(photo()).slice(2, 0, 32).slice(3, 0, 32).to(torch::kFloat64);
+  auto apply_jtj = [&](const torch::Tensor& v) {
+    auto xv = x.detach().requires_grad_(true);
+    auto w = torch::zeros_like(x).requires_grad_(true);
+    auto jt_w = torch::autograd::grad({(op.forward(xv) * w).sum()}, {xv}, {}, true, true)[0];
+    auto j_v = torch::autograd::grad({(jt_w * v).sum()}, {w})[0];
+    return torch::autograd::grad({(op.forward(xv) * j_v).sum()}, {xv})[0];
+  };
+  torch::manual_seed(0);
+  auto v = torch::randn_like(x);
+  double norm = 0;
+  for (int i = 0; i < 60; ++i) {
+    v = v / v.norm();
+    auto next = apply_jtj(v);
+    norm = std::sqrt((next * v).sum().item<double>());
+    v = next;
+  }
+  std::printf("JPEG surrogate: ‖J‖ ≈ %.4f (declared bound %.2f)\n", norm, op.jacobian_bound());
+  EXPECT_GE(norm, 0.99);  // luma alone passes unchanged
+  EXPECT_LE(norm, op.jacobian_bound());
+}
+
 TEST(PhysicsPhaseRetrieval, GradientMatchesFiniteDifferences) {
   for (bool random_phase : {false, true}) {
     PhaseRetrieval op(6, 5, 2, random_phase, 3);

@@ -11,6 +11,7 @@
 #include "physics/blur.hpp"
 #include "physics/downsampling.hpp"
 #include "physics/inpainting.hpp"
+#include "physics/jpeg.hpp"
 #include "physics/kernels.hpp"
 #include "test_util.hpp"
 #include "ud2m/adapter.hpp"
@@ -35,6 +36,20 @@ std::shared_ptr<diffusion::DdpmPrior> tiny_ddpm() {
   c.norm_num_groups = 8;
   return std::make_shared<diffusion::DdpmPrior>(c, diffusion::Schedule::linear(), 16);
 }
+
+// A blur behind the nonlinear interface: the data step must then solve its
+// objective by gradient steps, and should land where the closed form does.
+class OpaqueBlur : public physics::Operator {
+ public:
+  explicit OpaqueBlur(std::shared_ptr<physics::CircularBlur> blur) : blur_(std::move(blur)) {}
+  torch::Tensor forward(const torch::Tensor& x) const override { return blur_->forward(x); }
+  double jacobian_bound() const override { return 1; }  // a non-negative kernel summing to 1
+  nlohmann::json to_json() const override { return blur_->to_json(); }
+  std::string name() const override { return "opaque_blur"; }
+
+ private:
+  std::shared_ptr<physics::CircularBlur> blur_;
+};
 
 // Moves every LoRA B factor (and the head) off zero, as training would.
 void perturb_trainable(unrolled::UnrolledNetwork& net, uint64_t seed) {
@@ -123,6 +138,64 @@ TEST(Ud2m, DataStepGradientInLambdaMatchesFiniteDifferences) {
   log_lambda.fill_(0);
   const double numeric = (plus - minus) / (2 * h);
   EXPECT_NEAR(analytic, numeric, 1e-3 * std::abs(numeric));
+}
+
+TEST(Ud2m, NonlinearDataStepConvergesToTheProxAndCarriesItsGradients) {
+  auto prior = tiny_adm();
+  unrolled::UnrolledOptions options;
+  options.nonlinear_prox_steps = 200;
+  unrolled::UnrolledNetwork net(prior, options);
+  auto blur = std::make_shared<physics::CircularBlur>(physics::gaussian_kernel(5, 1.5), 16, 16);
+  OpaqueBlur opaque(blur);
+  torch::manual_seed(1);
+  auto x_t = torch::randn({1, 3, 16, 16}, torch::kFloat64), y = torch::randn({1, 3, 16, 16}, torch::kFloat64);
+  auto w = torch::randn({1, 3, 16, 16}, torch::kFloat64);
+  auto prev = torch::randn({1, 3, 16, 16}, torch::kFloat64).requires_grad_(true);
+  auto log_lambda = net.named_parameters()["log_lambda"];
+  {
+    torch::NoGradGuard no_grad;
+    log_lambda.fill_(0.3);
+    EXPECT_TRUE(torch::allclose(net.data_step(opaque, y, 0.1, x_t, 200, prev), net.data_step(*blur, y, 0.1, x_t, 200, prev),
+                                1e-6, 1e-8));
+  }
+  // The gradient steps stay in the graph: the same gradients in λ and in the
+  // previous estimate as the closed form's (whose λ-gradient is checked above).
+  auto gradients = [&](const physics::Operator& op) {
+    return torch::autograd::grad({(net.data_step(op, y, 0.1, x_t, 200, prev) * w).sum()}, {log_lambda, prev});
+  };
+  auto nonlinear = gradients(opaque), linear = gradients(*blur);
+  EXPECT_NEAR(nonlinear[0].item<double>(), linear[0].item<double>(), 1e-4 * std::abs(linear[0].item<double>()));
+  EXPECT_TRUE(torch::allclose(nonlinear[1], linear[1], 1e-5, 1e-8));
+}
+
+TEST(Ud2m, JpegDataStepLowersItsObjectiveFromEitherEstimate) {
+  // On real JPEG (the codec's y), the data step's z scores better on its own
+  // objective than the two estimates it weighs, and starts from y (x⁽⁰⁾).
+  auto prior = tiny_adm();
+  unrolled::UnrolledNetwork net(prior, {});
+  physics::JpegCompression op(10);
+  auto x = to_model(read_image((test::source_dir() / "assets" / "astronaut_256.png").string()))
+               .slice(2, 64, 96).slice(3, 96, 128);
+  auto y = op.measure(x);
+  EXPECT_TRUE(torch::equal(unrolled::initial_estimate(op, y), y.clamp(-1, 1)));
+  const int t = 300;
+  const double sigma_y = 0.02;
+  const auto& s = prior->schedule();
+  torch::manual_seed(2);
+  auto x_t = std::sqrt(s.alpha_bar(t)) * x + std::sqrt(1 - s.alpha_bar(t)) * torch::randn_like(x);
+  auto previous = (x + 0.05 * torch::randn_like(x)).clamp(-1, 1);
+  torch::NoGradGuard no_grad;
+  auto z = net.data_step(op, y, sigma_y, x_t, t, previous);
+  const double rho = net.rho0(sigma_y, t);
+  auto objective = [&](const torch::Tensor& v) {
+    return ((op.forward(v) - y).pow(2).sum() / (2 * sigma_y * sigma_y) +
+            (v - x_t / std::sqrt(s.alpha_bar(t))).pow(2).sum() / (2 * std::pow(s.sigma(t), 2)) +
+            (v - previous).pow(2).sum() / (2 * rho * rho))
+        .item<double>();
+  };
+  const double at_z = objective(z), at_previous = objective(previous), at_y = objective(y);
+  std::printf("JPEG data step objective: previous %.1f, y %.1f, z %.1f\n", at_previous, at_y, at_z);
+  EXPECT_LT(at_z, 0.9 * std::min(at_previous, at_y));
 }
 
 TEST(Ud2m, OneBlockAtTheFirstTimestepIsOneLatinoIteration) {
@@ -371,4 +444,33 @@ TEST(Ud2mCli, RestoresWithAnAdapterAndRefusesBadRequests) {
                      (dir / "deblur.safetensors").string());
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("another base prior"), std::string::npos) << r.output;
+}
+
+TEST(Ud2mCli, RestoresJpegAndRefusesPhaseRetrieval) {
+  auto dir = test::temp_dir();
+  const auto prior_path = (dir / "prior.safetensors").string();
+  diffusion::save_prior(prior_path, *tiny_adm());
+  unrolled::UnrolledNetwork net(diffusion::load_prior(prior_path), {});
+  unrolled::save_adapter((dir / "jpeg.safetensors").string(), net, {"jpeg", 3, {}});
+  unrolled::save_adapter((dir / "general.safetensors").string(), net, {"general", 3, {}});
+  torch::manual_seed(0);
+  write_png((dir / "clean.png").string(), torch::rand({1, 3, 32, 32}));
+  const auto clean = (dir / "clean.png").string();
+  auto r = test::run_ud2m("degrade --task jpeg --quality 10 --sigma 0.01 " + clean + " " +
+                          (dir / "y.safetensors").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto restore = " --method ud2m --model " + prior_path + " --out " + (dir / "x.png").string() + " --adapter ";
+  r = test::run_ud2m("restore -m " + (dir / "y.safetensors").string() + restore + (dir / "jpeg.safetensors").string() +
+                     " --steps 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(read_file((dir / "x.json").string())).at("settings").at("nfe"), 6);
+  fs::remove(dir / "x.png");
+
+  r = test::run_ud2m("degrade --task phase_retrieval --sigma 0.01 " + clean + " " + (dir / "pr.safetensors").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run_ud2m("restore -m " + (dir / "pr.safetensors").string() + restore +
+                     (dir / "general.safetensors").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("'phase_retrieval' is neither"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "x.png"));
 }
