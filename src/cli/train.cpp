@@ -40,6 +40,11 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--sample-steps", o->sample_steps, "UD2M: Sampling steps N the adapter is meant for")->capture_default_str();
   cmd->add_option("--lora-rank", o->lora.rank, "UD2M: LoRA rank")->capture_default_str();
   cmd->add_option("--lora-alpha", o->lora.alpha, "UD2M: LoRA alpha (scale alpha/rank)")->capture_default_str();
+  cmd->add_option("--lora-placement", o->lora.placement,
+                  "UD2M: LoRA on 'attention' (qkv/proj_out, as published) or 'attention+resblocks' (also every "
+                  "residual block's 3x3 convolutions)")
+      ->check(CLI::IsMember({"attention", "attention+resblocks"}))
+      ->capture_default_str();
   cmd->add_option("--noise-inflation", o->noise_inflation,
                   "UD2M: factor c on σ_y in the re-noising level ρ₀ (the reference code uses 13 for inpainting)")
       ->capture_default_str();

@@ -81,27 +81,31 @@ class ResBlockImpl : public torch::nn::Module {
   }
 
   torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& emb) {
-    torch::Tensor h, x = x_in;
-    if (h_upd || h_down) {
-      // Resample between the norm+activation and the convolution, as the original does.
-      h = in_layers[1]->as<torch::nn::SiLU>()->forward(in_layers[0]->as<GroupNorm32>()->forward(x));
-      h = h_upd ? h_upd->forward(h) : h_down->forward(h);
+    torch::Tensor x = x_in;
+    auto a = in_layers[1]->as<torch::nn::SiLU>()->forward(in_layers[0]->as<GroupNorm32>()->forward(x));
+    if (h_upd || h_down) {  // resample between the norm+activation and the convolution, as the original does
+      a = h_upd ? h_upd->forward(a) : h_down->forward(a);
       x = x_upd ? x_upd->forward(x) : x_down->forward(x);
-      h = in_layers[2]->as<torch::nn::Conv2d>()->forward(h);
-    } else {
-      h = in_layers->forward(x);
     }
+    auto h = with_lora(*in_layers[2]->as<torch::nn::Conv2d>(), in_lora, a);
     auto emb_out = emb_layers->forward(emb).to(h.scalar_type()).unsqueeze(-1).unsqueeze(-1);
     if (scale_shift_) {
       auto parts = emb_out.chunk(2, 1);
       h = out_layers[0]->as<GroupNorm32>()->forward(h) * (1 + parts[0]) + parts[1];
-      h = out_layers[1]->as<torch::nn::SiLU>()->forward(h);
-      h = out_layers[2]->as<torch::nn::Dropout>()->forward(h);
-      h = out_layers[3]->as<torch::nn::Conv2d>()->forward(h);
     } else {
-      h = out_layers->forward(h + emb_out);
+      h = out_layers[0]->as<GroupNorm32>()->forward(h + emb_out);
     }
+    h = out_layers[2]->as<torch::nn::Dropout>()->forward(out_layers[1]->as<torch::nn::SiLU>()->forward(h));
+    h = with_lora(*out_layers[3]->as<torch::nn::Conv2d>(), out_lora, h);
     return (skip ? skip(x) : x) + h;
+  }
+
+  void add_lora(const LoraOptions& options) {
+    auto lora = [&](const torch::nn::Conv2dImpl& conv) {
+      return ConvLora(conv.options.in_channels(), conv.options.out_channels(), options);
+    };
+    in_lora = register_module("in_lora", lora(*in_layers[2]->as<torch::nn::Conv2d>()));
+    out_lora = register_module("out_lora", lora(*out_layers[3]->as<torch::nn::Conv2d>()));
   }
 
  private:
@@ -110,6 +114,7 @@ class ResBlockImpl : public torch::nn::Module {
   std::shared_ptr<UpsampleImpl> h_upd, x_upd;
   std::shared_ptr<DownsampleImpl> h_down, x_down;
   torch::nn::Conv2d skip{nullptr};
+  ConvLora in_lora{nullptr}, out_lora{nullptr};
 };
 
 class AttentionBlockImpl : public torch::nn::Module {
@@ -412,8 +417,11 @@ int64_t count_parameters(torch::nn::Module& module) {
 }
 
 void AdmUNetImpl::add_lora(const LoraOptions& options) {
-  for (auto& m : modules(/*include_self=*/false))
+  const bool resblocks = options.on_resblocks();
+  for (auto& m : modules(/*include_self=*/false)) {
     if (auto* attention = dynamic_cast<AttentionBlockImpl*>(m.get())) attention->add_lora(options);
+    if (auto* block = dynamic_cast<ResBlockImpl*>(m.get()); block && resblocks) block->add_lora(options);
+  }
 }
 
 }  // namespace ud2m::nets

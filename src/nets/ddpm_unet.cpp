@@ -28,13 +28,21 @@ class ResnetBlockImpl : public torch::nn::Module {
     if (in != out) conv_shortcut = register_module("conv_shortcut", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1)));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb) {
-    auto h = conv1(torch::silu(norm1(x)));
+    auto h = with_lora(*conv1, conv1_lora, torch::silu(norm1(x)));
     h = h + time_emb_proj(torch::silu(temb)).unsqueeze(-1).unsqueeze(-1);
-    h = conv2(dropout(torch::silu(norm2(h))));
+    h = with_lora(*conv2, conv2_lora, dropout(torch::silu(norm2(h))));
     return (conv_shortcut ? conv_shortcut(x) : x) + h;
+  }
+  void add_lora(const LoraOptions& options) {
+    auto lora = [&](const torch::nn::Conv2d& conv) {
+      return ConvLora(conv->options.in_channels(), conv->options.out_channels(), options);
+    };
+    conv1_lora = register_module("conv1_lora", lora(conv1));
+    conv2_lora = register_module("conv2_lora", lora(conv2));
   }
 
  private:
+  ConvLora conv1_lora{nullptr}, conv2_lora{nullptr};
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
   torch::nn::Linear time_emb_proj{nullptr};
@@ -273,8 +281,11 @@ torch::Tensor DdpmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor&
 }
 
 void DdpmUNetImpl::add_lora(const LoraOptions& options) {
-  for (auto& m : modules(/*include_self=*/false))
+  const bool resblocks = options.on_resblocks();
+  for (auto& m : modules(/*include_self=*/false)) {
     if (auto* attention = dynamic_cast<AttentionImpl*>(m.get())) attention->add_lora(options);
+    if (auto* block = dynamic_cast<ResnetBlockImpl*>(m.get()); block && resblocks) block->add_lora(options);
+  }
 }
 
 }  // namespace ud2m::nets

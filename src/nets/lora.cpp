@@ -6,6 +6,12 @@
 
 namespace ud2m::nets {
 
+bool LoraOptions::on_resblocks() const {
+  UD2M_CHECK(placement == "attention" || placement == "attention+resblocks",
+             "unknown LoRA placement '{}' (attention or attention+resblocks)", placement);
+  return placement == "attention+resblocks";
+}
+
 LoraImpl::LoraImpl(int64_t in, int64_t out, const LoraOptions& options) : scale_(options.scale()) {
   UD2M_CHECK(options.rank > 0, "the LoRA rank must be positive, not {}", options.rank);
   // A as a Linear layer's default init (Kaiming-uniform, a = √5); B zero.
@@ -22,6 +28,24 @@ torch::Tensor LoraImpl::channels_first(const torch::Tensor& x) const {
 torch::Tensor LoraImpl::channels_last(const torch::Tensor& x) const {
   auto a = A.to(x.scalar_type()), b = B.to(x.scalar_type());
   return scale_ * torch::matmul(torch::matmul(x, a.t()), b.t());
+}
+
+ConvLoraImpl::ConvLoraImpl(int64_t in, int64_t out, const LoraOptions& options) : scale_(options.scale()) {
+  UD2M_CHECK(options.rank > 0, "the LoRA rank must be positive, not {}", options.rank);
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in * 9));  // a Conv2d's default init
+  A = register_parameter("A", torch::empty({options.rank, in, 3, 3}).uniform_(-bound, bound));
+  B = register_parameter("B", torch::zeros({out, options.rank, 1, 1}));
+}
+
+torch::Tensor ConvLoraImpl::forward(const torch::Tensor& x) const {
+  namespace F = torch::nn::functional;
+  auto a = F::conv2d(x, A.to(x.scalar_type()), F::Conv2dFuncOptions().padding(1));
+  return scale_ * F::conv2d(a, B.to(x.scalar_type()));
+}
+
+torch::Tensor with_lora(torch::nn::Conv2dImpl& conv, const ConvLora& lora, const torch::Tensor& x) {
+  auto h = conv.forward(x);
+  return lora ? h + lora->forward(x) : h;
 }
 
 }  // namespace ud2m::nets

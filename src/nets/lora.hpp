@@ -5,12 +5,18 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <string>
+
 namespace ud2m::nets {
 
 struct LoraOptions {
   int rank = 5;
   double alpha = 1.5;  // scale α/r = 1.5/5, as published for UD2M
+  // Where: "attention" (as published: ADM qkv/proj_out, DDPM q/k/v/out) or
+  // "attention+resblocks" (also both 3×3 convolutions of every residual block).
+  std::string placement = "attention";
   double scale() const { return alpha / rank; }
+  bool on_resblocks() const;  // checks the placement's name
 };
 
 class LoraImpl : public torch::nn::Module {
@@ -27,5 +33,22 @@ class LoraImpl : public torch::nn::Module {
   double scale_;
 };
 TORCH_MODULE(Lora);
+
+// The same for a 3×3 convolution (stride 1, padding 1): A is a 3×3 conv to r
+// channels, B a 1×1 conv back, B zero at the start.
+class ConvLoraImpl : public torch::nn::Module {
+ public:
+  ConvLoraImpl(int64_t in, int64_t out, const LoraOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) const;  // the update, added to the conv's output
+
+  torch::Tensor A, B;
+
+ private:
+  double scale_;
+};
+TORCH_MODULE(ConvLora);
+
+// conv(x), plus lora(x) when there is one.
+torch::Tensor with_lora(torch::nn::Conv2dImpl& conv, const ConvLora& lora, const torch::Tensor& x);
 
 }  // namespace ud2m::nets

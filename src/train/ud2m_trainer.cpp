@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 nlohmann::json Ud2mTrainOptions::to_json() const {
   return {{"prior", prior},   {"data", data},       {"task", task},         {"sigma", sigma},
           {"crop", crop},     {"batch", batch},     {"blocks", blocks},     {"sample_steps", sample_steps},
-          {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha},
+          {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha}, {"lora_placement", lora.placement},
           {"noise_inflation", noise_inflation}, {"learned_init", learned_init},
           {"lr", lr}, {"scalar_lr", scalar_lr}, {"weight_decay", weight_decay},
           {"w_adv", w_adv},   {"w_l2", w_l2},       {"w_perceptual", w_perceptual}, {"w_gp", w_gp},
@@ -48,6 +48,7 @@ Ud2mTrainOptions Ud2mTrainOptions::from_json(const nlohmann::json& j) {
   o.sample_steps = j.value("sample_steps", o.sample_steps);
   o.lora.rank = j.value("lora_rank", o.lora.rank);
   o.lora.alpha = j.value("lora_alpha", o.lora.alpha);
+  o.lora.placement = j.value("lora_placement", o.lora.placement);
   o.noise_inflation = j.value("noise_inflation", o.noise_inflation);
   o.learned_init = j.value("learned_init", o.learned_init);
   o.lr = j.value("lr", o.lr);
@@ -325,9 +326,9 @@ void Ud2mTrainer::run() {
     log::info("already trained for {} steps (target {})", step_, options_.steps);
     return;
   }
-  log::info("training a UD2M adapter for {} (K = {}, LoRA rank {}) on '{}', batch {}{}, from step {} to {}; "
+  log::info("training a UD2M adapter for {} (K = {}, LoRA rank {} on {}) on '{}', batch {}{}, from step {} to {}; "
             "perceptual term: {}",
-            options_.task, options_.blocks, options_.lora.rank, options_.prior, options_.batch,
+            options_.task, options_.blocks, options_.lora.rank, options_.lora.placement, options_.prior, options_.batch,
             dist_->world() > 1 ? fmt::format(" ({} processes × {})", dist_->world(), rank_batch_) : "", step_,
             options_.steps, perceptual_ ? perceptual_.name : "off");
   const int val_every = options_.val_every > 0 ? options_.val_every : options_.save_every;

@@ -21,7 +21,7 @@ void save_adapter(const std::string& path, UnrolledNetwork& network, const Adapt
                          {"steps", info.steps},
                          {"noise_inflation", o.noise_inflation},
                          {"learned_init", o.learned_init},
-                         {"lora", {{"rank", o.lora.rank}, {"alpha", o.lora.alpha}}},
+                         {"lora", {{"rank", o.lora.rank}, {"alpha", o.lora.alpha}, {"placement", o.lora.placement}}},
                          {"training", info.training}};
   write_safetensors(path, tensors, {{kMetadataKey, meta.dump()}});
 }
@@ -42,6 +42,7 @@ LoadedAdapter load_adapter(const std::string& path, diffusion::PriorPtr prior, c
   options.blocks = meta.value("blocks", 3);
   options.lora.rank = meta.at("lora").value("rank", 5);
   options.lora.alpha = meta.at("lora").value("alpha", 1.5);
+  options.lora.placement = meta.at("lora").value("placement", options.lora.placement);
   options.noise_inflation = meta.value("noise_inflation", options.noise_inflation);
   options.learned_init = meta.value("learned_init", false);
   auto network = std::make_shared<UnrolledNetwork>(std::move(prior), options);

@@ -61,20 +61,46 @@ void perturb_trainable(unrolled::UnrolledNetwork& net, uint64_t seed) {
 }  // namespace
 
 TEST(Lora, ZeroUpdateReproducesTheBaseNetworkExactly) {
-  for (diffusion::PriorPtr prior : std::vector<diffusion::PriorPtr>{tiny_adm(), tiny_ddpm()}) {
-    torch::NoGradGuard no_grad;
-    auto x = torch::randn({2, 3, 16, 16});
-    auto t = torch::tensor({10.0f, 700.0f});
-    auto before = prior->epsilon(x, t);
-    const auto n_before = prior->module().parameters().size();
-    prior->add_lora({});
-    EXPECT_GT(prior->module().parameters().size(), n_before);
-    EXPECT_TRUE(torch::equal(prior->epsilon(x, t), before));
-    // A non-zero update changes the output.
-    for (auto& item : prior->module().named_parameters())
-      if (item.key().find("lora.B") != std::string::npos) item.value().fill_(0.1);
-    EXPECT_GT((prior->epsilon(x, t) - before).abs().max().item<double>(), 1e-4);
+  for (const std::string placement : {"attention", "attention+resblocks"}) {
+    for (diffusion::PriorPtr prior : std::vector<diffusion::PriorPtr>{tiny_adm(), tiny_ddpm()}) {
+      torch::NoGradGuard no_grad;
+      auto x = torch::randn({2, 3, 16, 16});
+      auto t = torch::tensor({10.0f, 700.0f});
+      auto before = prior->epsilon(x, t);
+      const auto n_before = prior->module().parameters().size();
+      nets::LoraOptions options;
+      options.placement = placement;
+      prior->add_lora(options);
+      int conv_factors = 0;
+      for (auto& item : prior->module().named_parameters())
+        if (item.key().find("lora.A") != std::string::npos && item.value().dim() == 4) ++conv_factors;
+      EXPECT_EQ(conv_factors > 0, placement == "attention+resblocks") << placement;
+      EXPECT_GT(prior->module().parameters().size(), n_before);
+      EXPECT_TRUE(torch::equal(prior->epsilon(x, t), before)) << placement;
+      // A non-zero update changes the output.
+      for (auto& item : prior->module().named_parameters())
+        if (item.key().find("lora.B") != std::string::npos) item.value().fill_(0.1);
+      EXPECT_GT((prior->epsilon(x, t) - before).abs().max().item<double>(), 1e-4) << placement;
+    }
   }
+  nets::LoraOptions bad;
+  bad.placement = "everywhere";
+  EXPECT_THROW_MSG(tiny_adm()->add_lora(bad), "unknown LoRA placement 'everywhere'");
+}
+
+TEST(Lora, ConvolutionUpdatesAloneChangeTheOutput) {
+  // Only the residual blocks' factors moved: the placement reaches the convolutions.
+  auto prior = tiny_adm();
+  nets::LoraOptions options;
+  options.placement = "attention+resblocks";
+  prior->add_lora(options);
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({1, 3, 16, 16});
+  auto t = torch::tensor({300.0f});
+  auto before = prior->epsilon(x, t);
+  for (auto& item : prior->module().named_parameters())
+    if (item.key().find("lora.B") != std::string::npos && item.value().dim() == 4) item.value().fill_(0.1);
+  EXPECT_GT((prior->epsilon(x, t) - before).abs().max().item<double>(), 1e-4);
 }
 
 TEST(Ud2m, OnlyLoraAndTheOutputHeadAreTrainable) {
@@ -300,6 +326,20 @@ TEST(Ud2m, AdapterRoundTripAndBaseCheck) {
   torch::NoGradGuard no_grad;
   auto rng1 = at::make_generator<at::CPUGeneratorImpl>(3), rng2 = at::make_generator<at::CPUGeneratorImpl>(3);
   EXPECT_TRUE(torch::equal(net->forward(op, y, 0.05, x_t, 500, rng1), loaded.network->forward(op, y, 0.05, x_t, 500, rng2)));
+
+  // LoRA on the residual blocks too: the placement travels in the file.
+  unrolled::UnrolledOptions wide;
+  wide.lora.placement = "attention+resblocks";
+  auto wide_net = std::make_shared<unrolled::UnrolledNetwork>(diffusion::load_prior(prior_path), wide);
+  perturb_trainable(*wide_net, 5);
+  unrolled::save_adapter((dir / "wide.safetensors").string(), *wide_net, {"gaussian_deblur", 3, {}});
+  auto wide_loaded = unrolled::load_adapter((dir / "wide.safetensors").string(), diffusion::load_prior(prior_path),
+                                            prior_path);
+  EXPECT_EQ(wide_loaded.network->options().lora.placement, "attention+resblocks");
+  EXPECT_GT(wide_loaded.network->trainable_parameters().size(), loaded.network->trainable_parameters().size());
+  auto rng3 = at::make_generator<at::CPUGeneratorImpl>(3), rng4 = at::make_generator<at::CPUGeneratorImpl>(3);
+  EXPECT_TRUE(torch::equal(wide_net->forward(op, y, 0.05, x_t, 500, rng3),
+                           wide_loaded.network->forward(op, y, 0.05, x_t, 500, rng4)));
 
   // Another base prior is refused, naming both.
   diffusion::save_prior((dir / "other.safetensors").string(), *tiny_adm(1));
