@@ -27,7 +27,8 @@ using GenerativeDenoiser =
 struct LangevinOptions {
   int steps = 100;
   // Step η = tau/(1/s² + L/σ_y²), L the largest eigenvalue of JᵀJ at the
-  // chain's current point (J the operator's Jacobian): each direction moves at
+  // chain's current point (J the operator's Jacobian; the square of its
+  // declared bound where it has one, as JPEG): each direction moves at
   // most tau of its own scale per step. For a Gaussian target the stationary variance is too large by
   // at most 1/(1 − tau/2) in the stiffest direction (5% at 0.1).
   double tau = 0.1;

@@ -358,6 +358,24 @@ TEST(PnpNcvsd, LangevinLikelihoodStepSamplesTheExactGaussian) {
   EXPECT_THROW_MSG(samplers::langevin_likelihood_step(nonlinear, x0, y, sigma_y, s, options, rng), "0 < tau < 1");
 }
 
+// JPEG's surrogate rounds: finite differences across a rounding step are
+// jumps, and a step sized by them blew the chain up (NaN in PnP-NCVSD). With
+// the declared Jacobian bound the chain stays finite and moves towards y.
+TEST(PnpNcvsd, LangevinStepOnJpegUsesTheDeclaredBoundAndApproachesTheData) {
+  physics::JpegCompression op(10);
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(4);
+  auto x = (0.5 * gaussian({1, 3, 16, 16}, rng)).clamp(-1, 1);
+  auto y = op.measure(x);
+  auto x0 = torch::zeros_like(x);
+  samplers::LangevinOptions options;
+  options.steps = 100;
+  for (double s : {1.0, 0.1}) {
+    auto u = samplers::langevin_likelihood_step(op, x0, y, 0.02, s, options, rng);
+    ASSERT_TRUE(torch::isfinite(u).all().item<bool>()) << s;
+    EXPECT_LT((op.forward(u) - y).norm().item<double>(), 0.5 * (op.forward(x0) - y).norm().item<double>()) << s;
+  }
+}
+
 // With the exact generative denoiser of the correlated Gaussian prior the
 // split Gibbs chain targets p(x0 | y) with noise σ_y² + σ², so it reaches the
 // exact posterior as σ anneals slowly enough to 0. Measured in the holes (200
