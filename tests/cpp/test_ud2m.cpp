@@ -58,6 +58,16 @@ void perturb_trainable(unrolled::UnrolledNetwork& net, uint64_t seed) {
   for (auto& [name, p] : net.trainable_parameters()) p.add_(0.05 * torch::randn_like(p));
 }
 
+// For the CLI tests: a tiny prior at DIR/prior.safetensors (its path is
+// returned) and a random 32×32 image at DIR/clean.png.
+std::string save_prior_and_image(const fs::path& dir) {
+  const auto prior_path = (dir / "prior.safetensors").string();
+  diffusion::save_prior(prior_path, *tiny_adm());
+  torch::manual_seed(0);
+  write_png((dir / "clean.png").string(), torch::rand({1, 3, 32, 32}));
+  return prior_path;
+}
+
 }  // namespace
 
 TEST(Lora, ZeroUpdateReproducesTheBaseNetworkExactly) {
@@ -433,12 +443,9 @@ TEST(Ud2m, RecomputingThePriorCallsGivesTheSameGradients) {
 
 TEST(Ud2mCli, RestoresWithAnAdapterAndRefusesBadRequests) {
   auto dir = test::temp_dir();
-  const auto prior_path = (dir / "prior.safetensors").string();
-  diffusion::save_prior(prior_path, *tiny_adm());
+  const auto prior_path = save_prior_and_image(dir);
   unrolled::UnrolledNetwork net(diffusion::load_prior(prior_path), {});
   unrolled::save_adapter((dir / "deblur.safetensors").string(), net, {"gaussian_deblur", 3, {}});
-  torch::manual_seed(0);
-  write_png((dir / "clean.png").string(), torch::rand({1, 3, 32, 32}));
   auto r = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.02 " + (dir / "clean.png").string() + " " +
                           (dir / "y.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -488,13 +495,10 @@ TEST(Ud2mCli, RestoresWithAnAdapterAndRefusesBadRequests) {
 
 TEST(Ud2mCli, RestoresJpegAndRefusesPhaseRetrieval) {
   auto dir = test::temp_dir();
-  const auto prior_path = (dir / "prior.safetensors").string();
-  diffusion::save_prior(prior_path, *tiny_adm());
+  const auto prior_path = save_prior_and_image(dir);
   unrolled::UnrolledNetwork net(diffusion::load_prior(prior_path), {});
   unrolled::save_adapter((dir / "jpeg.safetensors").string(), net, {"jpeg", 3, {}});
   unrolled::save_adapter((dir / "general.safetensors").string(), net, {"general", 3, {}});
-  torch::manual_seed(0);
-  write_png((dir / "clean.png").string(), torch::rand({1, 3, 32, 32}));
   const auto clean = (dir / "clean.png").string();
   auto r = test::run_ud2m("degrade --task jpeg --quality 10 --sigma 0.01 " + clean + " " +
                           (dir / "y.safetensors").string());
