@@ -343,6 +343,7 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
     UD2M_CHECK(args.ud2m_blocks == -1 || args.ud2m_blocks > 0, "--blocks K must be positive, not {}",
                args.ud2m_blocks);
     adapter = unrolled::load_adapter(args.adapter, prior, args.model);
+    adapter.network->fold_lora();  // restoring trains nothing: run at the base network's cost
     if (args.ud2m_blocks > 0) adapter.network->set_blocks(args.ud2m_blocks);
     if (args.noise_inflation != 0) adapter.network->set_noise_inflation(args.noise_inflation);
     progress_per_sample = args.ud2m_steps > 0 ? args.ud2m_steps : adapter.info.steps;

@@ -52,6 +52,9 @@ void add_train_command(CLI::App& app) {
                   "UD2M: the \"w/ RAM\" variant: a small initialiser network refines x⁽⁰⁾ from (Aᵀy/Aᵀ1, x_t), "
                   "trained jointly (+1 network evaluation per sampling step; true/false)")
       ->capture_default_str();
+  cmd->add_option("--init-adapter", o->init_adapter,
+                  "UD2M: Start from this adapter's weights and settings (K, LoRA, initialiser)")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--lr", o->lr, "AdamW learning rate (both networks)")->capture_default_str();
   cmd->add_option("--scalar-lr", o->scalar_lr, "UD2M: learning rate of the learned λ and ρ scale")
       ->capture_default_str();
@@ -104,6 +107,7 @@ void add_train_command(CLI::App& app) {
     auto dist = dist::DistContext::from_environment();
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     if (*method == "ncvsd") {
+      UD2M_CHECK(o->init_adapter.empty(), "--init-adapter starts a UD2M run; NCVSD distils from the teacher");
       ncvsd->teacher = o->prior;
       ncvsd->data = o->data;
       ncvsd->out_dir = o->out_dir;

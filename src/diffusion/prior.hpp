@@ -31,6 +31,7 @@ class Prior : public Denoiser {
   // UD2M adapters: LoRA on the attention projections, and which parameters
   // form the output head (trained along with the LoRA factors).
   virtual void add_lora(const nets::LoraOptions& options) = 0;
+  virtual void fold_lora() = 0;  // into the base weights, for restoring (nets::fold_lora)
   virtual bool is_output_head(const std::string& parameter_name) const = 0;
 
  private:
@@ -47,6 +48,7 @@ class AdmPrior : public Prior {
   int size_multiple() const override { return 1 << (net_->config().channel_mult.size() - 1); }
   nlohmann::json description() const override;
   void add_lora(const nets::LoraOptions& options) override { net_->add_lora(options); }
+  void fold_lora() override { net_->fold_lora(); }
   bool is_output_head(const std::string& name) const override { return name.rfind("out.", 0) == 0; }
   nets::AdmUNet& net() { return net_; }
 
@@ -64,6 +66,7 @@ class DdpmPrior : public Prior {
   int size_multiple() const override { return 1 << (net_->config().block_out_channels.size() - 1); }
   nlohmann::json description() const override;
   void add_lora(const nets::LoraOptions& options) override { net_->add_lora(options); }
+  void fold_lora() override { net_->fold_lora(); }
   bool is_output_head(const std::string& name) const override {
     return name.rfind("conv_norm_out.", 0) == 0 || name.rfind("conv_out.", 0) == 0;
   }
@@ -87,6 +90,7 @@ class Edm2Prior : public Prior {
   int size_multiple() const override { return 1 << (net_->config().channel_mult.size() - 1); }
   nlohmann::json description() const override;
   void add_lora(const nets::LoraOptions& options) override;
+  void fold_lora() override {}  // never adapted (add_lora refuses)
   bool is_output_head(const std::string& name) const override { return name.rfind("unet.out_", 0) == 0; }
   nets::Edm2Net& net() { return net_; }
 

@@ -108,6 +108,11 @@ class ResBlockImpl : public torch::nn::Module {
     out_lora = register_module("out_lora", lora(*out_layers[3]->as<torch::nn::Conv2d>()));
   }
 
+  void fold_lora() {
+    nets::fold_lora(*this, "in_lora", in_layers[2]->as<torch::nn::Conv2d>()->weight, in_lora);
+    nets::fold_lora(*this, "out_lora", out_layers[3]->as<torch::nn::Conv2d>()->weight, out_lora);
+  }
+
  private:
   bool scale_shift_;
   torch::nn::Sequential in_layers{nullptr}, emb_layers{nullptr}, out_layers{nullptr};
@@ -148,6 +153,11 @@ class AttentionBlockImpl : public torch::nn::Module {
     const int64_t c = proj_out->options.in_channels();
     qkv_lora = register_module("qkv_lora", Lora(c, 3 * c, options));
     proj_out_lora = register_module("proj_out_lora", Lora(c, c, options));
+  }
+
+  void fold_lora() {
+    nets::fold_lora(*this, "qkv_lora", qkv->weight, qkv_lora);
+    nets::fold_lora(*this, "proj_out_lora", proj_out->weight, proj_out_lora);
   }
 
  private:
@@ -421,6 +431,13 @@ void AdmUNetImpl::add_lora(const LoraOptions& options) {
   for (auto& m : modules(/*include_self=*/false)) {
     if (auto* attention = dynamic_cast<AttentionBlockImpl*>(m.get())) attention->add_lora(options);
     if (auto* block = dynamic_cast<ResBlockImpl*>(m.get()); block && resblocks) block->add_lora(options);
+  }
+}
+
+void AdmUNetImpl::fold_lora() {
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* attention = dynamic_cast<AttentionBlockImpl*>(m.get())) attention->fold_lora();
+    if (auto* block = dynamic_cast<ResBlockImpl*>(m.get())) block->fold_lora();
   }
 }
 

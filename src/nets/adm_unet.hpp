@@ -58,6 +58,7 @@ class AdmUNetImpl : public torch::nn::Module {
   const AdmConfig& config() const { return config_; }
   // LoRA on every attention block's qkv and proj_out (UD2M's adapter placement).
   void add_lora(const LoraOptions& options);
+  void fold_lora();  // see nets::fold_lora
 
  private:
   AdmConfig config_;

@@ -41,6 +41,11 @@ class ResnetBlockImpl : public torch::nn::Module {
     conv2_lora = register_module("conv2_lora", lora(conv2));
   }
 
+  void fold_lora() {
+    nets::fold_lora(*this, "conv1_lora", conv1->weight, conv1_lora);
+    nets::fold_lora(*this, "conv2_lora", conv2->weight, conv2_lora);
+  }
+
  private:
   ConvLora conv1_lora{nullptr}, conv2_lora{nullptr};
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
@@ -84,6 +89,13 @@ class AttentionImpl : public torch::nn::Module {
     k_lora = register_module("to_k_lora", Lora(c, c, options));
     v_lora = register_module("to_v_lora", Lora(c, c, options));
     out_lora = register_module("to_out_lora", Lora(c, c, options));
+  }
+
+  void fold_lora() {
+    nets::fold_lora(*this, "to_q_lora", to_q->weight, q_lora);
+    nets::fold_lora(*this, "to_k_lora", to_k->weight, k_lora);
+    nets::fold_lora(*this, "to_v_lora", to_v->weight, v_lora);
+    nets::fold_lora(*this, "to_out_lora", to_out[0]->as<torch::nn::Linear>()->weight, out_lora);
   }
 
  private:
@@ -285,6 +297,13 @@ void DdpmUNetImpl::add_lora(const LoraOptions& options) {
   for (auto& m : modules(/*include_self=*/false)) {
     if (auto* attention = dynamic_cast<AttentionImpl*>(m.get())) attention->add_lora(options);
     if (auto* block = dynamic_cast<ResnetBlockImpl*>(m.get()); block && resblocks) block->add_lora(options);
+  }
+}
+
+void DdpmUNetImpl::fold_lora() {
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* attention = dynamic_cast<AttentionImpl*>(m.get())) attention->fold_lora();
+    if (auto* block = dynamic_cast<ResnetBlockImpl*>(m.get())) block->fold_lora();
   }
 }
 

@@ -40,6 +40,7 @@ class DdpmUNetImpl : public torch::nn::Module {
   const DdpmConfig& config() const { return config_; }
   // LoRA on every attention's q, k, v and output projection (UD2M's placement).
   void add_lora(const LoraOptions& options);
+  void fold_lora();  // see nets::fold_lora
 
  private:
   DdpmConfig config_;

@@ -30,6 +30,8 @@ torch::Tensor LoraImpl::channels_last(const torch::Tensor& x) const {
   return scale_ * torch::matmul(torch::matmul(x, a.t()), b.t());
 }
 
+torch::Tensor LoraImpl::weight_update() const { return scale_ * torch::matmul(B, A); }
+
 ConvLoraImpl::ConvLoraImpl(int64_t in, int64_t out, const LoraOptions& options) : scale_(options.scale()) {
   UD2M_CHECK(options.rank > 0, "the LoRA rank must be positive, not {}", options.rank);
   const double bound = 1.0 / std::sqrt(static_cast<double>(in * 9));  // a Conv2d's default init
@@ -41,6 +43,29 @@ torch::Tensor ConvLoraImpl::forward(const torch::Tensor& x) const {
   namespace F = torch::nn::functional;
   auto a = F::conv2d(x, A.to(x.scalar_type()), F::Conv2dFuncOptions().padding(1));
   return scale_ * F::conv2d(a, B.to(x.scalar_type()));
+}
+
+torch::Tensor ConvLoraImpl::weight_update() const {
+  const auto rank = A.size(0);
+  return scale_ * torch::matmul(B.reshape({-1, rank}), A.reshape({rank, -1})).reshape({B.size(0), A.size(1), 3, 3});
+}
+
+namespace {
+template <class Holder>
+void fold(torch::nn::Module& owner, const std::string& name, torch::Tensor weight, Holder& lora) {
+  if (!lora) return;
+  torch::NoGradGuard no_grad;
+  weight.add_(lora->weight_update().reshape(weight.sizes()).to(weight.scalar_type()));
+  owner.unregister_module(name);
+  lora = nullptr;
+}
+}  // namespace
+
+void fold_lora(torch::nn::Module& owner, const std::string& name, torch::Tensor weight, Lora& lora) {
+  fold(owner, name, std::move(weight), lora);
+}
+void fold_lora(torch::nn::Module& owner, const std::string& name, torch::Tensor weight, ConvLora& lora) {
+  fold(owner, name, std::move(weight), lora);
 }
 
 torch::Tensor with_lora(torch::nn::Conv2dImpl& conv, const ConvLora& lora, const torch::Tensor& x) {

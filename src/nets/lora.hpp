@@ -26,6 +26,7 @@ class LoraImpl : public torch::nn::Module {
   torch::Tensor channels_first(const torch::Tensor& x) const;
   // ... and for x (..., in) (a Linear's input).
   torch::Tensor channels_last(const torch::Tensor& x) const;
+  torch::Tensor weight_update() const;  // s·B·A (out × in)
 
   torch::Tensor A, B;
 
@@ -40,6 +41,7 @@ class ConvLoraImpl : public torch::nn::Module {
  public:
   ConvLoraImpl(int64_t in, int64_t out, const LoraOptions& options);
   torch::Tensor forward(const torch::Tensor& x) const;  // the update, added to the conv's output
+  torch::Tensor weight_update() const;  // the same as one 3×3 kernel: s·B∘A (out × in × 3 × 3)
 
   torch::Tensor A, B;
 
@@ -47,6 +49,12 @@ class ConvLoraImpl : public torch::nn::Module {
   double scale_;
 };
 TORCH_MODULE(ConvLora);
+
+// For restoring: folds the update of `lora` (registered in `owner` as `name`)
+// into the base `weight` it adapts and removes it, so an adapted network runs
+// as fast as its base. Nothing can be trained or saved afterwards.
+void fold_lora(torch::nn::Module& owner, const std::string& name, torch::Tensor weight, Lora& lora);
+void fold_lora(torch::nn::Module& owner, const std::string& name, torch::Tensor weight, ConvLora& lora);
 
 // conv(x), plus lora(x) when there is one.
 torch::Tensor with_lora(torch::nn::Conv2dImpl& conv, const ConvLora& lora, const torch::Tensor& x);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -30,7 +31,7 @@ nlohmann::json Ud2mTrainOptions::to_json() const {
           {"crop", crop},     {"batch", batch},     {"blocks", blocks},     {"sample_steps", sample_steps},
           {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha}, {"lora_placement", lora.placement},
           {"noise_inflation", noise_inflation}, {"learned_init", learned_init},
-          {"lr", lr}, {"scalar_lr", scalar_lr}, {"weight_decay", weight_decay},
+          {"init_adapter", init_adapter}, {"lr", lr}, {"scalar_lr", scalar_lr}, {"weight_decay", weight_decay},
           {"w_adv", w_adv},   {"w_l2", w_l2},       {"w_perceptual", w_perceptual}, {"w_gp", w_gp},
           {"val_data", val_data}, {"val_images", val_images}, {"val_every", val_every},
           {"bf16", bf16},     {"seed", seed},       {"save_every", save_every}};
@@ -51,6 +52,7 @@ Ud2mTrainOptions Ud2mTrainOptions::from_json(const nlohmann::json& j) {
   o.lora.placement = j.value("lora_placement", o.lora.placement);
   o.noise_inflation = j.value("noise_inflation", o.noise_inflation);
   o.learned_init = j.value("learned_init", o.learned_init);
+  o.init_adapter = j.value("init_adapter", o.init_adapter);
   o.lr = j.value("lr", o.lr);
   o.scalar_lr = j.value("scalar_lr", o.lr);  // runs from before the option used one rate
   o.weight_decay = j.value("weight_decay", o.weight_decay);
@@ -98,8 +100,21 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   torch::manual_seed(options_.seed);  // LoRA and discriminator initialisation
   auto prior = diffusion::load_prior(options_.prior);
   prior->module().eval();  // the frozen base runs without dropout
+  std::optional<unrolled::AdapterFile> start;
+  if (!resume && !options_.init_adapter.empty()) {
+    start = unrolled::read_adapter(options_.init_adapter);
+    options_.blocks = start->options.blocks;
+    options_.lora = start->options.lora;
+    options_.noise_inflation = start->options.noise_inflation;
+    options_.learned_init = start->options.learned_init;
+  }
   network_ = std::make_shared<unrolled::UnrolledNetwork>(
       prior, unrolled::UnrolledOptions{options_.blocks, options_.lora, options_.noise_inflation, options_.learned_init});
+  if (start) {
+    unrolled::apply_adapter(*start, *network_, options_.prior);
+    log::info("starting from the adapter '{}' (trained for '{}'; K = {}, LoRA rank {} on {})", start->path,
+              start->info.task, options_.blocks, options_.lora.rank, options_.lora.placement);
+  }
   network_->set_recompute(options_.recompute);
   discriminator_ = nets::Discriminator(options_.crop, prior->channels());
   std::vector<torch::Tensor> weights, scalars;

@@ -34,6 +34,9 @@ struct Ud2mTrainOptions {
   nets::LoraOptions lora;
   double noise_inflation = 1;  // c of the re-noising level ρ₀ (see unrolled.hpp)
   bool learned_init = false;   // the "w/ RAM" variant: a learned initialiser trained jointly
+  // Start from this adapter's weights (fine-tuning, or continuing a run whose
+  // checkpoint is gone); its K, LoRA and initialiser settings replace the above.
+  std::string init_adapter;
   double lr = 1e-4, weight_decay = 0.01;
   // The learned log λ and log ρ scale: two numbers that set how far each block
   // moves towards the data. At lr they crawl (±0.02 in 1,000 steps) while the

@@ -26,36 +26,48 @@ void save_adapter(const std::string& path, UnrolledNetwork& network, const Adapt
   write_safetensors(path, tensors, {{kMetadataKey, meta.dump()}});
 }
 
-LoadedAdapter load_adapter(const std::string& path, diffusion::PriorPtr prior, const std::string& prior_name) {
+AdapterFile read_adapter(const std::string& path) {
   auto file = read_safetensors(path);
   auto it = file.metadata.find(kMetadataKey);
   nlohmann::json meta;
   if (it != file.metadata.end()) meta = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
   UD2M_CHECK(meta.is_object() && meta.value("format", "") == "ud2m-adapter",
              "'{}' is not a UD2M adapter (no ud2m-adapter metadata)", path);
-  const auto expected = meta.value("base_fingerprint", "");
-  const auto actual = weights_fingerprint(prior->module());
-  UD2M_CHECK(expected == actual,
-             "the adapter '{}' was trained on another base prior (fingerprint {}) than '{}' ({})", path, expected,
-             prior_name, actual);
-  UnrolledOptions options;
+  AdapterFile adapter;
+  adapter.path = path;
+  adapter.base_fingerprint = meta.value("base_fingerprint", "");
+  auto& options = adapter.options;
   options.blocks = meta.value("blocks", 3);
   options.lora.rank = meta.at("lora").value("rank", 5);
   options.lora.alpha = meta.at("lora").value("alpha", 1.5);
   options.lora.placement = meta.at("lora").value("placement", options.lora.placement);
   options.noise_inflation = meta.value("noise_inflation", options.noise_inflation);
   options.learned_init = meta.value("learned_init", false);
-  auto network = std::make_shared<UnrolledNetwork>(std::move(prior), options);
+  adapter.info = {meta.value("task", "general"), meta.value("steps", 3), meta.value("training", nlohmann::json())};
+  adapter.tensors = std::move(file.tensors);
+  return adapter;
+}
+
+void apply_adapter(const AdapterFile& file, UnrolledNetwork& network, const std::string& prior_name) {
+  const auto& actual = network.base_fingerprint();
+  UD2M_CHECK(file.base_fingerprint == actual,
+             "the adapter '{}' was trained on another base prior (fingerprint {}) than '{}' ({})", file.path,
+             file.base_fingerprint, prior_name, actual);
   torch::NoGradGuard no_grad;
-  for (auto& [name, value] : network->trainable_parameters()) {
+  for (auto& [name, value] : network.trainable_parameters()) {
     auto found = file.tensors.find(name);
-    UD2M_CHECK(found != file.tensors.end(), "the adapter '{}' lacks '{}'", path, name);
-    UD2M_CHECK(found->second.sizes() == value.sizes(), "the adapter '{}' has '{}' of shape {}, the network {}", path,
-               name, found->second.sizes().vec(), value.sizes().vec());
+    UD2M_CHECK(found != file.tensors.end(), "the adapter '{}' lacks '{}'", file.path, name);
+    UD2M_CHECK(found->second.sizes() == value.sizes(), "the adapter '{}' has '{}' of shape {}, the network {}",
+               file.path, name, found->second.sizes().vec(), value.sizes().vec());
     value.copy_(found->second);
   }
-  AdapterInfo info{meta.value("task", "general"), meta.value("steps", 3), meta.value("training", nlohmann::json())};
-  return {network, info};
+}
+
+LoadedAdapter load_adapter(const std::string& path, diffusion::PriorPtr prior, const std::string& prior_name) {
+  auto file = read_adapter(path);
+  auto network = std::make_shared<UnrolledNetwork>(std::move(prior), file.options);
+  apply_adapter(file, *network, prior_name);
+  return {network, file.info};
 }
 
 }  // namespace ud2m::unrolled

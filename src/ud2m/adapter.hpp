@@ -5,6 +5,7 @@
 #pragma once
 #include <string>
 
+#include "io/safetensors.hpp"
 #include "ud2m/unrolled.hpp"
 
 namespace ud2m::unrolled {
@@ -21,6 +22,23 @@ struct LoadedAdapter {
   std::shared_ptr<UnrolledNetwork> network;
   AdapterInfo info;
 };
+
+// An adapter file read but not yet applied: the network settings it needs
+// (K, LoRA rank/alpha/placement, ρ inflation, initialiser) and its tensors.
+struct AdapterFile {
+  std::string path;
+  std::string base_fingerprint;
+  UnrolledOptions options;
+  AdapterInfo info;
+  TensorMap tensors;
+};
+
+AdapterFile read_adapter(const std::string& path);
+
+// Copies the adapter's tensors into `network`, which must be built with
+// `file.options` on the prior the adapter was trained on (`prior_name` names
+// it in the error otherwise).
+void apply_adapter(const AdapterFile& file, UnrolledNetwork& network, const std::string& prior_name);
 
 // `prior` must be the base the adapter was trained on (checked by fingerprint);
 // it is adapted in place.

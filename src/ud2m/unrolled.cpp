@@ -54,7 +54,14 @@ void UnrolledNetwork::set_noise_inflation(double inflation) {
   options_.noise_inflation = inflation;
 }
 
+void UnrolledNetwork::fold_lora() {
+  prior_->fold_lora();
+  lora_folded_ = true;
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> UnrolledNetwork::trainable_parameters() {
+  UD2M_CHECK(!lora_folded_, "this UD2M network's LoRA was folded into its prior for restoring: it has no adapter "
+             "weights to train, load or save");
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (auto& item : named_parameters())
     if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());

@@ -76,6 +76,11 @@ class UnrolledNetwork : public torch::nn::Module {
   // keeping its activations (~K× less, one more forward per call).
   void set_recompute(bool recompute) { recompute_ = recompute; }
   const std::string& base_fingerprint() const { return base_fingerprint_; }
+  // For restoring only: the LoRA updates go into the prior's weights (the
+  // adapted network then costs what its base does); it cannot be trained or
+  // saved as an adapter afterwards.
+  void fold_lora();
+  bool lora_folded() const { return lora_folded_; }
 
  private:
   diffusion::PriorPtr prior_;
@@ -84,6 +89,7 @@ class UnrolledNetwork : public torch::nn::Module {
   torch::Tensor log_lambda_, log_rho_scale_;
   nets::Initialiser initialiser_{nullptr};
   bool recompute_ = false;
+  bool lora_folded_ = false;
 };
 
 // x⁽⁰⁾ of the unrolled network: Aᵀy/Aᵀ1 where Aᵀ1 is not ~0, pixels no

@@ -113,6 +113,30 @@ TEST(Lora, ConvolutionUpdatesAloneChangeTheOutput) {
   EXPECT_GT((prior->epsilon(x, t) - before).abs().max().item<double>(), 1e-4);
 }
 
+TEST(Lora, FoldingIntoTheBaseWeightsComputesWhatTheFactorsDo) {
+  for (const std::string placement : {"attention", "attention+resblocks"}) {
+    for (diffusion::PriorPtr prior : std::vector<diffusion::PriorPtr>{tiny_adm(), tiny_ddpm()}) {
+      auto x = torch::randn({2, 3, 16, 16});
+      auto t = torch::tensor({10.0f, 700.0f});
+      auto base = prior->epsilon(x, t).detach();
+      nets::LoraOptions options;
+      options.placement = placement;
+      unrolled::UnrolledNetwork net(prior, {1, options});
+      perturb_trainable(net, 3);
+      torch::NoGradGuard no_grad;
+      auto adapted = prior->epsilon(x, t);
+      net.fold_lora();
+      auto folded = prior->epsilon(x, t);
+      for (auto& item : prior->module().named_parameters())
+        EXPECT_EQ(item.key().find("lora"), std::string::npos) << item.key() << " survived the fold";
+      const double scale = adapted.abs().max().item<double>();
+      EXPECT_LT((folded - adapted).abs().max().item<double>(), 1e-5 * scale) << placement;
+      EXPECT_GT((adapted - base).abs().max().item<double>(), 1e-3) << "the update must matter for the check to";
+      EXPECT_THROW_MSG(net.trainable_parameters(), "folded");
+    }
+  }
+}
+
 TEST(Ud2m, OnlyLoraAndTheOutputHeadAreTrainable) {
   auto prior = tiny_adm();
   unrolled::UnrolledNetwork net(prior, {});

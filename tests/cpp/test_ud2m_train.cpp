@@ -155,6 +155,37 @@ TEST(Ud2mTrain, ResumeAfterAStopGivesTheSameAdapter) {
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "adapter.safetensors"));
 }
 
+TEST(Ud2mTrain, InitAdapterStartsFromItsWeightsAndSettings) {
+  auto dir = test::temp_dir();
+  auto o = tiny_options(dir);
+  o.lora.placement = "attention+resblocks";
+  o.steps = 2;
+  train::Ud2mTrainer first(o);
+  first.step();
+  first.step();
+  first.save_checkpoint();  // also writes run/adapter.safetensors
+  auto trained = adapter_values(first);
+
+  auto warm = tiny_options(dir);  // K = 2 and LoRA on attention alone: the adapter's settings must win
+  warm.blocks = 3;
+  warm.out_dir = (dir / "warm").string();
+  warm.init_adapter = (dir / "run" / "adapter.safetensors").string();
+  train::Ud2mTrainer second(warm);
+  EXPECT_EQ(second.current_step(), 0);
+  EXPECT_EQ(second.network().options().blocks, 2);
+  EXPECT_EQ(second.network().options().lora.placement, "attention+resblocks");
+  auto got = adapter_values(second);
+  ASSERT_EQ(got.size(), trained.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], trained[i])) << i;
+
+  torch::manual_seed(1);  // another base prior: refused by fingerprint
+  diffusion::AdmPrior other(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+  diffusion::save_prior((dir / "other.safetensors").string(), other);
+  warm.prior = (dir / "other.safetensors").string();
+  warm.out_dir = (dir / "other-run").string();
+  EXPECT_THROW_MSG(train::Ud2mTrainer{warm}, "another base prior");
+}
+
 TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
   auto dir = test::temp_dir();
   auto o = tiny_options(dir);
@@ -183,6 +214,10 @@ TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
                      " --task nope");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("unknown --task 'nope'"), std::string::npos) << r.output;
+  r = test::run_ud2m("train --method ncvsd --prior " + o.prior + " --data " + o.data + " --out " +
+                     (dir / "y").string() + " --init-adapter " + (fs::path(o.out_dir) / "adapter.safetensors").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--init-adapter starts a UD2M run"), std::string::npos) << r.output;
 }
 
 TEST(Ud2mTrain, TimeLimitStopsWithACheckpointThatTheNextRunResumes) {
