@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cli/commands.hpp"
+#include "cli/precision.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "core/log.hpp"
@@ -15,11 +16,13 @@ struct DenoiseArgs {
   std::string model, in, out;
   double sigma = -1;
   int bit_depth = 8;
+  std::string precision = "fp32";
 };
 
 void run_denoise(const DenoiseArgs& args) {
   UD2M_CHECK(args.sigma > 0, "--sigma must be positive (noise std in [0,1] units), not {}", args.sigma);
   auto prior = diffusion::load_prior(args.model);
+  apply_precision(*prior, args.precision);
   auto image = read_image(args.in, prior->channels());
   torch::NoGradGuard no_grad;
   const int64_t multiple = prior->size_multiple();
@@ -41,6 +44,7 @@ void add_denoise_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("denoise", "Denoise an image with a prior's one-call x0 estimate at noise level sigma.");
   cmd->add_option("--model", args->model, "Prior file (.safetensors written by ud2m)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--sigma", args->sigma, "Noise std in [0,1] image units")->required();
+  add_precision_option(*cmd, args->precision);
   cmd->add_option("--bit-depth", args->bit_depth, "Output PNG bit depth: 8 or 16")
       ->check(CLI::IsMember({8, 16}))
       ->capture_default_str();

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "cli/commands.hpp"
+#include "cli/precision.hpp"
 #include "cli/measurement.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -70,6 +71,7 @@ struct RestoreArgs {
   double latino_delta = samplers::LatinoOptions{}.delta;
   samplers::LangevinOptions langevin;
   int bit_depth = 8;
+  std::string precision = "fp32";
 };
 
 void check_folder_of(const std::string& path, const char* flag) {
@@ -260,7 +262,8 @@ nlohmann::json restore_one(const Context& c, const Job& job) {
   auto restored = stack.mean(0, true);
   nlohmann::json report = {{"method", c.args.method}, {"measurement", job.measurement}, {"seconds", seconds},
                            {"samples", c.args.samples}, {"task", m.degradation.sidecar.value("task", "")},
-                           {"sigma", m.degradation.noise.sigma}, {"settings", r.settings}};
+                           {"sigma", m.degradation.noise.sigma}, {"settings", r.settings},
+                           {"precision", c.args.precision}};
   if (reference.defined()) {
     report["reference"] = job.reference;
     report["psnr"] = metrics::psnr(restored, reference);
@@ -349,6 +352,9 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
     progress_per_sample = args.ud2m_steps > 0 ? args.ud2m_steps : adapter.info.steps;
     nfe = progress_per_sample * adapter.network->evaluations();
   }
+  UD2M_CHECK(prior || args.precision == "fp32", "--precision {} applies to the methods that run a prior, not {}",
+             args.precision, args.method);
+  if (prior) apply_precision(*prior, args.precision);  // after the fold: LoRA goes in at full precision
   const int samples = args.method == "tv" ? 1 : args.samples;
   Progress progress("restore (" + args.method + ")", progress_per_sample * samples * static_cast<int>(jobs.size()));
   Context context{args, nfe, prior, &progress, adapter, progress_per_sample, generator};
@@ -389,6 +395,7 @@ void add_restore_command(CLI::App& app) {
   cmd->add_option("--samples", args->samples, "Posterior samples; the output is their mean, the panel shows their std")
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the sampler's noise")->capture_default_str();
+  add_precision_option(*cmd, args->precision);
   cmd->add_option("--panel", args->panel, "Also write a side-by-side PNG: measurement | samples | mean | std | "
                   "reference (a folder for a folder of measurements)");
   cmd->add_option("--reference", args->reference, "Ground-truth image (or folder, matched by name): report PSNR and "

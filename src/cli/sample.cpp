@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "cli/precision.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "core/log.hpp"
@@ -23,6 +24,7 @@ struct SampleArgs {
   std::vector<int> indices;  // NCVSD: level indices on the 40-level grid (overrides --steps)
   double eta = 0.0;
   uint64_t seed = 0;
+  std::string precision = "fp32";
 };
 
 // The grid, and with --out-dir each sample as its own PNG (for FID-style set metrics).
@@ -55,6 +57,7 @@ void run_sample(const SampleArgs& args) {
   diffusion::LoadOptions load;
   load.class_label = args.class_label;
   auto prior = diffusion::load_prior(args.model, load);
+  apply_precision(*prior, args.precision);
   const int size = args.size > 0 ? args.size : prior->image_size();
   auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
   torch::Tensor x;
@@ -89,6 +92,7 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--n", args->n, "Number of samples")->capture_default_str();
   cmd->add_option("--size", args->size, "Image size (default: the model's training size)");
   cmd->add_option("--seed", args->seed, "Seed")->capture_default_str();
+  add_precision_option(*cmd, args->precision);
   cmd->add_option("out", args->out, "Output grid PNG")->required();
   cmd->add_option("--out-dir", args->out_dir, "Also write each sample as its own PNG into this folder (00000.png, ...)");
   cmd->callback([args] { run_sample(*args); });

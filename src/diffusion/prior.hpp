@@ -25,7 +25,9 @@ class Prior : public Denoiser {
   // Input sizes must be multiples of this (the U-Net halves the resolution).
   virtual int size_multiple() const = 0;
   // Weights in `dtype` (bf16: the fast CPU path), convolutions channels-last.
+  // Only networks whose activations follow their weights' dtype take bf16.
   void set_inference_precision(torch::ScalarType dtype, bool channels_last);
+  virtual bool runs_in_weight_dtype() const { return false; }
   // Model-file metadata: format, arch, config, schedule.
   virtual nlohmann::json description() const = 0;
   // UD2M adapters: LoRA on the attention projections, and which parameters
@@ -50,6 +52,7 @@ class AdmPrior : public Prior {
   void add_lora(const nets::LoraOptions& options) override { net_->add_lora(options); }
   void fold_lora() override { net_->fold_lora(); }
   bool is_output_head(const std::string& name) const override { return name.rfind("out.", 0) == 0; }
+  bool runs_in_weight_dtype() const override { return true; }
   nets::AdmUNet& net() { return net_; }
 
  private:

@@ -6,6 +6,7 @@
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
 #include "test_util.hpp"
+#include "ud2m/adapter.hpp"
 
 using namespace ud2m;
 namespace fs = std::filesystem;
@@ -189,5 +190,26 @@ TEST(DemoCli, RestoresWithAPriorWhenOneIsGiven) {
   for (auto name : {"tv.png", "ddrm.png", "restored.png", "panel.png"})
     EXPECT_TRUE(fs::exists(dir / "demo" / name)) << name;
   EXPECT_NE(r.output.find("DDRM (2 NFE"), std::string::npos) << r.output;
+  // The shipped adapters belong to the shipped prior: UD2M is skipped, DDRM is the result.
+  EXPECT_NE(r.output.find("no UD2M restoration"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "demo" / "ud2m.png"));
   EXPECT_EQ(read_file((dir / "demo" / "ddrm.png").string()), read_file((dir / "demo" / "restored.png").string()));
+
+  // With an adapter of that prior, UD2M runs (N = 3, K = 1: 3 NFE) and is the result (on a 64² crop, for speed).
+  write_png((dir / "crop.png").string(),
+            read_image((test::source_dir() / "assets" / "astronaut_256.png").string()).narrow(2, 64, 64).narrow(3, 96, 64));
+  unrolled::UnrolledNetwork net(diffusion::load_prior((dir / "prior.safetensors").string()), {1});
+  unrolled::save_adapter((dir / "adapter.safetensors").string(), net, {"gaussian_deblur", 3, {}});
+  const auto crop = " --image " + (dir / "crop.png").string();
+  r = test::run_ud2m("demo --nfe 2 --model " + (dir / "prior.safetensors").string() + crop + " --adapter " +
+                     (dir / "adapter.safetensors").string() + " --out-dir " + (dir / "demo2").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("UD2M (3 NFE)"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file((dir / "demo2" / "ud2m.png").string()), read_file((dir / "demo2" / "restored.png").string()));
+  unrolled::save_adapter((dir / "sr.safetensors").string(), net, {"sr", 3, {}});
+  r = test::run_ud2m("demo --model " + (dir / "prior.safetensors").string() + crop + " --adapter " +
+                     (dir / "sr.safetensors").string() + " --out-dir " + (dir / "demo3").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("was trained for sr, not gaussian_deblur"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "demo3" / "measurement.png")) << "refused before writing anything";
 }

@@ -3,11 +3,13 @@
 #include <ATen/autocast_mode.h>
 
 #include <filesystem>
+#include <map>
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "diffusion/prior.hpp"
+#include "metrics/metrics.hpp"
 #include "physics/blur.hpp"
 #include "physics/downsampling.hpp"
 #include "physics/inpainting.hpp"
@@ -515,6 +517,43 @@ TEST(Ud2mCli, RestoresWithAnAdapterAndRefusesBadRequests) {
                      (dir / "deblur.safetensors").string());
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("another base prior"), std::string::npos) << r.output;
+}
+
+TEST(Ud2mCli, Bf16RestoreStaysCloseToFp32AndIsRefusedWhereItCannotApply) {
+  auto dir = test::temp_dir();
+  const auto prior_path = save_prior_and_image(dir);
+  unrolled::UnrolledNetwork net(diffusion::load_prior(prior_path), {});
+  perturb_trainable(net, 5);  // LoRA that matters: folded at full precision, then rounded to bf16
+  unrolled::save_adapter((dir / "deblur.safetensors").string(), net, {"gaussian_deblur", 3, {}});
+  auto r = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.02 " + (dir / "clean.png").string() + " " +
+                          (dir / "y.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto base = "restore -m " + (dir / "y.png").string() + " --method ud2m --model " + prior_path +
+                    " --adapter " + (dir / "deblur.safetensors").string() + " --bit-depth 16 --out ";
+  std::map<std::string, torch::Tensor> restored;
+  for (const std::string precision : {"fp32", "bf16"}) {
+    const auto out = dir / (precision + ".png");
+    r = test::run_ud2m(base + out.string() + " --precision " + precision);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    restored[precision] = read_image(out.string());
+    auto report = nlohmann::json::parse(read_file((dir / (precision + ".json")).string()));
+    EXPECT_EQ(report.at("precision"), precision);
+  }
+  const double agreement = metrics::psnr(restored["bf16"], restored["fp32"]);
+  std::printf("UD2M restore, bf16 vs fp32: %.1f dB apart\n", agreement);
+  EXPECT_GT(agreement, 35);
+  EXPECT_LT(agreement, 200) << "bf16 must actually have run";
+
+  r = test::run_ud2m("restore -m " + (dir / "y.png").string() + " --method tv --out " + (dir / "tv.png").string() +
+                     " --precision bf16");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("applies to the methods that run a prior"), std::string::npos) << r.output;
+  diffusion::save_prior((dir / "ddpm.safetensors").string(), *tiny_ddpm());
+  r = test::run_ud2m("denoise --model " + (dir / "ddpm.safetensors").string() + " --sigma 0.1 --precision bf16 " +
+                     (dir / "clean.png").string() + " " + (dir / "d.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("implemented for ADM priors"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "d.png"));
 }
 
 TEST(Ud2mCli, RestoresJpegAndRefusesPhaseRetrieval) {

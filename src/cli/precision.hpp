@@ -1,0 +1,25 @@
+// --precision fp32|bf16 for the commands that run a prior: bf16 weights and
+// activations (GroupNorm in fp32), channels-last convolutions — ~1.9× faster
+// on CPUs with AVX-512 bf16 (bench/adm_forward.py), ε within ~0.5% of fp32.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "diffusion/prior.hpp"
+
+namespace ud2m::cli {
+
+inline void add_precision_option(CLI::App& cmd, std::string& precision) {
+  cmd.add_option("--precision", precision,
+                 "Network arithmetic: fp32, or bf16 (ADM priors; ~1.9x faster on CPUs with AVX-512 bf16)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+}
+
+// Call once the prior is final (after an adapter's LoRA is folded into it).
+inline void apply_precision(diffusion::Prior& prior, const std::string& precision) {
+  if (precision == "bf16") prior.set_inference_precision(torch::kBFloat16, /*channels_last=*/true);
+}
+
+}  // namespace ud2m::cli
