@@ -151,7 +151,11 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
             {{"sigma_min", o.sigma_min}, {"sigma_max", o.sigma_max}, {"rho", o.rho}, {"ema_decay", o.ema_decay},
              {"ema_below", o.ema_below},
              {"likelihood_step", op.is_linear() ? "perturb-and-MAP (exact)" : "unadjusted Langevin"},
-             {"langevin", {{"steps", o.langevin.steps}, {"tau", o.langevin.tau}}}}};
+             {"langevin",
+              {{"steps", o.langevin.steps},
+               {"tau", o.langevin.tau},
+               {"preconditioned", o.langevin.precondition && op.langevin_preconditioner(m.y.new_zeros(m.image_shape),
+                                                                                        1, 1).has_value()}}}}};
   }
   auto& prior = *c.prior;
   if (method == "diffpir") {
@@ -412,6 +416,10 @@ void add_restore_command(CLI::App& app) {
   cmd->add_option("--langevin-tau", args->langevin.tau,
                   "PnP-NCVSD, nonlinear operators: Langevin step as a fraction of the stiffest direction's scale "
                   "(0 < tau < 1)")->capture_default_str();
+  cmd->add_option("--langevin-precondition", args->langevin.precondition,
+                  "PnP-NCVSD: preconditioned, Metropolis-adjusted Langevin where the operator offers a "
+                  "preconditioner (phase retrieval: its Fourier curvature; true/false; experimental)")
+      ->capture_default_str();
   cmd->add_option("--latino-delta", args->latino_delta, "LATINO prox step scale δ")->capture_default_str();
   cmd->add_option("--bit-depth", args->bit_depth, "PNG bit depth of the output: 8 or 16")
       ->check(CLI::IsMember({8, 16}))

@@ -5,7 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,15 @@ struct GaussianNoise {
   double sigma = 0.0;
   double model_sigma() const { return 2.0 * sigma; }
   torch::Tensor add(const torch::Tensor& y, torch::Generator& rng) const;
+};
+
+// A symmetric positive-definite M ≈ (I/s² + JᵀJ/σ²)⁻¹ at some point, for
+// preconditioned Langevin steps on ‖x − x0‖²/(2s²) + ‖A(x) − y‖²/(2σ²):
+// M, M⁻¹ (for the Metropolis correction) and draws of N(0, M).
+struct LangevinPreconditioner {
+  std::function<torch::Tensor(const torch::Tensor&)> apply;    // v -> M v
+  std::function<torch::Tensor(const torch::Tensor&)> inverse;  // v -> M⁻¹ v
+  std::function<torch::Tensor(torch::Generator&)> noise;       // a draw of N(0, M)
 };
 
 class Operator {
@@ -35,6 +46,14 @@ class Operator {
   // straight-through rounding, if any), which sizes gradient steps on the
   // likelihood; 0 where none is known.
   virtual double jacobian_bound() const { return 0; }
+  // Operators whose Gauss–Newton curvature JᵀJ is (nearly) diagonal in a
+  // known basis offer a preconditioner at x for prior variance s² and noise
+  // variance σ² (phase retrieval: the Fourier basis of the padded image);
+  // without one, Langevin steps are sized by the stiffest direction.
+  virtual std::optional<LangevinPreconditioner> langevin_preconditioner(const torch::Tensor& x, double prior_var,
+                                                                        double noise_var) const {
+    return std::nullopt;
+  }
   // Shape of A(x) for an input of shape (N, C, H, W).
   virtual std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const;
   // Everything needed to rebuild this exact operator (kernel values, mask bits,

@@ -36,6 +36,42 @@ torch::Tensor PhaseRetrieval::forward(const torch::Tensor& x) const {
   return torch::view_as_real(F).pow(2).sum(-1);
 }
 
+std::optional<LangevinPreconditioner> PhaseRetrieval::langevin_preconditioner(const torch::Tensor& x, double prior_var,
+                                                                              double noise_var) const {
+  if (random_phase_) return std::nullopt;
+  const int64_t h = height_, w = width_, ph = oversampling_ * h, pw = oversampling_ * w;
+  torch::Tensor weights;  // on the image's own frequency grid, per image and channel
+  {
+    torch::NoGradGuard no_grad;
+    // The data curvature Pᵀ F* diag(|z(ω)|²) F P (Gauss–Newton, in x) is a
+    // Toeplitz operator on the image: its lags t(k) are the inverse DFT of
+    // |z|² on the padded grid. T. Chan's optimal circulant approximation
+    // c(k) = ((H−k)·t(k) + k·t(k−H))/H per axis diagonalises on the image's
+    // grid; its eigenvalues λ = DFT(c) stand in for the curvature.
+    auto lags = torch::real(torch::fft::ifft2(forward(x.detach())));
+    auto ramp = [](int64_t n) { return torch::arange(n, torch::kFloat64) / n; };
+    auto rows_far = ramp(h).view({h, 1}).to(lags.dtype()), cols_far = ramp(w).view({1, w}).to(lags.dtype());
+    auto block = [&](int64_t row, int64_t col) { return lags.narrow(-2, row, h).narrow(-1, col, w); };
+    auto circulant = (1 - rows_far) * (1 - cols_far) * block(0, 0) + rows_far * (1 - cols_far) * block(ph - h, 0) +
+                     (1 - rows_far) * cols_far * block(0, pw - w) + rows_far * cols_far * block(ph - h, pw - w);
+    // ×2: a margin for what the approximation drops (the residual term of the
+    // Hessian, the Toeplitz-to-circulant error), so that fewer proposals are
+    // rejected.
+    auto curvature = 2 * torch::real(torch::fft::fft2(circulant)).clamp_min(0);
+    weights = 1 / (1 / prior_var + curvature / noise_var);
+  }
+  auto filter = [](const torch::Tensor& v, const torch::Tensor& w) {
+    return torch::real(torch::fft::ifft2(torch::fft::fft2(v) * w)).to(v.scalar_type());
+  };
+  LangevinPreconditioner m;
+  m.apply = [filter, weights](const torch::Tensor& v) { return filter(v, weights); };
+  m.inverse = [filter, weights](const torch::Tensor& v) { return filter(v, 1 / weights); };
+  m.noise = [filter, weights](torch::Generator& rng) {
+    return filter(at::randn(weights.sizes(), rng, weights.options()), weights.sqrt());
+  };
+  return m;
+}
+
 std::vector<int64_t> PhaseRetrieval::output_shape(const std::vector<int64_t>& s) const {
   return {s[0], s[1], s[2] * oversampling_, s[3] * oversampling_};
 }

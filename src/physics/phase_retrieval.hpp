@@ -22,6 +22,12 @@ class PhaseRetrieval : public Operator {
 
   torch::Tensor forward(const torch::Tensor& x) const override;
   std::vector<int64_t> output_shape(const std::vector<int64_t>& s) const override;
+  // M = F* diag(1/(1/s² + λ(ω)/σ²)) F on the image's own grid, λ the
+  // eigenvalues of the circulant closest to the Gauss–Newton curvature
+  // (see the .cpp); noise F* diag(…)^½ F ξ. Plain variant only (the
+  // random-phase mask mixes frequencies).
+  std::optional<LangevinPreconditioner> langevin_preconditioner(const torch::Tensor& x, double prior_var,
+                                                                double noise_var) const override;
   nlohmann::json to_json() const override;
   std::string name() const override { return "phase_retrieval"; }
   static std::shared_ptr<PhaseRetrieval> from_json(const nlohmann::json& j);

@@ -1,6 +1,7 @@
 #include "samplers/pnp_ncvsd.hpp"
 
 #include <cmath>
+#include <optional>
 
 #include "core/error.hpp"
 #include "core/random.hpp"
@@ -45,6 +46,62 @@ double jacobian_gram_norm(const physics::Operator& op, const torch::Tensor& x, i
   return norms.max().item<double>();
 }
 
+namespace {
+
+// Per image: ‖u − x0‖²/(2s²) + ‖A(u) − y‖²/(2σ_y²), and minus its gradient.
+struct Potential {
+  const physics::Operator& op;
+  const torch::Tensor &x0, &y;
+  double s, sigma_y;
+  // Summed in double: Metropolis compares two energies of ~10⁶ that differ by ~1.
+  torch::Tensor value(const torch::Tensor& u) const {
+    return (u - x0).to(torch::kFloat64).pow(2).flatten(1).sum(1) / (2 * s * s) +
+           (op.forward(u) - y).to(torch::kFloat64).pow(2).flatten(1).sum(1) / (2 * sigma_y * sigma_y);
+  }
+  torch::Tensor drift(const torch::Tensor& u) const {
+    return -(u - x0) / (s * s) - op.data_grad(u, y) / (sigma_y * sigma_y);
+  }
+};
+
+// Preconditioned Langevin proposals u' = u + τM·drift(u) + √(2τ)·N(0, M),
+// each accepted or not per image by the Metropolis–Hastings rule (MALA): the
+// chain keeps its target exactly even where M only approximates the inverse
+// curvature, and a proposal that overshoots is refused rather than followed.
+torch::Tensor preconditioned_mala(const physics::Operator& op, const torch::Tensor& x0, const torch::Tensor& y,
+                                  double sigma_y, double s, const LangevinOptions& options, torch::Tensor u,
+                                  torch::Generator& rng) {
+  const Potential target{op, x0, y, s, sigma_y};
+  double tau = options.tau;
+  std::optional<physics::LangevinPreconditioner> m;
+  auto per_image = [](const torch::Tensor& t) { return t.view({-1, 1, 1, 1}); };
+  // log q(to | from) up to a constant, for the Gaussian proposal from `from`.
+  auto log_proposal = [&](const torch::Tensor& to, const torch::Tensor& from, const torch::Tensor& drift_from) {
+    auto d = to - from - tau * m->apply(drift_from);
+    return -(d * m->inverse(d)).to(torch::kFloat64).flatten(1).sum(1) / (4 * tau);
+  };
+  auto drift = target.drift(u), energy = target.value(u);
+  for (int k = 0; k < options.steps; ++k) {
+    if (k % options.recurvature_every == 0) m = op.langevin_preconditioner(u, s * s, sigma_y * sigma_y);
+    auto proposal = u + tau * m->apply(drift) + std::sqrt(2 * tau) * m->noise(rng);
+    auto proposal_drift = target.drift(proposal), proposal_energy = target.value(proposal);
+    auto log_ratio = energy - proposal_energy + log_proposal(u, proposal, proposal_drift) -
+                     log_proposal(proposal, u, drift);
+    auto accept = (uniform({u.size(0)}, rng, log_ratio.options()).log() < log_ratio) & torch::isfinite(log_ratio);
+    u = torch::where(per_image(accept), proposal, u);
+    drift = torch::where(per_image(accept), proposal_drift, drift);
+    energy = torch::where(accept, proposal_energy, energy);
+    // Where M fits the curvature poorly (far from the data, the Hessian's
+    // residual term) proposals at tau are all refused: shrink the step while
+    // most are, grow it back (up to tau) while most pass.
+    const double rate = accept.to(torch::kFloat64).mean().item<double>();
+    if (rate < 0.25) tau *= 0.5;
+    if (rate > 0.75) tau = std::min(options.tau, 1.5 * tau);
+  }
+  return u;
+}
+
+}  // namespace
+
 torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch::Tensor& x0, const torch::Tensor& y,
                                        double sigma_y, double s, const LangevinOptions& options,
                                        torch::Generator& rng) {
@@ -53,6 +110,9 @@ torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch:
              "Langevin needs steps >= 0, 0 < tau < 1 and positive curvature intervals and iterations (got {}, {}, "
              "{}, {})", options.steps, options.tau, options.recurvature_every, options.power_iterations);
   auto u = x0 + s * gaussian(x0.sizes(), rng, x0.options());
+  if (options.precondition && op.langevin_preconditioner(u, s * s, sigma_y * sigma_y))
+    return preconditioned_mala(op, x0, y, sigma_y, s, options, u, rng);
+  auto drift = [&] { return -(u - x0) / (s * s) - op.data_grad(u, y) / (sigma_y * sigma_y); };
   // An operator that declares a bound on its Jacobian (JPEG) is taken at its
   // word: finite differences through its rounding measure jumps, not slopes.
   const double bound = op.jacobian_bound();
@@ -64,8 +124,7 @@ torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch:
       const double curvature = bound > 0 ? bound * bound : jacobian_gram_norm(op, u, options.power_iterations, rng);
       eta = options.tau / (1 / (s * s) + curvature / (sigma_y * sigma_y));
     }
-    auto drift = -(u - x0) / (s * s) - op.data_grad(u, y) / (sigma_y * sigma_y);
-    u = u + eta * drift + std::sqrt(2 * eta) * gaussian(u.sizes(), rng, u.options());
+    u = u + eta * drift() + std::sqrt(2 * eta) * gaussian(u.sizes(), rng, u.options());
   }
   return u;
 }
