@@ -1,7 +1,6 @@
 #include "samplers/pnp_ncvsd.hpp"
 
 #include <cmath>
-#include <optional>
 
 #include "core/error.hpp"
 #include "core/random.hpp"
@@ -65,24 +64,23 @@ struct Potential {
 
 // Preconditioned Langevin proposals u' = u + τM·drift(u) + √(2τ)·N(0, M),
 // each accepted or not per image by the Metropolis–Hastings rule (MALA): the
-// chain keeps its target exactly even where M only approximates the inverse
-// curvature, and a proposal that overshoots is refused rather than followed.
-torch::Tensor preconditioned_mala(const physics::Operator& op, const torch::Tensor& x0, const torch::Tensor& y,
-                                  double sigma_y, double s, const LangevinOptions& options, torch::Tensor u,
-                                  torch::Generator& rng) {
-  const Potential target{op, x0, y, s, sigma_y};
+// chain keeps its target even where M only approximates the inverse
+// curvature (up to the step adaptation below), and a proposal that overshoots
+// is refused rather than followed. `m` is M at the starting u.
+torch::Tensor preconditioned_mala(const Potential& target, physics::LangevinPreconditioner m,
+                                  const LangevinOptions& options, torch::Tensor u, torch::Generator& rng) {
+  const double variance = target.s * target.s, noise_variance = target.sigma_y * target.sigma_y;
   double tau = options.tau;
-  std::optional<physics::LangevinPreconditioner> m;
   auto per_image = [](const torch::Tensor& t) { return t.view({-1, 1, 1, 1}); };
   // log q(to | from) up to a constant, for the Gaussian proposal from `from`.
   auto log_proposal = [&](const torch::Tensor& to, const torch::Tensor& from, const torch::Tensor& drift_from) {
-    auto d = to - from - tau * m->apply(drift_from);
-    return -(d * m->inverse(d)).to(torch::kFloat64).flatten(1).sum(1) / (4 * tau);
+    auto d = to - from - tau * m.apply(drift_from);
+    return -(d * m.inverse(d)).to(torch::kFloat64).flatten(1).sum(1) / (4 * tau);
   };
   auto drift = target.drift(u), energy = target.value(u);
   for (int k = 0; k < options.steps; ++k) {
-    if (k % options.recurvature_every == 0) m = op.langevin_preconditioner(u, s * s, sigma_y * sigma_y);
-    auto proposal = u + tau * m->apply(drift) + std::sqrt(2 * tau) * m->noise(rng);
+    if (k > 0 && k % options.recurvature_every == 0) m = *target.op.langevin_preconditioner(u, variance, noise_variance);
+    auto proposal = u + tau * m.apply(drift) + std::sqrt(2 * tau) * m.noise(rng);
     auto proposal_drift = target.drift(proposal), proposal_energy = target.value(proposal);
     auto log_ratio = energy - proposal_energy + log_proposal(u, proposal, proposal_drift) -
                      log_proposal(proposal, u, drift);
@@ -110,9 +108,10 @@ torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch:
              "Langevin needs steps >= 0, 0 < tau < 1 and positive curvature intervals and iterations (got {}, {}, "
              "{}, {})", options.steps, options.tau, options.recurvature_every, options.power_iterations);
   auto u = x0 + s * gaussian(x0.sizes(), rng, x0.options());
-  if (options.precondition && op.langevin_preconditioner(u, s * s, sigma_y * sigma_y))
-    return preconditioned_mala(op, x0, y, sigma_y, s, options, u, rng);
-  auto drift = [&] { return -(u - x0) / (s * s) - op.data_grad(u, y) / (sigma_y * sigma_y); };
+  const Potential target{op, x0, y, s, sigma_y};
+  if (options.precondition)
+    if (auto m = op.langevin_preconditioner(u, s * s, sigma_y * sigma_y))
+      return preconditioned_mala(target, *m, options, u, rng);
   // An operator that declares a bound on its Jacobian (JPEG) is taken at its
   // word: finite differences through its rounding measure jumps, not slopes.
   const double bound = op.jacobian_bound();
@@ -124,7 +123,7 @@ torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch:
       const double curvature = bound > 0 ? bound * bound : jacobian_gram_norm(op, u, options.power_iterations, rng);
       eta = options.tau / (1 / (s * s) + curvature / (sigma_y * sigma_y));
     }
-    u = u + eta * drift() + std::sqrt(2 * eta) * gaussian(u.sizes(), rng, u.options());
+    u = u + eta * target.drift(u) + std::sqrt(2 * eta) * gaussian(u.sizes(), rng, u.options());
   }
   return u;
 }
