@@ -1,7 +1,9 @@
+#include <algorithm>
 #include <filesystem>
 
 #include "core/atomic_file.hpp"
 #include "core/image.hpp"
+#include "cli/measurement.hpp"
 #include "core/paths.hpp"
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
@@ -61,6 +63,28 @@ TEST(RestoreCli, DiffPirRunsWithAPriorFileAndReportsItsSettings) {
   EXPECT_LE(coverage, 1.0);
   EXPECT_GT(spread, 0.0);
   EXPECT_NE(r.output.find("credible intervals cover"), std::string::npos) << r.output;
+}
+
+TEST(RestoreCli, BestFitKeepsTheSampleClosestToTheData) {
+  auto dir = test::temp_dir();
+  auto y = degraded(dir);
+  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
+  auto r = test::run_ud2m("restore -m " + y.string() + " --method diffpir --model " +
+                          (dir / "prior.safetensors").string() + " --nfe 5 --samples 3 --estimate best-fit " +
+                          "--bit-depth 16 --out " + (dir / "x.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto report = nlohmann::json::parse(read_file((dir / "x.json").string()));
+  const auto residuals = report.at("fit_residuals").get<std::vector<double>>();
+  ASSERT_EQ(residuals.size(), 3u);
+  const auto best = std::min_element(residuals.begin(), residuals.end()) - residuals.begin();
+  EXPECT_EQ(report.at("best_sample").get<int64_t>(), best);
+  EXPECT_GT(*std::max_element(residuals.begin(), residuals.end()), residuals[best]) << "samples must differ";
+  // The output is that sample: its own data residual is the smallest one (up to 16-bit rounding).
+  auto m = cli::load_measurement(y.string());
+  auto x = to_model(read_image((dir / "x.png").string()));
+  const double own = (m.degradation.op->forward(x) - m.y).norm().item<double>();
+  EXPECT_NEAR(own, residuals[best], 1e-3 * residuals[best]);
 }
 
 TEST(RestoreCli, EveryDiffusionSamplerRunsAndDefaultsToItsPublishedNfe) {
