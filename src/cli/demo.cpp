@@ -85,15 +85,14 @@ Ud2mSetup prepare_ud2m(const DemoArgs& args, const physics::Degradation& degrada
     return {};
   }
   auto file = unrolled::read_adapter(adapter_path);
-  auto prior = diffusion::load_prior(args.model);
-  if (args.adapter.empty() && file.base_fingerprint != unrolled::weights_fingerprint(prior->module())) {
+  auto network = std::make_shared<unrolled::UnrolledNetwork>(diffusion::load_prior(args.model), file.options);
+  if (args.adapter.empty() && file.base_fingerprint != network->base_fingerprint()) {
     log::info("the shipped adapters fit the shipped prior, not '{}': no UD2M restoration (give --adapter)",
               args.model);
     return {};
   }
-  UD2M_CHECK(file.info.task == "general" || file.info.task == args.task, "the adapter '{}' was trained for {}, not {}",
-             adapter_path, file.info.task, args.task);
-  auto network = std::make_shared<unrolled::UnrolledNetwork>(prior, file.options);
+  UD2M_CHECK(file.info.fits(args.task), "the adapter '{}' was trained for {}, not {}", adapter_path, file.info.task,
+             args.task);
   unrolled::apply_adapter(file, *network, args.model);
   network->fold_lora();
   return {network, file.info.steps, file.info.task};

@@ -190,7 +190,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
     auto& op = *m.degradation.op;  // linear, or JPEG (unrolled::initial_estimate refuses others)
     check_noisy(m, "UD2M");
     const auto task = m.degradation.sidecar.value("task", "");
-    UD2M_CHECK(c.adapter.info.task == "general" || c.adapter.info.task == task,
+    UD2M_CHECK(c.adapter.info.fits(task),
                "the adapter '{}' was trained for {}, not for this {} measurement; use a general-operator adapter",
                c.args.adapter, c.adapter.info.task, task.empty() ? "custom-operator" : task);
     unrolled::SamplerOptions o;

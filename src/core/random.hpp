@@ -6,17 +6,20 @@
 
 namespace ud2m {
 
+// Numbers drawn on the CPU, moved to where `options` asks.
+inline torch::Tensor on_device(const torch::Tensor& cpu, const torch::TensorOptions& options) {
+  return options.device().is_cpu() ? cpu : cpu.to(options.device(), /*non_blocking=*/true);
+}
+
 inline torch::Tensor gaussian(at::IntArrayRef sizes, torch::Generator& rng,
                               const torch::TensorOptions& options = torch::kFloat32) {
-  auto cpu = at::randn(sizes, rng, options.device(torch::kCPU));
-  return options.device().is_cpu() ? cpu : cpu.to(options.device(), /*non_blocking=*/true);
+  return on_device(at::randn(sizes, rng, options.device(torch::kCPU)), options);
 }
 
 // U[0, 1), likewise.
 inline torch::Tensor uniform(at::IntArrayRef sizes, torch::Generator& rng,
                              const torch::TensorOptions& options = torch::kFloat32) {
-  auto cpu = at::rand(sizes, rng, options.device(torch::kCPU));
-  return options.device().is_cpu() ? cpu : cpu.to(options.device(), /*non_blocking=*/true);
+  return on_device(at::rand(sizes, rng, options.device(torch::kCPU)), options);
 }
 
 }  // namespace ud2m

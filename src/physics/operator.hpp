@@ -50,8 +50,9 @@ class Operator {
   // known basis offer a preconditioner at x for prior variance s² and noise
   // variance σ² (phase retrieval: the Fourier basis of the padded image);
   // without one, Langevin steps are sized by the stiffest direction.
-  virtual std::optional<LangevinPreconditioner> langevin_preconditioner(const torch::Tensor& x, double prior_var,
-                                                                        double noise_var) const {
+  virtual std::optional<LangevinPreconditioner> langevin_preconditioner(const torch::Tensor& /*x*/,
+                                                                        double /*prior_var*/,
+                                                                        double /*noise_var*/) const {
     return std::nullopt;
   }
   // Shape of A(x) for an input of shape (N, C, H, W).

@@ -49,8 +49,8 @@ std::optional<LangevinPreconditioner> PhaseRetrieval::langevin_preconditioner(co
     // c(k) = ((H−k)·t(k) + k·t(k−H))/H per axis diagonalises on the image's
     // grid; its eigenvalues λ = DFT(c) stand in for the curvature.
     auto lags = torch::real(torch::fft::ifft2(forward(x.detach())));
-    auto ramp = [](int64_t n) { return torch::arange(n, torch::kFloat64) / n; };
-    auto rows_far = ramp(h).view({h, 1}).to(lags.dtype()), cols_far = ramp(w).view({1, w}).to(lags.dtype());
+    auto ramp = [&](int64_t n) { return torch::arange(n, lags.options()) / n; };
+    auto rows_far = ramp(h).view({h, 1}), cols_far = ramp(w).view({1, w});
     auto block = [&](int64_t row, int64_t col) { return lags.narrow(-2, row, h).narrow(-1, col, w); };
     auto circulant = (1 - rows_far) * (1 - cols_far) * block(0, 0) + rows_far * (1 - cols_far) * block(ph - h, 0) +
                      (1 - rows_far) * cols_far * block(0, pw - w) + rows_far * cols_far * block(ph - h, pw - w);

@@ -14,6 +14,8 @@ struct AdapterInfo {
   std::string task = "general";  // a degrade task name, or "general" (any operator)
   int steps = 3;                 // N the adapter was trained for
   nlohmann::json training;       // free-form: data, steps, losses
+  // Whether it may restore measurements of `degrade_task` (its own, or any if general).
+  bool fits(const std::string& degrade_task) const { return task == "general" || task == degrade_task; }
 };
 
 void save_adapter(const std::string& path, UnrolledNetwork& network, const AdapterInfo& info);

@@ -27,6 +27,14 @@ fs::path degraded(const fs::path& dir, const std::string& task = "gaussian_deblu
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return dir / "y.png";
 }
+
+// A random tiny ADM prior at DIR/prior.safetensors; returns its path.
+std::string save_tiny_prior(const fs::path& dir) {
+  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+  const auto path = (dir / "prior.safetensors").string();
+  diffusion::save_prior(path, prior);
+  return path;
+}
 }  // namespace
 
 TEST(RestoreCli, TvImprovesOnTheBlurredMeasurementAndWritesReportAndPanel) {
@@ -46,10 +54,9 @@ TEST(RestoreCli, TvImprovesOnTheBlurredMeasurementAndWritesReportAndPanel) {
 TEST(RestoreCli, DiffPirRunsWithAPriorFileAndReportsItsSettings) {
   auto dir = test::temp_dir();
   auto y = degraded(dir);
-  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
+  const auto prior_path = save_tiny_prior(dir);
   auto r = test::run_ud2m("restore -m " + y.string() + " --method diffpir --model " +
-                          (dir / "prior.safetensors").string() + " --nfe 5 --samples 2 --out " +
+                          prior_path + " --nfe 5 --samples 2 --out " +
                           (dir / "x.png").string() + " --panel " + (dir / "panel.png").string() +
                           " --reference " + (dir / "clean.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -68,10 +75,9 @@ TEST(RestoreCli, DiffPirRunsWithAPriorFileAndReportsItsSettings) {
 TEST(RestoreCli, BestFitKeepsTheSampleClosestToTheData) {
   auto dir = test::temp_dir();
   auto y = degraded(dir);
-  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
+  const auto prior_path = save_tiny_prior(dir);
   auto r = test::run_ud2m("restore -m " + y.string() + " --method diffpir --model " +
-                          (dir / "prior.safetensors").string() + " --nfe 5 --samples 3 --estimate best-fit " +
+                          prior_path + " --nfe 5 --samples 3 --estimate best-fit " +
                           "--bit-depth 16 --out " + (dir / "x.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto report = nlohmann::json::parse(read_file((dir / "x.json").string()));
@@ -90,9 +96,8 @@ TEST(RestoreCli, BestFitKeepsTheSampleClosestToTheData) {
 TEST(RestoreCli, EveryDiffusionSamplerRunsAndDefaultsToItsPublishedNfe) {
   auto dir = test::temp_dir();
   auto y = degraded(dir);
-  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
-  const auto model = " --model " + (dir / "prior.safetensors").string();
+  const auto prior_path = save_tiny_prior(dir);
+  const auto model = " --model " + prior_path;
   for (std::string method : {"dps", "ddrm", "latino", "diffpir"}) {
     const auto out = (dir / (method + ".png")).string();
     auto r = test::run_ud2m("restore -m " + y.string() + " --method " + method + " --nfe 3 --out " + out + model);
@@ -147,10 +152,9 @@ TEST(RestoreCli, NanDuringSamplingIsReportedWithItsStep) {
 TEST(RestoreCli, BadRequestsFailWithOneClearErrorAndNoOutput) {
   auto dir = test::temp_dir();
   auto y = degraded(dir);
-  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
+  const auto prior_path = save_tiny_prior(dir);
   const auto out = (dir / "x.png").string();
-  const auto model = " --model " + (dir / "prior.safetensors").string();
+  const auto model = " --model " + prior_path;
   struct Case {
     std::string args, message;
   };
@@ -206,9 +210,8 @@ TEST(DemoCli, RestoresTheBundledImageAndMatchesDegrade) {
 
 TEST(DemoCli, RestoresWithAPriorWhenOneIsGiven) {
   auto dir = test::temp_dir();
-  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
-  auto r = test::run_ud2m("demo --nfe 2 --model " + (dir / "prior.safetensors").string() + " --out-dir " +
+  const auto prior_path = save_tiny_prior(dir);
+  auto r = test::run_ud2m("demo --nfe 2 --model " + prior_path + " --out-dir " +
                           (dir / "demo").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (auto name : {"tv.png", "ddrm.png", "restored.png", "panel.png"})
@@ -222,16 +225,16 @@ TEST(DemoCli, RestoresWithAPriorWhenOneIsGiven) {
   // With an adapter of that prior, UD2M runs (N = 3, K = 1: 3 NFE) and is the result (on a 64² crop, for speed).
   write_png((dir / "crop.png").string(),
             read_image((test::source_dir() / "assets" / "astronaut_256.png").string()).narrow(2, 64, 64).narrow(3, 96, 64));
-  unrolled::UnrolledNetwork net(diffusion::load_prior((dir / "prior.safetensors").string()), {1});
+  unrolled::UnrolledNetwork net(diffusion::load_prior(prior_path), {1});
   unrolled::save_adapter((dir / "adapter.safetensors").string(), net, {"gaussian_deblur", 3, {}});
   const auto crop = " --image " + (dir / "crop.png").string();
-  r = test::run_ud2m("demo --nfe 2 --model " + (dir / "prior.safetensors").string() + crop + " --adapter " +
+  r = test::run_ud2m("demo --nfe 2 --model " + prior_path + crop + " --adapter " +
                      (dir / "adapter.safetensors").string() + " --out-dir " + (dir / "demo2").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("UD2M (3 NFE)"), std::string::npos) << r.output;
   EXPECT_EQ(read_file((dir / "demo2" / "ud2m.png").string()), read_file((dir / "demo2" / "restored.png").string()));
   unrolled::save_adapter((dir / "sr.safetensors").string(), net, {"sr", 3, {}});
-  r = test::run_ud2m("demo --model " + (dir / "prior.safetensors").string() + crop + " --adapter " +
+  r = test::run_ud2m("demo --model " + prior_path + crop + " --adapter " +
                      (dir / "sr.safetensors").string() + " --out-dir " + (dir / "demo3").string());
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("was trained for sr, not gaussian_deblur"), std::string::npos) << r.output;
