@@ -1,6 +1,7 @@
 // Times one forward pass of a prior's network (the cost of one NFE), for
 // bench/adm_forward.py, which runs PyTorch on the same weights in the same run.
-// Usage: adm_forward MODEL SIZE BATCH fp32|bf16 channels_last(0|1) ITERS THREADS [IO.safetensors]
+// Usage: adm_forward MODEL SIZE BATCH fp32|bf16 CHANNELS_LAST ITERS THREADS [IO.safetensors]
+//                    [--device cpu|cuda] [--cuda-graph]
 // With IO, the input x and timesteps t are read from that file and the output
 // is written to IO.out.safetensors (key eps), for output conformance.
 #include <chrono>
@@ -8,7 +9,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
+#include "core/device.hpp"
+#include "diffusion/graphed_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
 
@@ -22,33 +26,54 @@ double peak_rss_mib() {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 8 && argc != 9) {
-    std::fprintf(stderr, "usage: %s MODEL SIZE BATCH fp32|bf16 CHANNELS_LAST ITERS THREADS [IO.safetensors]\n", argv[0]);
+  std::vector<std::string> positional;
+  std::string device_name = "cpu";
+  bool cuda_graph = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--device" && i + 1 < argc) device_name = argv[++i];
+    else if (arg == "--cuda-graph") cuda_graph = true;
+    else positional.push_back(arg);
+  }
+  if (positional.size() != 7 && positional.size() != 8) {
+    std::fprintf(stderr, "usage: %s MODEL SIZE BATCH fp32|bf16 CHANNELS_LAST ITERS THREADS [IO.safetensors] "
+                 "[--device cpu|cuda] [--cuda-graph]\n", argv[0]);
     return 2;
   }
-  const int64_t size = std::atoi(argv[2]), batch = std::atoi(argv[3]);
-  const bool bf16 = std::string(argv[4]) == "bf16", channels_last = std::atoi(argv[5]) != 0;
-  const int iters = std::atoi(argv[6]);
-  at::set_num_threads(std::atoi(argv[7]));
-  auto prior = ud2m::diffusion::load_prior(argv[1]);
+  const int64_t size = std::stoi(positional[1]), batch = std::stoi(positional[2]);
+  const bool bf16 = positional[3] == "bf16", channels_last = std::stoi(positional[4]) != 0;
+  const int iters = std::stoi(positional[5]);
+  at::set_num_threads(std::stoi(positional[6]));
+  const auto device = ud2m::parse_device(device_name);
+  if (device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);  // fixed shapes: the fastest kernels
+
+  auto prior = ud2m::diffusion::load_prior(positional[0]);
+  prior->module().to(device);
   prior->set_inference_precision(bf16 ? torch::kBFloat16 : torch::kFloat32, channels_last);
+  ud2m::diffusion::DenoiserPtr net = prior;
+  if (cuda_graph) net = std::make_shared<ud2m::diffusion::GraphedDenoiser>(prior);
   torch::NoGradGuard no_grad;
   torch::manual_seed(0);
   auto x = torch::randn({batch, prior->channels(), size, size});
   auto t = torch::full({batch}, 500.0f);
-  if (argc == 9) {
-    auto io = ud2m::read_safetensors(argv[8]);
+  if (positional.size() == 8) {
+    auto io = ud2m::read_safetensors(positional[7]);
     x = io.tensors.at("x").to(torch::kFloat32);
     t = io.tensors.at("t").to(torch::kFloat32);
   }
+  x = x.to(device);
+  t = t.to(device);
   if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-  prior->epsilon(x, t);  // warm-up: allocator, oneDNN primitive caches
+  net->epsilon(x, t);  // warm-up: allocator, oneDNN/cuDNN algorithm choice, graph capture
+  ud2m::synchronize(device);
   const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) prior->epsilon(x, t);
+  for (int i = 0; i < iters; ++i) net->epsilon(x, t);
+  ud2m::synchronize(device);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
-  if (argc == 9)
-    ud2m::write_safetensors(std::string(argv[8]) + ".out.safetensors",
-                                {{"eps", prior->epsilon(x, t).to(torch::kFloat32).contiguous()}});
-  std::printf("{\"seconds_per_pass\": %.6f, \"peak_rss_mib\": %.1f}\n", seconds, peak_rss_mib());
+  if (positional.size() == 8)
+    ud2m::write_safetensors(positional[7] + ".out.safetensors",
+                            {{"eps", net->epsilon(x, t).to(torch::kCPU, torch::kFloat32).contiguous()}});
+  std::printf("{\"seconds_per_pass\": %.6f, \"peak_rss_mib\": %.1f, \"peak_device_mib\": %.1f}\n", seconds,
+              peak_rss_mib(), ud2m::peak_device_memory_mib(device));
   return 0;
 }

@@ -16,13 +16,13 @@ struct DenoiseArgs {
   std::string model, in, out;
   double sigma = -1;
   int bit_depth = 8;
-  std::string precision = "fp32";
+  std::string precision = "fp32", device = "cpu";
 };
 
 void run_denoise(const DenoiseArgs& args) {
   UD2M_CHECK(args.sigma > 0, "--sigma must be positive (noise std in [0,1] units), not {}", args.sigma);
   auto prior = diffusion::load_prior(args.model);
-  apply_precision(*prior, args.precision);
+  const auto device = place_prior(*prior, args.device, args.precision);
   auto image = read_image(args.in, prior->channels());
   torch::NoGradGuard no_grad;
   const int64_t multiple = prior->size_multiple();
@@ -31,7 +31,7 @@ void run_denoise(const DenoiseArgs& args) {
   auto x = to_model(image);
   if (pad_h || pad_w)
     x = torch::nn::functional::pad(x, torch::nn::functional::PadFuncOptions({0, pad_w, 0, pad_h}).mode(torch::kReflect));
-  auto x0 = prior->denoise(x, 2.0 * args.sigma).narrow(2, 0, h).narrow(3, 0, w);
+  auto x0 = prior->denoise(x.to(device), 2.0 * args.sigma).cpu().narrow(2, 0, h).narrow(3, 0, w);
   write_png(args.out, from_model(x0).clamp(0, 1), args.bit_depth);
   log::info("denoised '{}' at sigma {} (timestep {}) -> '{}'", args.in, args.sigma,
             prior->schedule().timestep_for_sigma(2.0 * args.sigma), args.out);
@@ -45,6 +45,7 @@ void add_denoise_command(CLI::App& app) {
   cmd->add_option("--model", args->model, "Prior file (.safetensors written by ud2m)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--sigma", args->sigma, "Noise std in [0,1] image units")->required();
   add_precision_option(*cmd, args->precision);
+  add_device_option(*cmd, args->device);
   cmd->add_option("--bit-depth", args->bit_depth, "Output PNG bit depth: 8 or 16")
       ->check(CLI::IsMember({8, 16}))
       ->capture_default_str();

@@ -16,6 +16,8 @@
 #include "core/log.hpp"
 #include "core/panel.hpp"
 #include "core/progress.hpp"
+#include "diffusion/graphed_denoiser.hpp"
+#include "diffusion/offloaded_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
 #include "metrics/posterior.hpp"
@@ -72,7 +74,7 @@ struct RestoreArgs {
   double latino_delta = samplers::LatinoOptions{}.delta;
   samplers::LangevinOptions langevin;
   int bit_depth = 8;
-  std::string precision = "fp32";
+  std::string precision = "fp32", device = "cpu";
 };
 
 void check_folder_of(const std::string& path, const char* flag) {
@@ -103,6 +105,7 @@ struct Context {
   const RestoreArgs& args;
   int nfe;
   std::shared_ptr<diffusion::Prior> prior;  // null for tv
+  diffusion::DenoiserPtr denoiser;          // the prior, or the prior on a GPU
   Progress* progress;
   unrolled::LoadedAdapter adapter;  // ud2m only
   int ud2m_steps = 0;
@@ -158,7 +161,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
                {"preconditioned", o.langevin.precondition && op.langevin_preconditioner(m.y.new_zeros(m.image_shape),
                                                                                         1, 1).has_value()}}}}};
   }
-  auto& prior = *c.prior;
+  auto& prior = *c.denoiser;
   if (method == "diffpir") {
     auto& op = linear_operator(m, "DiffPIR");
     check_noisy(m, "DiffPIR");
@@ -269,7 +272,8 @@ nlohmann::json restore_one(const Context& c, const Job& job) {
   nlohmann::json report = {{"method", c.args.method}, {"measurement", job.measurement}, {"seconds", seconds},
                            {"samples", c.args.samples}, {"task", m.degradation.sidecar.value("task", "")},
                            {"sigma", m.degradation.noise.sigma}, {"settings", r.settings},
-                           {"precision", c.args.precision}, {"estimate", c.args.estimate}};
+                           {"precision", c.args.precision}, {"device", c.args.device},
+                           {"estimate", c.args.estimate}};
   if (c.args.estimate == "best-fit") {
     std::vector<double> residuals;
     torch::NoGradGuard no_grad;
@@ -371,10 +375,21 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   }
   UD2M_CHECK(prior || args.precision == "fp32", "--precision {} applies to the methods that run a prior, not {}",
              args.precision, args.method);
-  if (prior) apply_precision(*prior, args.precision);  // after the fold: LoRA goes in at full precision
+  UD2M_CHECK(prior || args.device == "cpu", "--device {} applies to the methods that run a prior, not {}",
+             args.device, args.method);
+  diffusion::DenoiserPtr denoiser = prior;
+  if (prior) {
+    // after the fold: LoRA goes in at full precision
+    const auto device = place_prior(*prior, args.device, args.precision);
+    if (device.is_cuda()) {
+      denoiser = std::make_shared<diffusion::OffloadedDenoiser>(std::make_shared<diffusion::GraphedDenoiser>(prior),
+                                                                device);
+      if (adapter.network) adapter.network->set_denoiser(denoiser);
+    }
+  }
   const int samples = args.method == "tv" ? 1 : args.samples;
   Progress progress("restore (" + args.method + ")", progress_per_sample * samples * static_cast<int>(jobs.size()));
-  Context context{args, nfe, prior, &progress, adapter, progress_per_sample, generator};
+  Context context{args, nfe, prior, denoiser, &progress, adapter, progress_per_sample, generator};
   std::vector<double> psnrs;
   for (auto& job : jobs) {
     auto report = restore_one(context, job);
@@ -418,6 +433,7 @@ void add_restore_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the sampler's noise")->capture_default_str();
   add_precision_option(*cmd, args->precision);
+  add_device_option(*cmd, args->device);
   cmd->add_option("--panel", args->panel, "Also write a side-by-side PNG: measurement | samples | mean | std | "
                   "reference (a folder for a folder of measurements)");
   cmd->add_option("--reference", args->reference, "Ground-truth image (or folder, matched by name): report PSNR and "

@@ -11,6 +11,7 @@
 #include "core/log.hpp"
 #include "core/panel.hpp"
 #include "core/progress.hpp"
+#include "diffusion/graphed_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "ncvsd/generation.hpp"
 #include "samplers/ddim.hpp"
@@ -24,7 +25,7 @@ struct SampleArgs {
   std::vector<int> indices;  // NCVSD: level indices on the 40-level grid (overrides --steps)
   double eta = 0.0;
   uint64_t seed = 0;
-  std::string precision = "fp32";
+  std::string precision = "fp32", device = "cpu";
 };
 
 // The grid, and with --out-dir each sample as its own PNG (for FID-style set metrics).
@@ -45,6 +46,8 @@ void run_sample(const SampleArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   if (args.method == "ncvsd") {
+    UD2M_CHECK(args.device == "cpu", "--method ncvsd runs on the CPU only so far (asked for --device {})",
+               args.device);
     auto generator = ncvsd::load_generator(args.model);
     UD2M_CHECK(args.size > 0, "--size is required with --method ncvsd (the generator works at any multiple of 32)");
     auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
@@ -57,16 +60,17 @@ void run_sample(const SampleArgs& args) {
   diffusion::LoadOptions load;
   load.class_label = args.class_label;
   auto prior = diffusion::load_prior(args.model, load);
-  apply_precision(*prior, args.precision);
+  const auto device = place_prior(*prior, args.device, args.precision);
+  diffusion::GraphedDenoiser denoiser(prior);  // on the CPU it calls the prior directly
   const int size = args.size > 0 ? args.size : prior->image_size();
   auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
   torch::Tensor x;
   {
     Progress progress("sample (ddim)", args.steps);
-    x = samplers::sample_ddim(*prior, {args.n, prior->channels(), size, size}, args.steps, args.eta,
-                              rng, [&](int, int, const torch::Tensor&) { progress.step(); });
+    x = samplers::sample_ddim(denoiser, {args.n, prior->channels(), size, size}, args.steps, args.eta,
+                              rng, [&](int, int, const torch::Tensor&) { progress.step(); }, device);
   }
-  write_samples(args, x, seconds());
+  write_samples(args, x.cpu(), seconds());
 }
 
 }  // namespace
@@ -93,6 +97,7 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--size", args->size, "Image size (default: the model's training size)");
   cmd->add_option("--seed", args->seed, "Seed")->capture_default_str();
   add_precision_option(*cmd, args->precision);
+  add_device_option(*cmd, args->device);
   cmd->add_option("out", args->out, "Output grid PNG")->required();
   cmd->add_option("--out-dir", args->out_dir, "Also write each sample as its own PNG into this folder (00000.png, ...)");
   cmd->callback([args] { run_sample(*args); });

@@ -6,6 +6,10 @@
 
 #include "core/error.hpp"
 
+#ifdef UD2M_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace ud2m {
 
 torch::Device parse_device(const std::string& name) {
@@ -24,6 +28,22 @@ torch::Device parse_device(const std::string& name) {
                "{} CUDA GPU(s)", name, torch::cuda::device_count());
   }
   return *device;
+}
+
+void synchronize(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+}
+
+double peak_device_memory_mib(const torch::Device& device) {
+#ifdef UD2M_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.has_index() ? device.index() : 0);
+    const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    return static_cast<double>(stats.allocated_bytes[aggregate].peak) / (1024.0 * 1024.0);
+  }
+#endif
+  (void)device;
+  return 0.0;
 }
 
 }  // namespace ud2m

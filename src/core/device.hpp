@@ -10,4 +10,11 @@ namespace ud2m {
 // that this machine or this build of LibTorch does not have.
 torch::Device parse_device(const std::string& name);
 
+// Waits for the device's queued work (a no-op on the CPU), e.g. before timing.
+void synchronize(const torch::Device& device);
+
+// The most memory the caching allocator has held for tensors on this GPU so
+// far, in MiB (0 on the CPU).
+double peak_device_memory_mib(const torch::Device& device);
+
 }  // namespace ud2m

@@ -15,6 +15,9 @@ class Denoiser {
   // ε̂(x_t, t) for VP-scaled x_t (N, C, H, W) and timesteps t (N,).
   virtual torch::Tensor epsilon(const torch::Tensor& x_t, const torch::Tensor& t) = 0;
   virtual const Schedule& schedule() const = 0;
+  // Whether one ε call can be recorded into a CUDA graph and replayed: no
+  // host syncs, no host-side tensors (GraphedDenoiser).
+  virtual bool capturable_in_cuda_graph() const { return false; }
 
   // x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t at one timestep for the whole batch.
   torch::Tensor x0(const torch::Tensor& x_t, int t);

@@ -17,7 +17,7 @@ constexpr const char* kMetadataKey = "ud2m";
 
 void Prior::set_inference_precision(torch::ScalarType dtype, bool channels_last) {
   UD2M_CHECK(dtype == torch::kFloat32 || runs_in_weight_dtype(),
-             "{} inference is implemented for ADM priors; this one is '{}' (use fp32)", c10::toString(dtype),
+             "{} inference is implemented for ADM and DDPM priors; this one is '{}' (use fp32)", c10::toString(dtype),
              description().value("arch", "?"));
   torch::NoGradGuard no_grad;
   for (auto& p : module().parameters()) {

@@ -25,7 +25,8 @@ class Prior : public Denoiser {
   // Input sizes must be multiples of this (the U-Net halves the resolution).
   virtual int size_multiple() const = 0;
   // Weights in `dtype` (bf16: the fast CPU path), convolutions channels-last.
-  // Only networks whose activations follow their weights' dtype take bf16.
+  // Only networks whose activations follow their weights' dtype take bf16
+  // (ADM and DDPM; GroupNorm stays fp32 in both).
   void set_inference_precision(torch::ScalarType dtype, bool channels_last);
   virtual bool runs_in_weight_dtype() const { return false; }
   // Model-file metadata: format, arch, config, schedule.
@@ -53,6 +54,7 @@ class AdmPrior : public Prior {
   void fold_lora() override { net_->fold_lora(); }
   bool is_output_head(const std::string& name) const override { return name.rfind("out.", 0) == 0; }
   bool runs_in_weight_dtype() const override { return true; }
+  bool capturable_in_cuda_graph() const override { return true; }
   nets::AdmUNet& net() { return net_; }
 
  private:
@@ -73,6 +75,8 @@ class DdpmPrior : public Prior {
   bool is_output_head(const std::string& name) const override {
     return name.rfind("conv_norm_out.", 0) == 0 || name.rfind("conv_out.", 0) == 0;
   }
+  bool runs_in_weight_dtype() const override { return true; }
+  bool capturable_in_cuda_graph() const override { return true; }
 
  private:
   nets::DdpmUNet net_;

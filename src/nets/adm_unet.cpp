@@ -3,29 +3,14 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "nets/fp32_group_norm.hpp"
 
 namespace ud2m::nets {
 namespace F = torch::nn::functional;
 namespace {
 
-// GroupNorm(32) computed in float32 whatever the activations' dtype.
-class GroupNorm32Impl : public torch::nn::Module {
- public:
-  explicit GroupNorm32Impl(int64_t channels, double eps = 1e-5) : eps_(eps) {
-    weight = register_parameter("weight", torch::ones({channels}));
-    bias = register_parameter("bias", torch::zeros({channels}));
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    return F::group_norm(x.to(torch::kFloat32), F::GroupNormFuncOptions(32).weight(weight.to(torch::kFloat32))
-                                                    .bias(bias.to(torch::kFloat32)).eps(eps_))
-        .to(x.scalar_type());
-  }
-  torch::Tensor weight, bias;
-
- private:
-  double eps_;
-};
-TORCH_MODULE(GroupNorm32);
+// guided-diffusion's normalization(): GroupNorm(32), in float32.
+Fp32GroupNorm GroupNorm32(int64_t channels) { return Fp32GroupNorm(32, channels, 1e-5); }
 
 torch::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1));
@@ -82,7 +67,7 @@ class ResBlockImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& emb) {
     torch::Tensor x = x_in;
-    auto a = in_layers[1]->as<torch::nn::SiLU>()->forward(in_layers[0]->as<GroupNorm32>()->forward(x));
+    auto a = in_layers[1]->as<torch::nn::SiLU>()->forward(in_layers[0]->as<Fp32GroupNormImpl>()->forward(x));
     if (h_upd || h_down) {  // resample between the norm+activation and the convolution, as the original does
       a = h_upd ? h_upd->forward(a) : h_down->forward(a);
       x = x_upd ? x_upd->forward(x) : x_down->forward(x);
@@ -91,9 +76,9 @@ class ResBlockImpl : public torch::nn::Module {
     auto emb_out = emb_layers->forward(emb).to(h.scalar_type()).unsqueeze(-1).unsqueeze(-1);
     if (scale_shift_) {
       auto parts = emb_out.chunk(2, 1);
-      h = out_layers[0]->as<GroupNorm32>()->forward(h) * (1 + parts[0]) + parts[1];
+      h = out_layers[0]->as<Fp32GroupNormImpl>()->forward(h) * (1 + parts[0]) + parts[1];
     } else {
-      h = out_layers[0]->as<GroupNorm32>()->forward(h + emb_out);
+      h = out_layers[0]->as<Fp32GroupNormImpl>()->forward(h + emb_out);
     }
     h = out_layers[2]->as<torch::nn::Dropout>()->forward(out_layers[1]->as<torch::nn::SiLU>()->forward(h));
     h = with_lora(*out_layers[3]->as<torch::nn::Conv2d>(), out_lora, h);
@@ -182,7 +167,7 @@ class AttentionBlockImpl : public torch::nn::Module {
 
   bool new_order_;
   int64_t heads_;
-  GroupNorm32 norm{nullptr};
+  Fp32GroupNorm norm{nullptr};
   torch::nn::Conv1d qkv{nullptr}, proj_out{nullptr};
   Lora qkv_lora{nullptr}, proj_out_lora{nullptr};
 };
@@ -302,7 +287,7 @@ AdmConfig AdmConfig::preset(const std::string& name) {
 
 torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max_period) {
   const int64_t half = dim / 2;
-  auto freqs = torch::exp(-std::log(max_period) * torch::arange(half, torch::kFloat32) / half).to(t.device());
+  auto freqs = torch::exp(-std::log(max_period) * torch::arange(half, t.options().dtype(torch::kFloat32)) / half);
   auto args = t.to(torch::kFloat32).unsqueeze(1) * freqs.unsqueeze(0);
   auto emb = torch::cat({torch::cos(args), torch::sin(args)}, -1);
   if (dim % 2) emb = torch::cat({emb, torch::zeros_like(emb.narrow(1, 0, 1))}, -1);

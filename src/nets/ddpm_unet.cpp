@@ -8,8 +8,8 @@ namespace ud2m::nets {
 namespace F = torch::nn::functional;
 namespace {
 
-torch::nn::GroupNorm group_norm(const DdpmConfig& c, int64_t channels) {
-  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(c.norm_num_groups, channels).eps(c.norm_eps));
+Fp32GroupNorm group_norm(const DdpmConfig& c, int64_t channels) {
+  return Fp32GroupNorm(c.norm_num_groups, channels, c.norm_eps);
 }
 
 torch::nn::Conv2d conv3x3(int64_t in, int64_t out) {
@@ -48,7 +48,7 @@ class ResnetBlockImpl : public torch::nn::Module {
 
  private:
   ConvLora conv1_lora{nullptr}, conv2_lora{nullptr};
-  torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
+  Fp32GroupNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
   torch::nn::Linear time_emb_proj{nullptr};
   torch::nn::Dropout dropout{nullptr};
@@ -69,8 +69,10 @@ class AttentionImpl : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x) {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), d = c / heads_;
-    auto tokens = group_norm_(x).view({b, c, h * w}).transpose(1, 2);  // (B, T, C)
-    auto split = [&](const torch::Tensor& t) { return t.view({b, h * w, heads_, d}).transpose(1, 2); };
+    auto tokens = group_norm_(x).reshape({b, c, h * w}).transpose(1, 2);  // (B, T, C); x may be channels-last
+    // Contiguous (B, heads, T, d) operands: on transposed views the CPU falls
+    // back to the unfused attention kernel (several times slower).
+    auto split = [&](const torch::Tensor& t) { return t.view({b, h * w, heads_, d}).transpose(1, 2).contiguous(); };
     auto project = [&](torch::nn::Linear& linear, Lora& lora, const torch::Tensor& in) {
       auto out = linear(in);
       return lora ? out + lora->channels_last(in) : out;
@@ -100,7 +102,7 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   int64_t heads_;
-  torch::nn::GroupNorm group_norm_{nullptr};
+  Fp32GroupNorm group_norm_{nullptr};
   torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::ModuleList to_out{nullptr};
   Lora q_lora{nullptr}, k_lora{nullptr}, v_lora{nullptr}, out_lora{nullptr};
@@ -187,7 +189,7 @@ TORCH_MODULE(MidBlock);
 // diffusers' Timesteps: exponent −ln(10⁴)·i/(half − shift), [sin, cos] unless flipped.
 torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim, bool flip, int shift) {
   const int64_t half = dim / 2;
-  auto freqs = torch::exp(-std::log(10000.0) * torch::arange(half, torch::kFloat32) / (half - shift));
+  auto freqs = torch::exp(-std::log(10000.0) * torch::arange(half, t.options().dtype(torch::kFloat32)) / (half - shift));
   auto args = t.to(torch::kFloat32).unsqueeze(1) * freqs.unsqueeze(0);
   auto emb = flip ? torch::cat({torch::cos(args), torch::sin(args)}, -1) : torch::cat({torch::sin(args), torch::cos(args)}, -1);
   if (dim % 2) emb = F::pad(emb, F::PadFuncOptions({0, 1}));
@@ -282,14 +284,16 @@ DdpmUNetImpl::DdpmUNetImpl(const DdpmConfig& c) : config_(c) {
 }
 
 torch::Tensor DdpmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t) {
+  // Activations follow the weights' dtype (bf16 inference); GroupNorm runs in fp32.
+  const auto dtype = conv_in->weight.scalar_type();
   auto emb = sinusoidal_embedding(t, config_.block_out_channels[0], config_.flip_sin_to_cos, config_.freq_shift);
-  emb = time_linear_2(torch::silu(time_linear_1(emb)));
-  auto h = conv_in(x);
+  emb = time_linear_2(torch::silu(time_linear_1(emb.to(dtype))));
+  auto h = conv_in(x.to(dtype));
   std::vector<torch::Tensor> skips{h};
   for (auto& block : *down_blocks) h = block->as<LevelImpl>()->down(h, emb, skips);
   h = std::static_pointer_cast<MidBlockImpl>(mid_block)->forward(h, emb);
   for (auto& block : *up_blocks) h = block->as<LevelImpl>()->up(h, emb, skips);
-  return conv_out(torch::silu(conv_norm_out(h)));
+  return conv_out(torch::silu(conv_norm_out(h))).to(x.scalar_type());
 }
 
 void DdpmUNetImpl::add_lora(const LoraOptions& options) {

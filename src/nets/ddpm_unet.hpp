@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "nets/fp32_group_norm.hpp"
 #include "nets/lora.hpp"
 
 #include <nlohmann/json.hpp>
@@ -48,7 +49,7 @@ class DdpmUNetImpl : public torch::nn::Module {
   torch::nn::Linear time_linear_1{nullptr}, time_linear_2{nullptr};
   torch::nn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
   std::shared_ptr<torch::nn::Module> mid_block;
-  torch::nn::GroupNorm conv_norm_out{nullptr};
+  Fp32GroupNorm conv_norm_out{nullptr};
 };
 TORCH_MODULE(DdpmUNet);
 

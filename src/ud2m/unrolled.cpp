@@ -59,6 +59,11 @@ void UnrolledNetwork::fold_lora() {
   lora_folded_ = true;
 }
 
+void UnrolledNetwork::set_denoiser(diffusion::DenoiserPtr denoiser) {
+  UD2M_CHECK(lora_folded_, "a UD2M network takes another denoiser only for restoring, after fold_lora()");
+  denoiser_ = std::move(denoiser);
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> UnrolledNetwork::trainable_parameters() {
   UD2M_CHECK(!lora_folded_, "this UD2M network's LoRA was folded into its prior for restoring: it has no adapter "
              "weights to train, load or save");
@@ -213,10 +218,10 @@ torch::Tensor UnrolledNetwork::forward(const physics::Operator& op, const torch:
     auto z = data_step(op, y, sigma_y, x_t, t, x);
     auto z_in = std::sqrt(ab) * z + std::sqrt(1 - ab) * block_noise[k].to(z.scalar_type());
     if (recompute_)
-      x = nets::recompute_in_backward([this, t_delta](const torch::Tensor& in) { return prior_->x0(in, t_delta); },
-                                      z_in);
+      x = nets::recompute_in_backward(
+          [this, t_delta](const torch::Tensor& in) { return denoiser().x0(in, t_delta); }, z_in);
     else
-      x = prior_->x0(z_in, t_delta);
+      x = denoiser().x0(z_in, t_delta);
   }
   return x;
 }

@@ -81,9 +81,15 @@ class UnrolledNetwork : public torch::nn::Module {
   // saved as an adapter afterwards.
   void fold_lora();
   bool lora_folded() const { return lora_folded_; }
+  // For restoring only, once folded: the blocks call the prior through this
+  // denoiser (e.g. the folded prior on a GPU, diffusion::OffloadedDenoiser).
+  void set_denoiser(diffusion::DenoiserPtr denoiser);
 
  private:
+  diffusion::Denoiser& denoiser() { return denoiser_ ? *denoiser_ : *prior_; }
+
   diffusion::PriorPtr prior_;
+  diffusion::DenoiserPtr denoiser_;
   UnrolledOptions options_;
   std::string base_fingerprint_;
   torch::Tensor log_lambda_, log_rho_scale_;

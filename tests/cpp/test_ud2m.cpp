@@ -548,11 +548,24 @@ TEST(Ud2mCli, Bf16RestoreStaysCloseToFp32AndIsRefusedWhereItCannotApply) {
                      " --precision bf16");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("applies to the methods that run a prior"), std::string::npos) << r.output;
+  // DDPM priors run in bf16 too (GroupNorm in fp32); EDM2 ones are refused.
   diffusion::save_prior((dir / "ddpm.safetensors").string(), *tiny_ddpm());
-  r = test::run_ud2m("denoise --model " + (dir / "ddpm.safetensors").string() + " --sigma 0.1 --precision bf16 " +
-                     (dir / "clean.png").string() + " " + (dir / "d.png").string());
+  for (const std::string precision : {"fp32", "bf16"}) {
+    r = test::run_ud2m("denoise --model " + (dir / "ddpm.safetensors").string() + " --sigma 0.1 --bit-depth 16 " +
+                       "--precision " + precision + " " + (dir / "clean.png").string() + " " +
+                       (dir / ("ddpm_" + precision + ".png")).string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  const double ddpm_agreement = metrics::psnr(read_image((dir / "ddpm_bf16.png").string()),
+                                              read_image((dir / "ddpm_fp32.png").string()));
+  std::printf("DDPM denoise, bf16 vs fp32: %.1f dB apart\n", ddpm_agreement);
+  EXPECT_GT(ddpm_agreement, 35);
+  EXPECT_LT(ddpm_agreement, 200) << "bf16 must actually have run";
+  const auto edm2 = (test::source_dir() / "tests/data/edm2/edm2_tiny.pkl").string();
+  r = test::run_ud2m("denoise --model " + edm2 + " --sigma 0.1 --precision bf16 " + (dir / "clean.png").string() +
+                     " " + (dir / "d.png").string());
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("implemented for ADM priors"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("implemented for ADM and DDPM priors"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir / "d.png"));
 }
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU checks in one call on a CUDA machine (e.g. a lent H100): build ud2m
+# with CUDA, run the GPU tests, then time one forward pass (ADM-256 and ADM
+# FFHQ at 256², batch 1) as C++ eager / bf16 / CUDA graph against PyTorch eager
+# and torch.compile, with bench/adm_forward.py.
+#
+#   bash bench/gpu.sh --prepare          # here, once: fills .gpu/ (ignored by git)
+#   OUT=/path bash bench/gpu.sh          # there, carrying .gpu; logs go to $OUT
+#
+# .gpu/ holds what such a machine may lack: Gloo's headers (Debian's
+# libgloo-dev) and wheels of deepinv (the PyTorch peer's network) and natsort.
+# STAGES (default "build test bench") picks what runs; CONFIGS the networks.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+if [[ "${1:-}" == "--prepare" ]]; then
+  mkdir -p .gpu/include .gpu/wheels
+  cp -r /usr/include/gloo .gpu/include/
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .gpu/wheels deepinv==0.5.0 natsort
+  ls .gpu/wheels
+  exit 0
+fi
+OUT=${OUT:-out/gpu}
+STAGES=${STAGES:-build test bench}
+CONFIGS=${CONFIGS:-adm-256-uncond adm-ffhq-256}
+BUILD=${BUILD:-build-gpu}
+mkdir -p "$OUT"
+T0=$(date +%s)
+elapsed() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+if [[ -d .gpu/wheels ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ud2m-site \
+    .gpu/wheels/*.whl
+  export PYTHONPATH=/tmp/ud2m-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if [[ " $STAGES " == *" build "* ]]; then
+  gloo=()
+  [[ -d .gpu/include/gloo && ! -d /usr/include/gloo ]] && gloo=(-DUD2M_GLOO_INCLUDE_DIR="$here/.gpu/include")
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUD2M_PYTHON=python3 -DTORCH_CUDA_ARCH_LIST=9.0 \
+    -DUD2M_BUILD_TESTS=ON -DUD2M_BUILD_BENCH=ON "${gloo[@]}" > "$OUT/cmake.txt" 2>&1 \
+    || { tail -40 "$OUT/cmake.txt"; exit 1; }
+  ninja -C "$BUILD" ud2m_tests adm_forward > "$OUT/build.txt" 2>&1 \
+    || { grep -B2 -A12 "error" "$OUT/build.txt" | head -80; exit 1; }
+  elapsed "built"
+fi
+if [[ " $STAGES " == *" test "* ]]; then
+  "$BUILD/tests/ud2m_tests" --gtest_filter='Cuda.*:GraphedDenoiser.*' 2>&1 | tee "$OUT/tests.txt"
+  elapsed "GPU tests done"
+fi
+if [[ " $STAGES " == *" bench "* ]]; then
+  for config in $CONFIGS; do
+    PYTHONUNBUFFERED=1 python3 bench/adm_forward.py --build "$BUILD" --config "$config" --device cuda \
+      --iters 50 --compile reduce-overhead 2>&1 | tee "$OUT/adm_forward_$config.txt"
+    elapsed "$config timed"
+  done
+fi

@@ -1,0 +1,173 @@
+// GPU paths: the same networks on the GPU as on the CPU, and CUDA-graph replay
+// equal to plain calls. Skipped where no CUDA GPU is usable (CI); bench/gpu.sh
+// runs them on a GPU machine.
+#include <torch/cuda.h>
+
+#include "core/image.hpp"
+#include "diffusion/graphed_denoiser.hpp"
+#include "diffusion/prior.hpp"
+#include "metrics/metrics.hpp"
+#include "samplers/ddim.hpp"
+#include "ud2m/adapter.hpp"
+#include "ud2m/unrolled.hpp"
+#include "test_util.hpp"
+
+using namespace ud2m;
+
+namespace {
+
+#define UD2M_REQUIRE_CUDA() \
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU here"
+
+diffusion::PriorPtr tiny_adm() {
+  torch::manual_seed(0);
+  return std::make_shared<diffusion::AdmPrior>(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
+}
+
+diffusion::PriorPtr tiny_ddpm() {
+  torch::manual_seed(0);
+  nets::DdpmConfig c;
+  c.block_out_channels = {32, 64};
+  c.attention = {false, true};
+  c.layers_per_block = 1;
+  c.attention_head_dim = 16;
+  return std::make_shared<diffusion::DdpmPrior>(c, diffusion::Schedule::linear(), 16);
+}
+
+double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a.cpu() - b.cpu()).abs().max() / b.cpu().abs().max()).item<double>();
+}
+
+// ε of a prior on the GPU against the same weights on the CPU, full precision
+// (TF32 off, so both sides compute in fp32).
+void expect_same_on_gpu(const diffusion::PriorPtr& prior) {
+  torch::NoGradGuard no_grad;
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  auto x = torch::randn({2, 3, 16, 16});
+  auto t = torch::tensor({10.0f, 700.0f});
+  auto on_cpu = prior->epsilon(x, t);
+  prior->module().to(torch::kCUDA);
+  auto on_gpu = prior->epsilon(x.cuda(), t.cuda());
+  EXPECT_TRUE(on_gpu.is_cuda());
+  EXPECT_LT(relative_error(on_gpu, on_cpu), 1e-4);
+}
+
+}  // namespace
+
+TEST(Cuda, AdmPriorOnTheGpuGivesTheCpuEpsilon) {
+  UD2M_REQUIRE_CUDA();
+  expect_same_on_gpu(tiny_adm());
+}
+
+TEST(Cuda, DdpmPriorOnTheGpuGivesTheCpuEpsilon) {
+  UD2M_REQUIRE_CUDA();
+  expect_same_on_gpu(tiny_ddpm());
+}
+
+TEST(Cuda, GraphReplayGivesThePlainCallsOutputsForNewInputsAndShapes) {
+  UD2M_REQUIRE_CUDA();
+  torch::NoGradGuard no_grad;
+  for (auto prior : {tiny_adm(), tiny_ddpm()}) {
+    prior->module().to(torch::kCUDA);
+    diffusion::GraphedDenoiser graphed(prior);
+    for (int64_t batch : {1, 1, 3}) {  // a replay, another replay on new values, a re-capture
+      auto x = torch::randn({batch, 3, 16, 16}, torch::kCUDA);
+      auto t = torch::randint(0, 1000, {batch}, torch::kCUDA).to(torch::kFloat32);
+      auto replayed = graphed.epsilon(x, t);
+      EXPECT_TRUE(graphed.replayed());
+      EXPECT_LT(relative_error(replayed, prior->epsilon(x, t)), 1e-6);
+    }
+  }
+}
+
+TEST(Cuda, DdimSamplingOnTheGpuMatchesTheCpu) {
+  UD2M_REQUIRE_CUDA();
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  auto prior = tiny_adm();
+  torch::Generator rng_cpu = at::make_generator<at::CPUGeneratorImpl>(7);
+  auto on_cpu = samplers::sample_ddim(*prior, {1, 3, 16, 16}, 10, 0.5, rng_cpu);
+  prior->module().to(torch::kCUDA);
+  diffusion::GraphedDenoiser graphed(prior);
+  torch::Generator rng_gpu = at::make_generator<at::CPUGeneratorImpl>(7);
+  auto on_gpu = samplers::sample_ddim(graphed, {1, 3, 16, 16}, 10, 0.5, rng_gpu, {}, torch::kCUDA);
+  EXPECT_TRUE(on_gpu.is_cuda());
+  EXPECT_LT(relative_error(on_gpu, on_cpu), 1e-3);
+}
+
+TEST(GraphedDenoiser, CallsStraightThroughOnTheCpu) {
+  torch::NoGradGuard no_grad;
+  auto prior = tiny_adm();
+  diffusion::GraphedDenoiser graphed(prior);
+  auto x = torch::randn({1, 3, 16, 16});
+  auto t = torch::full({1}, 300.0f);
+  EXPECT_TRUE(torch::equal(graphed.epsilon(x, t), prior->epsilon(x, t)));
+  EXPECT_FALSE(graphed.replayed());
+  EXPECT_EQ(&graphed.schedule(), &prior->schedule());
+}
+
+// `sample` and `denoise` take --device: on a GPU they write what the CPU writes
+// (PSNR between them > 40 dB); without one they refuse with a sentence.
+TEST(Cuda, SampleAndDenoiseOnTheGpuWriteTheCpuImages) {
+  const auto dir = test::temp_dir();
+  const auto model = (dir / "prior.safetensors").string();
+  diffusion::save_prior(model, *tiny_adm());
+  const std::string sample = "sample --model " + model + " --steps 5 --n 2 --eta 0.5 --seed 3 ";
+  auto cpu = test::run_ud2m(sample + (dir / "cpu.png").string());
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+  auto gpu = test::run_ud2m(sample + "--device cuda " + (dir / "gpu.png").string());
+  if (!torch::cuda::is_available()) {
+    EXPECT_NE(gpu.exit_code, 0);
+    EXPECT_NE(gpu.output.find("no CUDA GPU is usable here"), std::string::npos) << gpu.output;
+    return;
+  }
+  ASSERT_EQ(gpu.exit_code, 0) << gpu.output;
+  // TF32 convolutions on the GPU: close, not equal
+  auto agreement = [](const std::filesystem::path& a, const std::filesystem::path& b) {
+    return metrics::psnr(read_image(b.string()), read_image(a.string()));
+  };
+  EXPECT_GT(agreement(dir / "cpu.png", dir / "gpu.png"), 40.0);
+  const std::string denoise = "denoise --model " + model + " --sigma 0.1 " + (dir / "cpu.png").string() + " ";
+  ASSERT_EQ(test::run_ud2m(denoise + (dir / "d_cpu.png").string()).exit_code, 0);
+  auto d_gpu = test::run_ud2m(denoise + "--device cuda " + (dir / "d_gpu.png").string());
+  ASSERT_EQ(d_gpu.exit_code, 0) << d_gpu.output;
+  EXPECT_GT(agreement(dir / "d_cpu.png", dir / "d_gpu.png"), 40.0);
+}
+
+// `restore --device cuda` runs the prior on the GPU (the sampler and operator
+// stay on the CPU) and writes what the CPU run writes, for a plain sampler,
+// DPS (gradients through the GPU pass) and UD2M (its folded prior); without
+// a GPU it refuses, as it does for a method that runs no prior.
+TEST(Cuda, RestoreOnTheGpuWritesTheCpuImages) {
+  const auto dir = test::temp_dir();
+  const auto model = (dir / "prior.safetensors").string();
+  diffusion::save_prior(model, *tiny_adm());
+  unrolled::UnrolledNetwork net(tiny_adm(), {});
+  const auto adapter = (dir / "adapter.safetensors").string();
+  unrolled::save_adapter(adapter, net, {"gaussian_deblur", 3, {}});
+  torch::manual_seed(2);
+  write_png((dir / "clean.png").string(), torch::rand({1, 3, 16, 16}));
+  auto degraded = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.05 " + (dir / "clean.png").string() +
+                                 " " + (dir / "y.png").string());
+  ASSERT_EQ(degraded.exit_code, 0) << degraded.output;
+  const std::string restore = "restore -m " + (dir / "y.png").string() + " --model " + model + " ";
+  auto tv = test::run_ud2m(restore + "--method tv --device cuda --out " + (dir / "tv.png").string());
+  EXPECT_NE(tv.exit_code, 0);
+  EXPECT_NE(tv.output.find("--device cuda applies to the methods that run a prior"), std::string::npos) << tv.output;
+  for (const std::string& method : std::vector<std::string>{"ddrm --nfe 5", "dps --nfe 5", "ud2m --adapter " + adapter}) {
+    const auto name = method.substr(0, method.find(' '));
+    auto cpu = test::run_ud2m(restore + "--method " + method + " --out " + (dir / (name + "_cpu.png")).string());
+    ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+    auto gpu = test::run_ud2m(restore + "--method " + method + " --device cuda --out " +
+                              (dir / (name + "_gpu.png")).string());
+    if (!torch::cuda::is_available()) {
+      EXPECT_NE(gpu.exit_code, 0);
+      EXPECT_NE(gpu.output.find("no CUDA GPU is usable here"), std::string::npos) << gpu.output;
+      continue;
+    }
+    ASSERT_EQ(gpu.exit_code, 0) << name << ": " << gpu.output;
+    auto a = read_image((dir / (name + "_cpu.png")).string()), b = read_image((dir / (name + "_gpu.png")).string());
+    EXPECT_GT(metrics::psnr(b, a), 40.0) << name << " (TF32 convolutions on the GPU)";
+  }
+}
