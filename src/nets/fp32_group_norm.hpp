@@ -8,18 +8,8 @@ namespace ud2m::nets {
 
 class Fp32GroupNormImpl : public torch::nn::Module {
  public:
-  Fp32GroupNormImpl(int64_t groups, int64_t channels, double eps) : groups_(groups), eps_(eps) {
-    weight = register_parameter("weight", torch::ones({channels}));
-    bias = register_parameter("bias", torch::zeros({channels}));
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    namespace F = torch::nn::functional;
-    return F::group_norm(x.to(torch::kFloat32), F::GroupNormFuncOptions(groups_)
-                                                    .weight(weight.to(torch::kFloat32))
-                                                    .bias(bias.to(torch::kFloat32))
-                                                    .eps(eps_))
-        .to(x.scalar_type());
-  }
+  Fp32GroupNormImpl(int64_t groups, int64_t channels, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight, bias;
 
  private:

@@ -5,6 +5,7 @@
 #include "io/safetensors.hpp"
 #include "nets/adm_infer.hpp"
 #include "nets/adm_unet.hpp"
+#include "nets/fp32_group_norm.hpp"
 #include "nets/state_dict.hpp"
 #include "test_util.hpp"
 
@@ -133,4 +134,26 @@ TEST(AdmUNet, PriorFileWhoseTensorsDoNotFitItsConfigIsRefused) {
   write_safetensors(path, file.tensors, file.metadata);
   EXPECT_THROW_MSG(diffusion::load_prior(path), "out.2.bias (7 in the file, 3 expected)");
   EXPECT_THROW_MSG(diffusion::load_prior(path), "time_embed.0.weight");
+}
+
+// bf16 activations are normalised in fp32 (statistics and affine): the result
+// is the fp32 computation rounded once to bf16, also channels-last.
+TEST(Fp32GroupNorm, Bf16ActivationsAreNormalisedInFp32) {
+  nets::Fp32GroupNorm norm(8, 32, 1e-6);
+  torch::manual_seed(3);
+  {
+    torch::NoGradGuard no_grad;
+    norm->weight.normal_();
+    norm->bias.normal_();
+  }
+  auto x = (3 * torch::randn({2, 32, 12, 12}) + 5).to(torch::kBFloat16);  // an offset that bf16 statistics would blur
+  namespace F = torch::nn::functional;
+  auto expected = F::group_norm(x.to(torch::kFloat32), F::GroupNormFuncOptions(8).weight(norm->weight)
+                                                           .bias(norm->bias).eps(1e-6)).to(torch::kBFloat16);
+  for (auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+    auto out = norm(x.contiguous(format));
+    EXPECT_EQ(out.scalar_type(), torch::kBFloat16);
+    EXPECT_LE((out.to(torch::kFloat32) - expected.to(torch::kFloat32)).abs().max().item<double>(),
+              0.01 * expected.to(torch::kFloat32).abs().max().item<double>());
+  }
 }
