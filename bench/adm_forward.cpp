@@ -1,15 +1,19 @@
 // Times one forward pass of a prior's network (the cost of one NFE), for
 // bench/adm_forward.py, which runs PyTorch on the same weights in the same run.
 // Usage: adm_forward MODEL SIZE BATCH fp32|bf16 CHANNELS_LAST ITERS THREADS [IO.safetensors]
-//                    [--device cpu|cuda] [--cuda-graph]
+//                    [--device cpu|cuda] [--cuda-graph] [--trace TRACE.json]
 // With IO, the input x and timesteps t are read from that file and the output
-// is written to IO.out.safetensors (key eps), for output conformance.
+// is written to IO.out.safetensors (key eps), for output conformance. With
+// --trace, one more pass runs under PyTorch's profiler and its operator timeline
+// is saved as a Chrome trace (bench/op_times.py sums it by operator).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
+
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include "core/device.hpp"
 #include "diffusion/graphed_denoiser.hpp"
@@ -27,12 +31,13 @@ double peak_rss_mib() {
 
 int main(int argc, char** argv) {
   std::vector<std::string> positional;
-  std::string device_name = "cpu";
+  std::string device_name = "cpu", trace;
   bool cuda_graph = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--device" && i + 1 < argc) device_name = argv[++i];
     else if (arg == "--cuda-graph") cuda_graph = true;
+    else if (arg == "--trace" && i + 1 < argc) trace = argv[++i];
     else positional.push_back(arg);
   }
   if (positional.size() != 7 && positional.size() != 8) {
@@ -70,6 +75,18 @@ int main(int argc, char** argv) {
   for (int i = 0; i < iters; ++i) net->epsilon(x, t);
   ud2m::synchronize(device);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
+  if (!trace.empty()) {
+    namespace profiler = torch::autograd::profiler;
+    using torch::profiler::impl::ActivityType;
+    const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO, /*shapes=*/true);
+    std::set<ActivityType> activities{ActivityType::CPU};
+    if (device.is_cuda()) activities.insert(ActivityType::CUDA);
+    profiler::prepareProfiler(config, activities);
+    profiler::enableProfiler(config, activities);
+    net->epsilon(x, t);
+    ud2m::synchronize(device);
+    profiler::disableProfiler()->save(trace);
+  }
   if (positional.size() == 8)
     ud2m::write_safetensors(positional[7] + ".out.safetensors",
                             {{"eps", net->epsilon(x, t).to(torch::kCPU, torch::kFloat32).contiguous()}});

@@ -82,7 +82,8 @@ class AttentionImpl : public torch::nn::Module {
     auto merged = a.transpose(1, 2).reshape({b, h * w, c});
     auto out = to_out[0]->as<torch::nn::Linear>()->forward(merged);
     if (out_lora) out = out + out_lora->channels_last(merged);
-    return out.transpose(1, 2).reshape({b, c, h, w}) + x;
+    // x first: the sum takes x's memory layout (the reshaped tokens are channels-last).
+    return x + out.transpose(1, 2).reshape({b, c, h, w});
   }
 
   void add_lora(const LoraOptions& options) {
