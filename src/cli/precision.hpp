@@ -25,8 +25,20 @@ inline void apply_precision(diffusion::Prior& prior, const std::string& precisio
 }
 
 inline void add_device_option(CLI::App& cmd, std::string& device) {
+  // Checked while parsing, so a device this machine lacks fails before any model loads.
+  const CLI::Validator usable_device(
+      [](std::string& name) {
+        try {
+          parse_device(name);
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      },
+      "DEVICE");
   cmd.add_option("--device", device,
                  "cpu, or cuda / cuda:N: run the prior on that GPU (its passes replayed from a CUDA graph)")
+      ->check(usable_device)
       ->capture_default_str();
 }
 

@@ -138,7 +138,7 @@ TEST(Cuda, SampleAndDenoiseOnTheGpuWriteTheCpuImages) {
 // `restore --device cuda` runs the prior on the GPU (the sampler and operator
 // stay on the CPU) and writes what the CPU run writes, for a plain sampler,
 // DPS (gradients through the GPU pass) and UD2M (its folded prior); without
-// a GPU it refuses, as it does for a method that runs no prior.
+// a GPU the flag is refused, and with one a method that runs no prior refuses it.
 TEST(Cuda, RestoreOnTheGpuWritesTheCpuImages) {
   const auto dir = test::temp_dir();
   const auto model = (dir / "prior.safetensors").string();
@@ -154,8 +154,14 @@ TEST(Cuda, RestoreOnTheGpuWritesTheCpuImages) {
   const std::string restore = "restore -m " + (dir / "y.png").string() + " --model " + model + " ";
   auto tv = test::run_ud2m(restore + "--method tv --device cuda --out " + (dir / "tv.png").string());
   EXPECT_NE(tv.exit_code, 0);
-  EXPECT_NE(tv.output.find("--device cuda applies to the methods that run a prior"), std::string::npos) << tv.output;
-  for (const std::string& method : std::vector<std::string>{"ddrm --nfe 5", "dps --nfe 5", "ud2m --adapter " + adapter}) {
+  // Without a GPU the flag itself is refused while parsing, before any model loads.
+  EXPECT_NE(tv.output.find(torch::cuda::is_available() ? "--device cuda applies to the methods that run a prior"
+                                                       : "no CUDA GPU is usable here"),
+            std::string::npos)
+      << tv.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "tv.png"));
+  const std::vector<std::string> methods{"ddrm --nfe 5", "dps --nfe 5", "ud2m --adapter " + adapter};
+  for (const std::string& method : methods) {
     const auto name = method.substr(0, method.find(' '));
     auto cpu = test::run_ud2m(restore + "--method " + method + " --out " + (dir / (name + "_cpu.png")).string());
     ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
