@@ -178,18 +178,15 @@ def main():
 
         # Rounds alternate which side runs first (a process started right after
         # the other's passes can find the caches and clocks in another state);
-        # each row keeps its fastest round.
+        # each row keeps its fastest round and the first round's memory (the
+        # first round runs PyTorch first, which fixes the table's order).
         best = {}
         for r in range(args.rounds):
             for rows in ([python_rows, cpp_rows] if r % 2 == 0 else [cpp_rows, python_rows]):
                 for label, sec, mem in rows():
-                    if label not in best:
-                        best[label] = (sec, mem)  # the memory of the first round
-                    elif sec < best[label][0]:
-                        best[label] = (sec, best[label][1])
-        order = [label for label in best if label.startswith("PyTorch")] + \
-                [label for label in best if not label.startswith("PyTorch")]
-        rows = [(label, *best[label]) for label in order]
+                    sec0, mem0 = best.get(label, (sec, mem))
+                    best[label] = (min(sec, sec0), mem0)
+        rows = [(label, sec, mem) for label, (sec, mem) in best.items()]
         py_fp32 = best["PyTorch eager fp32"][0]
         py_bf16 = best["PyTorch bf16 weights+autocast, channels-last"][0]
     params = sum(p.numel() for p in model.parameters())

@@ -11,6 +11,7 @@
 #include "ud2m/adapter.hpp"
 #include "ud2m/unrolled.hpp"
 #include "test_util.hpp"
+#include "tiny_priors.hpp"
 
 using namespace ud2m;
 
@@ -19,24 +20,10 @@ namespace {
 #define UD2M_REQUIRE_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU here"
 
-diffusion::PriorPtr tiny_adm() {
-  torch::manual_seed(0);
-  return std::make_shared<diffusion::AdmPrior>(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-}
+using test::tiny_adm;
+using test::tiny_ddpm;
 
-diffusion::PriorPtr tiny_ddpm() {
-  torch::manual_seed(0);
-  nets::DdpmConfig c;
-  c.block_out_channels = {32, 64};
-  c.attention = {false, true};
-  c.layers_per_block = 1;
-  c.attention_head_dim = 16;
-  return std::make_shared<diffusion::DdpmPrior>(c, diffusion::Schedule::linear(), 16);
-}
-
-double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a.cpu() - b.cpu()).abs().max() / b.cpu().abs().max()).item<double>();
-}
+double relative_error(const torch::Tensor& a, const torch::Tensor& b) { return test::max_rel_error(a.cpu(), b.cpu()); }
 
 // ε of a prior on the GPU against the same weights on the CPU, full precision
 // (TF32 off, so both sides compute in fp32).
@@ -68,7 +55,7 @@ TEST(Cuda, DdpmPriorOnTheGpuGivesTheCpuEpsilon) {
 TEST(Cuda, GraphReplayGivesThePlainCallsOutputsForNewInputsAndShapes) {
   UD2M_REQUIRE_CUDA();
   torch::NoGradGuard no_grad;
-  for (auto prior : {tiny_adm(), tiny_ddpm()}) {
+  for (const diffusion::PriorPtr& prior : std::vector<diffusion::PriorPtr>{tiny_adm(), tiny_ddpm()}) {
     prior->module().to(torch::kCUDA);
     diffusion::GraphedDenoiser graphed(prior);
     for (int64_t batch : {1, 1, 3}) {  // a replay, another replay on new values, a re-capture

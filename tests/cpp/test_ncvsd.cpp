@@ -8,6 +8,7 @@
 #include "ncvsd/generation.hpp"
 #include "ncvsd/vsd.hpp"
 #include "test_util.hpp"
+#include "tiny_priors.hpp"
 
 using namespace ud2m;
 
@@ -183,10 +184,7 @@ TEST(Ncvsd, ToyGeneratorTrainedByDistillationSamplesThePosterior) {
 
 
 namespace {
-std::shared_ptr<diffusion::AdmPrior> tiny_teacher() {
-  torch::manual_seed(0);
-  return std::make_shared<diffusion::AdmPrior>(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-}
+std::shared_ptr<diffusion::AdmPrior> tiny_teacher() { return test::tiny_adm(); }
 }  // namespace
 
 TEST(Ncvsd, ContinuousTimestepsInvertTheScheduleLevels) {

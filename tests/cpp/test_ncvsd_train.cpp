@@ -7,6 +7,7 @@
 #include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
 #include "test_util.hpp"
+#include "tiny_priors.hpp"
 #include "train/ncvsd_trainer.hpp"
 
 using namespace ud2m;
@@ -72,14 +73,7 @@ TEST(NcvsdTrain, AnyPriorTeachesAFreshStudent) {
   // Without --student-config a non-ADM teacher is refused with the way out.
   auto dir = test::temp_dir();
   auto o = tiny_ncvsd_options(dir);
-  torch::manual_seed(0);
-  nets::DdpmConfig c;
-  c.block_out_channels = {32, 32};
-  c.layers_per_block = 1;
-  c.attention = {false, true};
-  c.norm_num_groups = 8;
-  diffusion::save_prior((dir / "ddpm.safetensors").string(),
-                        *std::make_shared<diffusion::DdpmPrior>(c, diffusion::Schedule::linear(), 16));
+  diffusion::save_prior((dir / "ddpm.safetensors").string(), *test::tiny_ddpm());
   o.teacher = (dir / "ddpm.safetensors").string();
   EXPECT_THROW_MSG(train::NcvsdTrainer{o}, "--student-config");
   o.student_config = "tiny-16";

@@ -16,6 +16,7 @@
 #include "physics/jpeg.hpp"
 #include "physics/kernels.hpp"
 #include "test_util.hpp"
+#include "tiny_priors.hpp"
 #include "ud2m/adapter.hpp"
 #include "ud2m/sampler.hpp"
 
@@ -24,20 +25,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::shared_ptr<diffusion::AdmPrior> tiny_adm(uint64_t seed = 0) {
-  torch::manual_seed(seed);
-  return std::make_shared<diffusion::AdmPrior>(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-}
-
-std::shared_ptr<diffusion::DdpmPrior> tiny_ddpm() {
-  torch::manual_seed(0);
-  nets::DdpmConfig c;
-  c.block_out_channels = {32, 32};
-  c.layers_per_block = 1;
-  c.attention = {false, true};
-  c.norm_num_groups = 8;
-  return std::make_shared<diffusion::DdpmPrior>(c, diffusion::Schedule::linear(), 16);
-}
+using test::tiny_adm;
+using test::tiny_ddpm;
 
 // A blur behind the nonlinear interface: the data step must then solve its
 // objective by gradient steps, and should land where the closed form does.
