@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cli/commands.hpp"
+#include "cli/measurement.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
@@ -100,30 +101,7 @@ void add_degrade_command(CLI::App& app) {
   cmd->add_option("--sigma", args->sigma, "Gaussian noise std in [0, 1] image units")->capture_default_str();
   cmd->add_option("--seed", args->seed, "seed of every random choice (mask, motion kernel, noise)")
       ->capture_default_str();
-  struct Flag {
-    const char* name;
-    const char* type;
-    const char* help;
-  };
-  static const Flag flags[] = {
-      {"kernel-size", "INT", "blur kernel side in pixels (gaussian/uniform 5, motion 31)"},
-      {"kernel-std", "FLOAT", "Gaussian kernel std in pixels (default sqrt(3))"},
-      {"kernel", "FILE", "kernel file for kernel_deblur (gray PNG/JPEG or .safetensors)"},
-      {"boundary", "NAME", "blur boundary: circular (default), reflect or valid"},
-      {"factor", "INT", "super-resolution factor (default 4)"},
-      {"filter", "NAME", "super-resolution filter: bicubic (default), gaussian or box"},
-      {"fraction", "FLOAT", "fraction of missing pixels for inpainting_random (default 0.7)"},
-      {"box-size", "N|HxW", "missing box for inpainting_box: N or HxW (default half of each side)"},
-      {"mask", "FILE", "mask PNG for inpainting_mask (white = observed)"},
-      {"quality", "INT", "JPEG quality factor 1..100 (default 10)"},
-      {"oversampling", "INT", "phase retrieval zero-padding factor (default 2)"},
-  };
-  for (const auto& flag : flags) {
-    std::string name = flag.name;
-    cmd->add_option_function<std::string>(
-        "--" + name, [args, name](const std::string& value) { args->flags[name] = value; }, flag.help)
-        ->type_name(flag.type);
-  }
+  add_task_flags(*cmd, args->flags);
   cmd->add_option("IN", args->input, "clean image (PNG or JPEG)")->required();
   cmd->add_option("OUT", args->output, "measurement: .png or .safetensors")->required();
   cmd->callback([args] { run_degrade(*args); });

@@ -7,6 +7,7 @@
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "core/log.hpp"
+#include "diffusion/padded_denoiser.hpp"
 #include "diffusion/prior.hpp"
 
 namespace ud2m::cli {
@@ -25,13 +26,8 @@ void run_denoise(const DenoiseArgs& args) {
   const auto device = place_prior(*prior, args.device, args.precision);
   auto image = read_image(args.in, prior->channels());
   torch::NoGradGuard no_grad;
-  const int64_t multiple = prior->size_multiple();
-  const int64_t h = image.size(2), w = image.size(3);
-  const int64_t pad_h = (multiple - h % multiple) % multiple, pad_w = (multiple - w % multiple) % multiple;
-  auto x = to_model(image);
-  if (pad_h || pad_w)
-    x = torch::nn::functional::pad(x, torch::nn::functional::PadFuncOptions({0, pad_w, 0, pad_h}).mode(torch::kReflect));
-  auto x0 = prior->denoise(x.to(device), 2.0 * args.sigma).cpu().narrow(2, 0, h).narrow(3, 0, w);
+  diffusion::PaddedDenoiser padded(prior, prior->size_multiple());  // any image size
+  auto x0 = padded.denoise(to_model(image).to(device), 2.0 * args.sigma).cpu();
   write_png(args.out, from_model(x0).clamp(0, 1), args.bit_depth);
   log::info("denoised '{}' at sigma {} (timestep {}) -> '{}'", args.in, args.sigma,
             prior->schedule().timestep_for_sigma(2.0 * args.sigma), args.out);

@@ -24,15 +24,34 @@ std::vector<int64_t> shape_field(const nlohmann::json& sidecar, const char* key,
   return sidecar.at(key).get<std::vector<int64_t>>();
 }
 
+TensorFile read_measurement_file(const std::string& path) {
+  auto file = read_safetensors(path);
+  UD2M_CHECK(file.tensors.count("y"), "'{}' holds no measurement tensor 'y'", path);
+  return file;
+}
+
+Measurement load_described_measurement(const std::string& path, const physics::TaskSpec& task) {
+  Measurement m;
+  if (has_extension(path, ".safetensors")) {
+    m.y = read_measurement_file(path).tensors.at("y").to(torch::kFloat32);
+  } else {
+    m.y = to_model(read_image(path, 0));
+  }
+  m.degradation = physics::degradation_for_measurement(task, m.y.sizes().vec());
+  m.image_shape = m.degradation.sidecar.at("input_shape").get<std::vector<int64_t>>();
+  return m;
+}
+
 }  // namespace
 
-Measurement load_measurement(const std::string& path, const std::string& sidecar_path) {
+Measurement load_measurement(const std::string& path, const std::string& sidecar_path,
+                             const std::optional<physics::TaskSpec>& task) {
+  if (task) return load_described_measurement(path, *task);
   Measurement m;
   nlohmann::json sidecar;
   std::string sidecar_name = sidecar_path;
   if (has_extension(path, ".safetensors")) {
-    auto file = read_safetensors(path);
-    UD2M_CHECK(file.tensors.count("y"), "'{}' holds no measurement tensor 'y'", path);
+    auto file = read_measurement_file(path);
     m.y = file.tensors.at("y").to(torch::kFloat32);
     if (sidecar_name.empty()) {
       UD2M_CHECK(file.metadata.count("ud2m_sidecar"), "'{}' carries no sidecar; pass --sidecar", path);
@@ -57,6 +76,33 @@ Measurement load_measurement(const std::string& path, const std::string& sidecar
     fail("the sidecar '{}' is malformed ({})", sidecar_name.empty() ? path : sidecar_name, e.what());
   }
   return m;
+}
+
+void add_task_flags(CLI::App& cmd, std::map<std::string, std::string>& options) {
+  struct Flag {
+    const char* name;
+    const char* type;
+    const char* help;
+  };
+  static const Flag flags[] = {
+      {"kernel-size", "INT", "blur kernel side in pixels (gaussian/uniform 5, motion 31)"},
+      {"kernel-std", "FLOAT", "Gaussian kernel std in pixels (default sqrt(3))"},
+      {"kernel", "FILE", "kernel file for kernel_deblur (gray PNG/JPEG or .safetensors)"},
+      {"boundary", "NAME", "blur boundary: circular (default), reflect or valid"},
+      {"factor", "INT", "super-resolution factor (default 4)"},
+      {"filter", "NAME", "super-resolution filter: bicubic (default), gaussian or box"},
+      {"fraction", "FLOAT", "fraction of missing pixels for inpainting_random (default 0.7)"},
+      {"box-size", "N|HxW", "missing box for inpainting_box: N or HxW (default half of each side)"},
+      {"mask", "FILE", "mask PNG for inpainting_mask (white = observed)"},
+      {"quality", "INT", "JPEG quality factor 1..100 (default 10)"},
+      {"oversampling", "INT", "phase retrieval zero-padding factor (default 2)"},
+  };
+  for (const auto& flag : flags) {
+    std::string name = flag.name;
+    cmd.add_option_function<std::string>(
+           "--" + name, [&options, name](const std::string& value) { options[name] = value; }, flag.help)
+        ->type_name(flag.type);
+  }
 }
 
 }  // namespace ud2m::cli

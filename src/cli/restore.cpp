@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <numeric>
+#include <optional>
 
 #include "cli/commands.hpp"
 #include "cli/precision.hpp"
@@ -18,6 +19,7 @@
 #include "core/progress.hpp"
 #include "diffusion/graphed_denoiser.hpp"
 #include "diffusion/offloaded_denoiser.hpp"
+#include "diffusion/padded_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
 #include "metrics/posterior.hpp"
@@ -75,6 +77,10 @@ struct RestoreArgs {
   samplers::LangevinOptions langevin;
   int bit_depth = 8;
   std::string precision = "fp32", device = "cpu";
+  // A measurement made outside ud2m, described instead of a sidecar.
+  std::string task;
+  double sigma = -1;
+  std::map<std::string, std::string> task_options;
 };
 
 void check_folder_of(const std::string& path, const char* flag) {
@@ -110,6 +116,7 @@ struct Context {
   unrolled::LoadedAdapter adapter;  // ud2m only
   int ud2m_steps = 0;
   ncvsd::ConditionalDenoiser generator{nullptr};  // pnp-ncvsd only
+  std::optional<physics::TaskSpec> task;          // --task: no sidecar
 };
 
 Restoration restore_tv(const Context& c, const Measurement& m) {
@@ -122,13 +129,10 @@ Restoration restore_tv(const Context& c, const Measurement& m) {
 }
 
 void check_prior_fits(const Context& c, const Measurement& m) {
+  // Any size fits: the network's input is padded to the sides it needs (PaddedDenoiser).
   const int channels = c.prior ? c.prior->channels() : c.generator->channels();
   UD2M_CHECK(m.image_shape[1] == channels, "the model '{}' handles {}-channel images, the measurement {}",
              c.args.model, channels, m.image_shape[1]);
-  const int multiple = c.prior ? c.prior->size_multiple() : c.generator->size_multiple();
-  UD2M_CHECK(m.image_shape[2] % multiple == 0 && m.image_shape[3] % multiple == 0,
-             "the prior '{}' needs image sides that are multiples of {}, not {}x{}", c.args.model, multiple,
-             m.image_shape[3], m.image_shape[2]);
 }
 
 // One posterior sample with the chosen diffusion sampler.
@@ -146,8 +150,11 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
     // The published phase-retrieval preset averages the x0's only at the end.
     if (!op.is_linear()) o.ema_below = 0.2;
     auto generator = c.generator;
-    samplers::GenerativeDenoiser g = [generator](const torch::Tensor& u, double level, torch::Generator& rng) mutable {
-      return ncvsd::generate(generator, u, torch::full({u.size(0)}, level), rng);
+    const int64_t multiple = generator->size_multiple();
+    samplers::GenerativeDenoiser g = [generator, multiple](const torch::Tensor& u, double level,
+                                                           torch::Generator& rng) mutable {
+      auto x = ncvsd::generate(generator, diffusion::pad_to_multiple(u, multiple), torch::full({u.size(0)}, level), rng);
+      return diffusion::crop_to(x, u.size(-2), u.size(-1));
     };
     return {[&op, &m, o, sigma, g](torch::Generator& rng, const samplers::StepCallback& cb) {
               return samplers::pnp_ncvsd(g, op, m.y, sigma, m.image_shape, o, rng, cb);
@@ -256,7 +263,7 @@ struct Job {
 };
 
 nlohmann::json restore_one(const Context& c, const Job& job) {
-  auto m = load_measurement(job.measurement, c.args.sidecar);
+  auto m = load_measurement(job.measurement, c.args.sidecar, c.task);
   torch::Tensor reference;
   if (!job.reference.empty()) {
     reference = read_image(job.reference, static_cast<int>(m.image_shape[1]));
@@ -334,6 +341,28 @@ std::vector<Job> folder_jobs(const RestoreArgs& args) {
   return jobs;
 }
 
+// --task (+ --sigma and the task's flags) in place of a sidecar. Tasks that
+// draw their mask or kernel from a seed cannot describe a real measurement.
+std::optional<physics::TaskSpec> described_task(const RestoreArgs& args) {
+  if (args.task.empty()) {
+    UD2M_CHECK(args.sigma < 0 && args.task_options.empty(),
+               "--sigma and the task flags describe a measurement together with --task; without --task the "
+               "sidecar describes it");
+    return std::nullopt;
+  }
+  UD2M_CHECK(args.sidecar.empty(), "--task describes the measurement in place of a sidecar: pass one or the other");
+  for (const char* seeded : {"inpainting_random", "motion_deblur", "random_phase_retrieval"})
+    UD2M_CHECK(args.task != seeded,
+               "task '{}' draws its mask or kernel from a seed, so it cannot describe a measurement made elsewhere: "
+               "restore the measurement with the sidecar `ud2m degrade` wrote, or describe it with "
+               "inpainting_mask --mask FILE or kernel_deblur --kernel FILE",
+               args.task);
+  UD2M_CHECK(args.sigma >= 0, "--task needs --sigma: the measurement's noise std in [0, 1] image units");
+  physics::TaskSpec spec{args.task, args.sigma, 0, args.task_options};
+  physics::task_options(spec.task);  // unknown task -> error listing the valid ones
+  return spec;
+}
+
 void run_restore(const RestoreArgs& args, bool nfe_given) {
   auto method = methods().find(args.method);
   UD2M_CHECK(method != methods().end(), "unknown --method '{}'; available: {}", args.method, method_names());
@@ -341,6 +370,7 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   UD2M_CHECK(args.samples > 0, "--samples must be positive, not {}", args.samples);
   UD2M_CHECK(args.method == "tv" || !args.model.empty(), "--method {} needs a {}: --model FILE", args.method,
              args.method == "pnp-ncvsd" ? "generator (from `ud2m train --method ncvsd`)" : "prior");
+  const auto task = described_task(args);
   const bool folder = fs::is_directory(args.measurement);
   std::vector<Job> jobs;
   if (folder) {
@@ -381,15 +411,15 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   if (prior) {
     // after the fold: LoRA goes in at full precision
     const auto device = place_prior(*prior, args.device, args.precision);
-    if (device.is_cuda()) {
+    if (device.is_cuda())
       denoiser = std::make_shared<diffusion::OffloadedDenoiser>(std::make_shared<diffusion::GraphedDenoiser>(prior),
                                                                 device);
-      if (adapter.network) adapter.network->set_denoiser(denoiser);
-    }
+    denoiser = std::make_shared<diffusion::PaddedDenoiser>(denoiser, prior->size_multiple());
+    if (adapter.network) adapter.network->set_denoiser(denoiser);
   }
   const int samples = args.method == "tv" ? 1 : args.samples;
   Progress progress("restore (" + args.method + ")", progress_per_sample * samples * static_cast<int>(jobs.size()));
-  Context context{args, nfe, prior, denoiser, &progress, adapter, progress_per_sample, generator};
+  Context context{args, nfe, prior, denoiser, &progress, adapter, progress_per_sample, generator, task};
   std::vector<double> psnrs;
   for (auto& job : jobs) {
     auto report = restore_one(context, job);
@@ -408,13 +438,20 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
 
 void add_restore_command(CLI::App& app) {
   auto args = std::make_shared<RestoreArgs>();
-  auto* cmd = app.add_subcommand("restore", "Restore an image (or a folder of them) from measurements made by `ud2m degrade`.");
+  auto* cmd = app.add_subcommand("restore", "Restore an image (or a folder of them) from measurements made by `ud2m degrade`, or from any photograph described by --task.");
   cmd->add_option("--measurement,-m", args->measurement,
                   "Measurement: PNG/JPEG with a JSON sidecar, or .safetensors (exact values, sidecar inside); or a "
                   "folder of them")
       ->required()
       ->check(CLI::ExistingPath);
   cmd->add_option("--sidecar", args->sidecar, "Sidecar JSON describing the degradation (default: beside the measurement)");
+  cmd->add_option("--task", args->task,
+                  "Describe the degradation instead of a sidecar, for a measurement made elsewhere (a real "
+                  "photograph): a task of `ud2m degrade` (not the seeded inpainting_random / motion_deblur; use "
+                  "inpainting_mask --mask, kernel_deblur --kernel), with --sigma and the task's flags (--factor, "
+                  "--kernel-std, --quality, ...); the image size follows from the measurement's");
+  cmd->add_option("--sigma", args->sigma, "With --task: the measurement's Gaussian noise std in [0, 1] image units");
+  add_task_flags(*cmd, args->task_options);
   cmd->add_option("--out,-o", args->out, "Restored image (PNG; the posterior mean when --samples > 1), or a folder "
                   "for a folder of measurements; a JSON report is written beside each")->required();
   std::string method_help = "Method:";

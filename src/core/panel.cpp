@@ -111,14 +111,21 @@ torch::Tensor make_panel(const std::vector<PanelItem>& items) {
     image = torch::constant_pad_nd(image, {0, 0, 0, height - image.size(2)}, 1.0);  // bottom-pad odd sizes
     tiles.push_back(image[0]);
   }
+  // Each column is as wide as its tile or its caption, whichever is wider, so
+  // captions of small images are not cut; the tile is centred in it.
+  std::vector<int64_t> columns;
   int64_t width = gutter;
-  for (auto& tile : tiles) width += tile.size(2) + gutter;
+  for (size_t i = 0; i < tiles.size(); ++i) {
+    columns.push_back(std::max<int64_t>(tiles[i].size(2), static_cast<int64_t>(items[i].caption.size()) * kGlyphW));
+    width += columns.back() + gutter;
+  }
   auto canvas = torch::ones({3, gutter + kCaptionH + height + gutter, width});
   int64_t x = gutter;
   for (size_t i = 0; i < tiles.size(); ++i) {
-    draw_text(canvas, items[i].caption, x, gutter + (kCaptionH - kTextH) / 2, tiles[i].size(2));
-    canvas.narrow(1, gutter + kCaptionH, height).narrow(2, x, tiles[i].size(2)).copy_(tiles[i]);
-    x += tiles[i].size(2) + gutter;
+    draw_text(canvas, items[i].caption, x, gutter + (kCaptionH - kTextH) / 2, columns[i]);
+    const int64_t left = x + (columns[i] - tiles[i].size(2)) / 2;
+    canvas.narrow(1, gutter + kCaptionH, height).narrow(2, left, tiles[i].size(2)).copy_(tiles[i]);
+    x += columns[i] + gutter;
   }
   return canvas.unsqueeze(0);
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <exception>
 
 #include "core/log.hpp"
 
@@ -16,7 +17,14 @@ Progress::Progress(std::string label, int total)
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 
-Progress::~Progress() { draw(true); }
+Progress::~Progress() {
+  // Unwound by an error before any work was done: the error says it all.
+  if (std::uncaught_exceptions() > 0 && done_ == 0) {
+    if (tty_) std::fputs("\r\033[K", stderr);
+    return;
+  }
+  draw(true);
+}
 
 double Progress::elapsed_seconds() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();

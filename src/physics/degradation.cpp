@@ -233,4 +233,29 @@ Degradation degradation_from_sidecar(const nlohmann::json& sidecar) {
   return d;
 }
 
+Degradation degradation_for_measurement(const TaskSpec& spec, const std::vector<int64_t>& measurement_shape) {
+  UD2M_CHECK(measurement_shape.size() == 4, "a measurement must be (N, C, H, W), not {}", measurement_shape);
+  auto image_shape = measurement_shape;
+  if (spec.task == "sr") {
+    const auto f = Context{spec, 0, 0}.integer("factor", 4);
+    UD2M_CHECK(f >= 1, "--factor must be at least 1, not {}", f);
+    image_shape[2] *= f;
+    image_shape[3] *= f;
+  }
+  auto d = make_degradation(spec, image_shape);
+  auto produced = d.op->output_shape(image_shape);
+  if (produced != measurement_shape && produced.size() == 4) {
+    // What the operator trims (a 'valid' blur) does not depend on the size: add it back once.
+    auto larger = image_shape;
+    for (int dim : {2, 3}) larger[dim] += image_shape[dim] - produced[dim];
+    if (larger[2] > 0 && larger[3] > 0) {
+      d = make_degradation(spec, larger);
+      produced = d.op->output_shape(larger);
+    }
+  }
+  UD2M_CHECK(produced == measurement_shape, "task '{}' does not produce a {} measurement from any image size",
+             spec.task, fmt::join(measurement_shape, "x"));
+  return d;
+}
+
 }  // namespace ud2m::physics

@@ -49,5 +49,10 @@ OperatorPtr operator_from_json(const nlohmann::json& j);
 // image_shape is (N, C, H, W) of the clean image the operator applies to.
 Degradation make_degradation(const TaskSpec& spec, const std::vector<int64_t>& image_shape);
 Degradation degradation_from_sidecar(const nlohmann::json& sidecar);
+// The degradation of spec that yields a measurement of measurement_shape, for
+// measurements made outside ud2m (a real photograph and its description):
+// the image is as large as the measurement, --factor times larger for SR, and
+// larger by the kernel's side less one for a 'valid' blur.
+Degradation degradation_for_measurement(const TaskSpec& spec, const std::vector<int64_t>& measurement_shape);
 
 }  // namespace ud2m::physics

@@ -16,3 +16,15 @@ TEST(Panel, PlacesImagesSideBySideAtACommonHeight) {
   // Captions put ink (black pixels) above each tile.
   EXPECT_LT(panel[0].narrow(1, 0, top).narrow(2, 8, 32).min().item<float>(), 0.5);
 }
+
+TEST(Panel, ACaptionWiderThanItsImageWidensTheColumnInsteadOfBeingCut) {
+  auto tile = torch::zeros({1, 3, 16, 16});
+  const std::string caption = "posterior mean";  // 14 glyphs of 12 px: 168 px over a 16 px image
+  auto panel = make_panel({{caption, tile}});
+  const int64_t column = 14 * 12;
+  EXPECT_EQ(panel.size(3), 8 + column + 8);
+  const int64_t top = panel.size(2) - 8 - 16;
+  // The last glyph ('n') is drawn, and the image sits in the middle of the column.
+  EXPECT_LT(panel[0].narrow(1, 0, top).narrow(2, 8 + column - 12, 12).min().item<float>(), 0.5);
+  EXPECT_TRUE(torch::equal(panel[0].narrow(1, top, 16).narrow(2, 8 + (column - 16) / 2, 16), tile[0]));
+}

@@ -53,6 +53,28 @@ TEST(PhysicsDegradation, EveryTaskRoundTripsThroughItsSidecar) {
   }
 }
 
+// A measurement made elsewhere, described by its task: the image size (SR,
+// 'valid' blurs) and the operator are recovered from the measurement's size alone.
+TEST(PhysicsDegradation, ATaskAndAMeasurementSizeGiveBackTheOperator) {
+  auto dir = ud2m::test::temp_dir();
+  auto settings = task_settings(dir);
+  settings["sr"] = {{"factor", "4"}};
+  settings["gaussian_deblur"]["boundary"] = "valid";
+  for (const auto& task : task_names()) {
+    if (task.find("phase_retrieval") != std::string::npos) continue;  // measures a spectrum, not an image
+    for (std::vector<int64_t> image : {std::vector<int64_t>{1, 3, 32, 32}, {1, 3, 44, 36}}) {
+      if (task == "inpainting_mask" && image[2] != 32) continue;  // the mask file is 32x32
+      auto made = make_degradation({task, 0.02, 0, settings.at(task)}, image);
+      auto measured = made.sidecar.at("measurement_shape").get<std::vector<int64_t>>();
+      auto described = degradation_for_measurement({task, 0.02, 0, settings.at(task)}, measured);
+      EXPECT_EQ(described.sidecar.at("input_shape").get<std::vector<int64_t>>(), image) << task;
+      EXPECT_EQ(described.sidecar.at("operator"), made.sidecar.at("operator")) << task;
+    }
+  }
+  EXPECT_THROW_MSG(degradation_for_measurement({"phase_retrieval", 0.02, 0, {}}, {1, 3, 19, 25}),
+                   "does not produce a 1x3x19x25 measurement");
+}
+
 TEST(PhysicsDegradation, SeedsDecideTheRandomParts) {
   auto a = make_degradation({"inpainting_random", 0, 1, {}}, {1, 3, 16, 16});
   auto b = make_degradation({"inpainting_random", 0, 1, {}}, {1, 3, 16, 16});

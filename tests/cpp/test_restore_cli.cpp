@@ -132,6 +132,60 @@ TEST(RestoreCli, RestoresAFolderOfMeasurementsWithReferencesByName) {
   EXPECT_TRUE(nlohmann::json::parse(read_file((dir / "out" / "a.json").string())).contains("psnr"));
 }
 
+// A photograph degraded elsewhere has no sidecar: --task, --sigma and the
+// task's flags describe it, and restore sizes the image from the measurement.
+TEST(RestoreCli, TaskFlagsDescribeAMeasurementWithoutASidecar) {
+  auto dir = test::temp_dir();
+  auto y = degraded(dir, "sr", "--factor 2");
+  const auto with_sidecar = (dir / "a.png").string(), described = (dir / "b.png").string();
+  auto r = test::run_ud2m("restore -m " + y.string() + " --out " + with_sidecar);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  fs::remove(dir / "y.json");
+  r = test::run_ud2m("restore -m " + y.string() + " --out " + described + " --task sr --factor 2 --sigma 0.02");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_image(described).sizes(), (std::vector<int64_t>{1, 3, 32, 32}));
+  EXPECT_TRUE(torch::equal(read_image(described), read_image(with_sidecar)));
+  EXPECT_EQ(nlohmann::json::parse(read_file((dir / "b.json").string())).at("task"), "sr");
+
+  struct Case {
+    std::string args, message;
+  };
+  const auto out = (dir / "x.png").string();
+  std::vector<Case> cases = {
+      {"--task sr", "--task needs --sigma"},
+      {"--sigma 0.02", "together with --task"},
+      {"--factor 2", "together with --task"},
+      {"--task inpainting_random --sigma 0.02", "draws its mask or kernel from a seed"},
+      {"--task sr --sigma 0.02 --sidecar " + (dir / "y.json").string(), "pass one or the other"},
+      {"--task sr --sigma 0.02 --quality 5", "--quality does not apply to task 'sr'"},
+      {"--task blur --sigma 0.02", "unknown task 'blur'"},
+  };
+  for (auto& c : cases) {
+    r = test::run_ud2m("restore -m " + y.string() + " --out " + out + " " + c.args);
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << ": " << r.output;
+    EXPECT_FALSE(fs::exists(out)) << c.args;
+  }
+}
+
+// The networks need sides divisible by 2^levels; any other photo size is
+// padded for them and cropped back, for every sampler.
+TEST(RestoreCli, ImagesOfAnySizeAreRestoredAtTheirSize) {
+  auto dir = test::temp_dir();
+  write_png((dir / "clean.png").string(), torch::rand({1, 3, 31, 23}));
+  auto r = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.02 " + (dir / "clean.png").string() + " " +
+                          (dir / "y.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto model = " --model " + save_tiny_prior(dir);
+  for (std::string method : {"ddrm", "dps"}) {
+    const auto out = (dir / (method + ".png")).string();
+    r = test::run_ud2m("restore -m " + (dir / "y.png").string() + " --method " + method + " --nfe 3 --out " + out +
+                       model);
+    ASSERT_EQ(r.exit_code, 0) << method << ": " << r.output;
+    EXPECT_EQ(read_image(out).sizes(), (std::vector<int64_t>{1, 3, 31, 23})) << method;
+  }
+}
+
 TEST(RestoreCli, NanDuringSamplingIsReportedWithItsStep) {
   auto dir = test::temp_dir();
   auto y = degraded(dir);

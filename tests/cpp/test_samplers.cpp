@@ -4,6 +4,7 @@
 #include "core/image.hpp"
 #include "core/random.hpp"
 #include "diffusion/gaussian_prior.hpp"
+#include "diffusion/padded_denoiser.hpp"
 #include "physics/blur.hpp"
 #include "physics/downsampling.hpp"
 #include "physics/identity.hpp"
@@ -38,6 +39,38 @@ Moments sample_moments(const std::function<torch::Tensor(torch::Generator&)>& dr
   return {s.mean(0), s.var(0)};
 }
 }  // namespace
+
+namespace {
+// A per-pixel prior that, like a U-Net with three down-samplings, takes only
+// sides divisible by 8.
+class OnlyMultiplesOf8 : public diffusion::GaussianPrior {
+ public:
+  using GaussianPrior::GaussianPrior;
+  torch::Tensor epsilon(const torch::Tensor& x_t, const torch::Tensor& t) override {
+    UD2M_CHECK(x_t.size(-2) % 8 == 0 && x_t.size(-1) % 8 == 0, "sides {}x{}", x_t.size(-2), x_t.size(-1));
+    return GaussianPrior::epsilon(x_t, t);
+  }
+};
+}  // namespace
+
+TEST(PaddedDenoiser, GivesTheNetworkTheSidesItNeedsAndCropsBackInPlace) {
+  auto inner = std::make_shared<OnlyMultiplesOf8>(0.1, kPriorStd);
+  diffusion::PaddedDenoiser padded(inner, 8);
+  auto x = torch::randn({2, 3, 31, 23}, torch::requires_grad());
+  auto t = inner->timesteps(500, x);
+  EXPECT_THROW(inner->epsilon(x, t), Error);
+  auto eps = padded.epsilon(x, t);
+  ASSERT_EQ(eps.sizes(), x.sizes());
+  // Per pixel, so the padding must change nothing: a crop from the wrong corner would.
+  EXPECT_TRUE(torch::allclose(eps, inner->GaussianPrior::epsilon(x, t)));
+  eps.sum().backward();  // DPS differentiates through the pad and crop
+  EXPECT_TRUE(torch::allclose(x.grad(), torch::autograd::grad({inner->GaussianPrior::epsilon(x, t).sum()}, {x})[0]));
+  // Sides that fit go through untouched.
+  auto fits = torch::randn({1, 3, 32, 24});
+  EXPECT_TRUE(torch::equal(padded.epsilon(fits, t.narrow(0, 0, 1)), inner->epsilon(fits, t.narrow(0, 0, 1))));
+  // Sides smaller than the padding (reflection impossible) are replicated.
+  EXPECT_EQ(padded.epsilon(torch::randn({1, 3, 3, 2}), t.narrow(0, 0, 1)).sizes(), (std::vector<int64_t>{1, 3, 3, 2}));
+}
 
 // Ancestral sampling (η = 1) over all 1000 steps with the exact denoiser samples
 // the prior; with fewer, larger steps it under-disperses (x̂0 is a mean).
