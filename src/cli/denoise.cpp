@@ -3,11 +3,10 @@
 #include <cmath>
 
 #include "cli/commands.hpp"
-#include "cli/precision.hpp"
+#include "cli/prior_options.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "core/log.hpp"
-#include "diffusion/padded_denoiser.hpp"
 #include "diffusion/prior.hpp"
 
 namespace ud2m::cli {
@@ -18,6 +17,7 @@ struct DenoiseArgs {
   double sigma = -1;
   int bit_depth = 8;
   std::string precision = "fp32", device = "cpu";
+  int tile = -1;  // twice the prior's training size
 };
 
 void run_denoise(const DenoiseArgs& args) {
@@ -26,8 +26,7 @@ void run_denoise(const DenoiseArgs& args) {
   const auto device = place_prior(*prior, args.device, args.precision);
   auto image = read_image(args.in, prior->channels());
   torch::NoGradGuard no_grad;
-  diffusion::PaddedDenoiser padded(prior, prior->size_multiple());  // any image size
-  auto x0 = padded.denoise(to_model(image).to(device), 2.0 * args.sigma).cpu();
+  auto x0 = prior_denoiser(prior, device, args.tile)->denoise(to_model(image), 2.0 * args.sigma);
   write_png(args.out, from_model(x0).clamp(0, 1), args.bit_depth);
   log::info("denoised '{}' at sigma {} (timestep {}) -> '{}'", args.in, args.sigma,
             prior->schedule().timestep_for_sigma(2.0 * args.sigma), args.out);
@@ -42,6 +41,7 @@ void add_denoise_command(CLI::App& app) {
   cmd->add_option("--sigma", args->sigma, "Noise std in [0,1] image units")->required();
   add_precision_option(*cmd, args->precision);
   add_device_option(*cmd, args->device);
+  add_tile_option(*cmd, args->tile);
   cmd->add_option("--bit-depth", args->bit_depth, "Output PNG bit depth: 8 or 16")
       ->check(CLI::IsMember({8, 16}))
       ->capture_default_str();

@@ -9,7 +9,7 @@
 #include <optional>
 
 #include "cli/commands.hpp"
-#include "cli/precision.hpp"
+#include "cli/prior_options.hpp"
 #include "cli/measurement.hpp"
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
@@ -17,8 +17,6 @@
 #include "core/log.hpp"
 #include "core/panel.hpp"
 #include "core/progress.hpp"
-#include "diffusion/graphed_denoiser.hpp"
-#include "diffusion/offloaded_denoiser.hpp"
 #include "diffusion/padded_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
@@ -77,6 +75,7 @@ struct RestoreArgs {
   samplers::LangevinOptions langevin;
   int bit_depth = 8;
   std::string precision = "fp32", device = "cpu";
+  int tile = -1;  // twice the prior's training size
   // A measurement made outside ud2m, described instead of a sidecar.
   std::string task;
   double sigma = -1;
@@ -407,14 +406,10 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
              args.precision, args.method);
   UD2M_CHECK(prior || args.device == "cpu", "--device {} applies to the methods that run a prior, not {}",
              args.device, args.method);
-  diffusion::DenoiserPtr denoiser = prior;
+  diffusion::DenoiserPtr denoiser;
   if (prior) {
     // after the fold: LoRA goes in at full precision
-    const auto device = place_prior(*prior, args.device, args.precision);
-    if (device.is_cuda())
-      denoiser = std::make_shared<diffusion::OffloadedDenoiser>(std::make_shared<diffusion::GraphedDenoiser>(prior),
-                                                                device);
-    denoiser = std::make_shared<diffusion::PaddedDenoiser>(denoiser, prior->size_multiple());
+    denoiser = prior_denoiser(prior, place_prior(*prior, args.device, args.precision), args.tile);
     if (adapter.network) adapter.network->set_denoiser(denoiser);
   }
   const int samples = args.method == "tv" ? 1 : args.samples;
@@ -471,6 +466,7 @@ void add_restore_command(CLI::App& app) {
   cmd->add_option("--seed", args->seed, "Seed of the sampler's noise")->capture_default_str();
   add_precision_option(*cmd, args->precision);
   add_device_option(*cmd, args->device);
+  add_tile_option(*cmd, args->tile);
   cmd->add_option("--panel", args->panel, "Also write a side-by-side PNG: measurement | samples | mean | std | "
                   "reference (a folder for a folder of measurements)");
   cmd->add_option("--reference", args->reference, "Ground-truth image (or folder, matched by name): report PSNR and "

@@ -184,6 +184,15 @@ TEST(RestoreCli, ImagesOfAnySizeAreRestoredAtTheirSize) {
     ASSERT_EQ(r.exit_code, 0) << method << ": " << r.output;
     EXPECT_EQ(read_image(out).sizes(), (std::vector<int64_t>{1, 3, 31, 23})) << method;
   }
+  // In 12 x 12 tiles (the image has more than 4 tiles' pixels), then a tile the prior cannot take.
+  const auto tiled = (dir / "tiled.png").string();
+  r = test::run_ud2m("restore -m " + (dir / "y.png").string() + " --method ddrm --nfe 3 --tile 12 --out " + tiled +
+                     model);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_image(tiled).sizes(), (std::vector<int64_t>{1, 3, 31, 23}));
+  r = test::run_ud2m("restore -m " + (dir / "y.png").string() + " --method ddrm --tile 9 --out " + tiled + model);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--tile must be 0 (off) or a multiple of 2"), std::string::npos) << r.output;
 }
 
 TEST(RestoreCli, NanDuringSamplingIsReportedWithItsStep) {

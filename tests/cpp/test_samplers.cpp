@@ -5,6 +5,7 @@
 #include "core/random.hpp"
 #include "diffusion/gaussian_prior.hpp"
 #include "diffusion/padded_denoiser.hpp"
+#include "diffusion/tiled_denoiser.hpp"
 #include "physics/blur.hpp"
 #include "physics/downsampling.hpp"
 #include "physics/identity.hpp"
@@ -70,6 +71,58 @@ TEST(PaddedDenoiser, GivesTheNetworkTheSidesItNeedsAndCropsBackInPlace) {
   EXPECT_TRUE(torch::equal(padded.epsilon(fits, t.narrow(0, 0, 1)), inner->epsilon(fits, t.narrow(0, 0, 1))));
   // Sides smaller than the padding (reflection impossible) are replicated.
   EXPECT_EQ(padded.epsilon(torch::randn({1, 3, 3, 2}), t.narrow(0, 0, 1)).sizes(), (std::vector<int64_t>{1, 3, 3, 2}));
+}
+
+namespace {
+// The per-pixel Gaussian prior, recording the shape of every call.
+class RecordingPrior : public diffusion::GaussianPrior {
+ public:
+  using GaussianPrior::GaussianPrior;
+  torch::Tensor epsilon(const torch::Tensor& x_t, const torch::Tensor& t) override {
+    calls.push_back(x_t.sizes().vec());
+    EXPECT_EQ(t.size(0), x_t.size(0));
+    return GaussianPrior::epsilon(x_t, t);
+  }
+  std::vector<std::vector<int64_t>> calls;
+};
+}  // namespace
+
+TEST(TiledDenoiser, TileOriginsCoverTheImageWithTheOverlap) {
+  diffusion::TiledDenoiser tiled(std::make_shared<diffusion::GaussianPrior>(0.0, kPriorStd), 16, 4);
+  for (int64_t size : {16, 17, 28, 29, 100, 257}) {
+    auto o = tiled.origins(size);
+    EXPECT_EQ(o.front(), 0) << size;
+    EXPECT_EQ(o.back(), std::max<int64_t>(0, size - 16)) << size;
+    for (size_t i = 1; i < o.size(); ++i) EXPECT_GE(o[i - 1] + 16 - o[i], 4) << size;  // neighbours overlap
+    // As few tiles as that allows: one fewer could not cover the side with the overlap.
+    EXPECT_LT(int64_t(o.size() - 1) * (16 - 4) + 4, size) << size;
+  }
+}
+
+TEST(TiledDenoiser, BlendsTilesIntoTheWholeImagesEpsilon) {
+  // Per pixel, every tile's ε is the whole image's there: the blend must give
+  // it back exactly, wherever the tiles lie; a misplaced tile or weight would not.
+  auto prior = std::make_shared<RecordingPrior>(0.1, kPriorStd);
+  diffusion::TiledDenoiser tiled(prior, 16, 4, /*batch=*/3);
+  auto x = torch::randn({2, 3, 70, 50}, torch::requires_grad());
+  auto t = prior->timesteps(300, x);
+  auto eps = tiled.epsilon(x, t);
+  EXPECT_TRUE(torch::allclose(eps, prior->GaussianPrior::epsilon(x, t), 1e-5, 1e-6));
+  // 6 x 4 tiles of 16 x 16, 3 per call (each of the batch's 2 images).
+  const int64_t tiles = int64_t(tiled.origins(70).size() * tiled.origins(50).size());
+  EXPECT_EQ(tiles, 6 * 4);
+  ASSERT_EQ(prior->calls.size(), size_t((tiles + 2) / 3));
+  EXPECT_EQ(prior->calls.front(), (std::vector<int64_t>{3 * 2, 3, 16, 16}));
+  // Gradients (DPS) flow through every tile.
+  eps.sum().backward();
+  EXPECT_TRUE(torch::allclose(x.grad(), torch::autograd::grad({prior->GaussianPrior::epsilon(x, t).sum()}, {x})[0],
+                              1e-5, 1e-6));
+  // Up to 4 tiles' worth of pixels the image goes through whole.
+  prior->calls.clear();
+  auto small = torch::randn({1, 3, 32, 32});
+  tiled.epsilon(small, t.narrow(0, 0, 1));
+  EXPECT_EQ(prior->calls, (std::vector<std::vector<int64_t>>{{1, 3, 32, 32}}));
+  EXPECT_THROW(diffusion::TiledDenoiser(prior, 16, 16), Error);
 }
 
 // Ancestral sampling (η = 1) over all 1000 steps with the exact denoiser samples
