@@ -435,7 +435,8 @@ void add_restore_command(CLI::App& app) {
   auto args = std::make_shared<RestoreArgs>();
   auto* cmd = app.add_subcommand("restore", "Restore an image (or a folder of them) from measurements made by `ud2m degrade`, or from any photograph described by --task.");
   cmd->add_option("--measurement,-m", args->measurement,
-                  "Measurement: PNG/JPEG with a JSON sidecar, or .safetensors (exact values, sidecar inside); or a "
+                  "Measurement: PNG/JPEG with a JSON sidecar (or described by --task), or .safetensors (exact values, sidecar "
+                  "inside); or a "
                   "folder of them")
       ->required()
       ->check(CLI::ExistingPath);
