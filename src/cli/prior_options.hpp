@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/device.hpp"
@@ -65,22 +66,29 @@ inline void add_tile_option(CLI::App& cmd, int& tile) {
                  "once, whose attention layers cost grows with the square of its pixel count");
 }
 
+// --tile for a network trained at image_size whose sides must be multiples
+// of `multiple`: none for 0, twice the training size by default (< 0).
+inline std::optional<diffusion::Tiling> tiling_for(int tile, int image_size, int multiple) {
+  if (tile < 0) tile = 2 * image_size;  // enough context for what the network learned
+  UD2M_CHECK(tile == 0 || (tile % multiple == 0 && tile >= 8),
+             "--tile must be 0 (off) or a multiple of {} (the network's down-sampling) of at least 8, not {}",
+             multiple, tile);
+  if (tile == 0) return std::nullopt;
+  return diffusion::Tiling{tile, tile / 8};
+}
+
 // The prior as samplers call it: on its device (GPU passes replayed from a
 // CUDA graph, the caller's tensors staying on the CPU), over tiles of images
 // larger than `tile`, on inputs padded to the sides the network needs.
 inline diffusion::DenoiserPtr prior_denoiser(const std::shared_ptr<diffusion::Prior>& prior, torch::Device device,
                                              int tile) {
-  const int multiple = prior->size_multiple();
-  if (tile < 0) tile = 2 * prior->image_size();  // the default: enough context for what the prior learned
-  UD2M_CHECK(tile == 0 || (tile > 0 && tile % multiple == 0 && tile >= 8),
-             "--tile must be 0 (off) or a multiple of {} (the prior's down-sampling) of at least 8, not {}", multiple,
-             tile);
   diffusion::DenoiserPtr denoiser = prior;
   if (device.is_cuda())
     denoiser = std::make_shared<diffusion::OffloadedDenoiser>(std::make_shared<diffusion::GraphedDenoiser>(prior),
                                                               device);
-  if (tile > 0) denoiser = std::make_shared<diffusion::TiledDenoiser>(denoiser, tile, tile / 8);
-  return std::make_shared<diffusion::PaddedDenoiser>(denoiser, multiple);
+  if (auto tiling = tiling_for(tile, prior->image_size(), prior->size_multiple()))
+    denoiser = std::make_shared<diffusion::TiledDenoiser>(denoiser, *tiling);
+  return std::make_shared<diffusion::PaddedDenoiser>(denoiser, prior->size_multiple());
 }
 
 }  // namespace ud2m::cli

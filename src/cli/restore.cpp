@@ -150,9 +150,11 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
     if (!op.is_linear()) o.ema_below = 0.2;
     auto generator = c.generator;
     const int64_t multiple = generator->size_multiple();
-    samplers::GenerativeDenoiser g = [generator, multiple](const torch::Tensor& u, double level,
-                                                           torch::Generator& rng) mutable {
-      auto x = ncvsd::generate(generator, diffusion::pad_to_multiple(u, multiple), torch::full({u.size(0)}, level), rng);
+    const auto tiling = tiling_for(c.args.tile, generator->image_size(), generator->size_multiple());
+    samplers::GenerativeDenoiser g = [generator, multiple, tiling](const torch::Tensor& u, double level,
+                                                                   torch::Generator& rng) mutable {
+      auto x = ncvsd::generate(generator, diffusion::pad_to_multiple(u, multiple), torch::full({u.size(0)}, level), rng,
+                               tiling);
       return diffusion::crop_to(x, u.size(-2), u.size(-1));
     };
     return {[&op, &m, o, sigma, g](torch::Generator& rng, const samplers::StepCallback& cb) {

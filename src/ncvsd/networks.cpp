@@ -94,6 +94,16 @@ torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, c
   return generator->forward(y + extra * z, level, y, sigma);
 }
 
+torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+                       torch::Generator& rng, const std::optional<diffusion::Tiling>& tiling) {
+  auto z = gaussian(y.sizes(), rng, y.options());
+  if (!tiling || !tiling->applies_to(y)) return generate(generator, y, sigma, z);
+  const int64_t c = y.size(1);
+  return diffusion::run_in_tiles(torch::cat({y, z}, 1), *tiling, [&](const torch::Tensor& tiles, int64_t copies) {
+    return generate(generator, tiles.narrow(1, 0, c), sigma.repeat({copies}), tiles.narrow(1, c, c));
+  });
+}
+
 void save_generator(const std::string& path, ConditionalDenoiser& generator, const nlohmann::json& extra,
                     torch::ScalarType dtype) {
   TensorMap weights;

@@ -13,7 +13,10 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <optional>
+
 #include "diffusion/prior.hpp"
+#include "diffusion/tiled_denoiser.hpp"
 
 namespace ud2m::ncvsd {
 
@@ -49,6 +52,7 @@ class ConditionalDenoiserImpl : public torch::nn::Module {
   nets::AdmUNet& net() { return net_; }
   const diffusion::Schedule& schedule() const { return schedule_; }
   int channels() const { return (net_->config().in_channels - 1) / 2; }
+  int image_size() const { return net_->config().image_size; }  // training resolution
   // Input sizes must be multiples of this (the U-Net halves the resolution).
   int size_multiple() const { return 1 << (net_->config().channel_mult.size() - 1); }
 
@@ -67,6 +71,10 @@ torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, c
 // The same with the standard normal draw z (shaped like y) given.
 torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
                        const torch::Tensor& z);
+// The first, over overlapping tiles of a large y (diffusion/tiled_denoiser.hpp)
+// with one z drawn for the whole image, so overlapping tiles share their noise.
+torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+                       torch::Generator& rng, const std::optional<diffusion::Tiling>& tiling);
 
 // Generator files: weights (bf16 by default) + metadata naming the format,
 // the conditional ADM config and the schedule. Written atomically.

@@ -88,9 +88,9 @@ class RecordingPrior : public diffusion::GaussianPrior {
 }  // namespace
 
 TEST(TiledDenoiser, TileOriginsCoverTheImageWithTheOverlap) {
-  diffusion::TiledDenoiser tiled(std::make_shared<diffusion::GaussianPrior>(0.0, kPriorStd), 16, 4);
+  const diffusion::Tiling tiling{16, 4};
   for (int64_t size : {16, 17, 28, 29, 100, 257}) {
-    auto o = tiled.origins(size);
+    auto o = tiling.origins(size);
     EXPECT_EQ(o.front(), 0) << size;
     EXPECT_EQ(o.back(), std::max<int64_t>(0, size - 16)) << size;
     for (size_t i = 1; i < o.size(); ++i) EXPECT_GE(o[i - 1] + 16 - o[i], 4) << size;  // neighbours overlap
@@ -103,13 +103,14 @@ TEST(TiledDenoiser, BlendsTilesIntoTheWholeImagesEpsilon) {
   // Per pixel, every tile's ε is the whole image's there: the blend must give
   // it back exactly, wherever the tiles lie; a misplaced tile or weight would not.
   auto prior = std::make_shared<RecordingPrior>(0.1, kPriorStd);
-  diffusion::TiledDenoiser tiled(prior, 16, 4, /*batch=*/3);
+  const diffusion::Tiling tiling{16, 4, /*batch=*/3};
+  diffusion::TiledDenoiser tiled(prior, tiling);
   auto x = torch::randn({2, 3, 70, 50}, torch::requires_grad());
   auto t = prior->timesteps(300, x);
   auto eps = tiled.epsilon(x, t);
   EXPECT_TRUE(torch::allclose(eps, prior->GaussianPrior::epsilon(x, t), 1e-5, 1e-6));
   // 6 x 4 tiles of 16 x 16, 3 per call (each of the batch's 2 images).
-  const int64_t tiles = int64_t(tiled.origins(70).size() * tiled.origins(50).size());
+  const int64_t tiles = int64_t(tiling.origins(70).size() * tiling.origins(50).size());
   EXPECT_EQ(tiles, 6 * 4);
   ASSERT_EQ(prior->calls.size(), size_t((tiles + 2) / 3));
   EXPECT_EQ(prior->calls.front(), (std::vector<int64_t>{3 * 2, 3, 16, 16}));
@@ -122,7 +123,7 @@ TEST(TiledDenoiser, BlendsTilesIntoTheWholeImagesEpsilon) {
   auto small = torch::randn({1, 3, 32, 32});
   tiled.epsilon(small, t.narrow(0, 0, 1));
   EXPECT_EQ(prior->calls, (std::vector<std::vector<int64_t>>{{1, 3, 32, 32}}));
-  EXPECT_THROW(diffusion::TiledDenoiser(prior, 16, 16), Error);
+  EXPECT_THROW(diffusion::TiledDenoiser(prior, {16, 16}), Error);
 }
 
 // Ancestral sampling (η = 1) over all 1000 steps with the exact denoiser samples
