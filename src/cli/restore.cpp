@@ -150,7 +150,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
     if (!op.is_linear()) o.ema_below = 0.2;
     auto generator = c.generator;
     const int64_t multiple = generator->size_multiple();
-    const auto tiling = tiling_for(c.args.tile, generator->image_size(), generator->size_multiple());
+    const auto tiling = tiling_for(c.args.tile, generator->image_size(), multiple);
     samplers::GenerativeDenoiser g = [generator, multiple, tiling](const torch::Tensor& u, double level,
                                                                    torch::Generator& rng) mutable {
       auto x = ncvsd::generate(generator, diffusion::pad_to_multiple(u, multiple), torch::full({u.size(0)}, level), rng,
@@ -352,16 +352,13 @@ std::optional<physics::TaskSpec> described_task(const RestoreArgs& args) {
     return std::nullopt;
   }
   UD2M_CHECK(args.sidecar.empty(), "--task describes the measurement in place of a sidecar: pass one or the other");
-  for (const char* seeded : {"inpainting_random", "motion_deblur", "random_phase_retrieval"})
-    UD2M_CHECK(args.task != seeded,
-               "task '{}' draws its mask or kernel from a seed, so it cannot describe a measurement made elsewhere: "
-               "restore the measurement with the sidecar `ud2m degrade` wrote, or describe it with "
-               "inpainting_mask --mask FILE or kernel_deblur --kernel FILE",
-               args.task);
+  UD2M_CHECK(!physics::task_draws_from_seed(args.task),  // unknown task -> error listing the valid ones
+             "task '{}' draws its mask or kernel from a seed, so it cannot describe a measurement made elsewhere: "
+             "restore the measurement with the sidecar `ud2m degrade` wrote, or describe it with "
+             "inpainting_mask --mask FILE or kernel_deblur --kernel FILE",
+             args.task);
   UD2M_CHECK(args.sigma >= 0, "--task needs --sigma: the measurement's noise std in [0, 1] image units");
-  physics::TaskSpec spec{args.task, args.sigma, 0, args.task_options};
-  physics::task_options(spec.task);  // unknown task -> error listing the valid ones
-  return spec;
+  return physics::TaskSpec{args.task, args.sigma, 0, args.task_options};
 }
 
 void run_restore(const RestoreArgs& args, bool nfe_given) {

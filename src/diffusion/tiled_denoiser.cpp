@@ -4,6 +4,12 @@
 
 namespace ud2m::diffusion {
 
+void Tiling::check() const {
+  UD2M_CHECK(tile > 0 && overlap > 0 && overlap < tile, "tiles need 0 < overlap < tile, not tile {} and overlap {}",
+             tile, overlap);
+  UD2M_CHECK(batch > 0, "tiles per network call must be positive, not {}", batch);
+}
+
 std::vector<int64_t> Tiling::origins(int64_t size) const {
   if (size <= tile) return {0};
   const int64_t count = (size - overlap + (tile - overlap) - 1) / (tile - overlap);
@@ -23,6 +29,7 @@ torch::Tensor ramp(int64_t length, int64_t overlap, const torch::TensorOptions& 
 }  // namespace
 
 torch::Tensor run_in_tiles(const torch::Tensor& x, const Tiling& tiling, const TileNetwork& network) {
+  tiling.check();
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   const int64_t th = std::min(h, tiling.tile), tw = std::min(w, tiling.tile);
   auto options = x.options().dtype(torch::kFloat32).requires_grad(false);
@@ -53,9 +60,7 @@ torch::Tensor run_in_tiles(const torch::Tensor& x, const Tiling& tiling, const T
 }
 
 TiledDenoiser::TiledDenoiser(DenoiserPtr inner, Tiling tiling) : inner_(std::move(inner)), tiling_(tiling) {
-  UD2M_CHECK(tiling.tile > 0 && tiling.overlap > 0 && tiling.overlap < tiling.tile,
-             "tiles need 0 < overlap < tile, not tile {} and overlap {}", tiling.tile, tiling.overlap);
-  UD2M_CHECK(tiling.batch > 0, "tiles per network call must be positive, not {}", tiling.batch);
+  tiling_.check();  // at construction, before the first pass
 }
 
 torch::Tensor TiledDenoiser::epsilon(const torch::Tensor& x_t, const torch::Tensor& t) {

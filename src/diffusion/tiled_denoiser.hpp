@@ -25,6 +25,7 @@ struct Tiling {
   // as keep neighbours overlapping by at least `overlap`, evenly spread.
   std::vector<int64_t> origins(int64_t size) const;
   bool applies_to(const torch::Tensor& x) const { return x.size(-2) * x.size(-1) > 4 * tile * tile; }
+  void check() const;  // one clear error for settings the tiling cannot use
 };
 
 // network(tiles, copies): the network on a batch of tiles, `copies` tiles of

@@ -75,6 +75,12 @@ int64_t kernel_size(const Context& c, int64_t fallback) {
   return size;
 }
 
+int64_t sr_factor(const Context& c) {
+  const auto f = c.integer("factor", 4);
+  UD2M_CHECK(f >= 1, "--factor must be at least 1, not {}", f);
+  return f;
+}
+
 // "128" or "128x96" (height x width).
 std::pair<int64_t, int64_t> box_size(const Context& c) {
   if (!c.has("box-size")) return {c.height / 2, c.width / 2};
@@ -99,6 +105,7 @@ struct Task {
   std::string name;
   std::vector<std::string> options;
   std::function<OperatorPtr(const Context&)> make;
+  bool draws_from_seed = false;  // its mask, kernel or phases come from the spec's seed
 };
 
 const std::vector<Task>& tasks() {
@@ -120,15 +127,15 @@ const std::vector<Task>& tasks() {
          const auto size = kernel_size(c, 31);
          UD2M_CHECK(size >= 3, "--kernel-size must be at least 3 for motion blur, not {}", size);
          return blur_with(c, motion_kernel(size, c.spec.seed));
-       }},
+       },
+       true},
       {"kernel_deblur",
        {"kernel", "boundary"},
        [](const Context& c) { return blur_with(c, load_kernel_file(c.required("kernel"))); }},
       {"sr",
        {"factor", "filter"},
        [](const Context& c) -> OperatorPtr {
-         const auto f = c.integer("factor", 4);
-         UD2M_CHECK(f >= 1, "--factor must be at least 1, not {}", f);
+         const auto f = sr_factor(c);
          UD2M_CHECK(c.height % f == 0 && c.width % f == 0,
                     "the {}x{} image is not divisible by the super-resolution factor {}", c.height, c.width, f);
          return std::make_shared<Downsampling>(sr_filter(c.text("filter", "bicubic"), f), f, c.height, c.width);
@@ -139,7 +146,8 @@ const std::vector<Task>& tasks() {
          const double fraction = c.real("fraction", 0.7);
          UD2M_CHECK(fraction >= 0 && fraction <= 1, "--fraction must be in [0, 1], not {}", fraction);
          return std::make_shared<Inpainting>(random_mask(c.height, c.width, fraction, c.spec.seed));
-       }},
+       },
+       true},
       {"inpainting_box",
        {"box-size"},
        [](const Context& c) -> OperatorPtr {
@@ -167,7 +175,8 @@ const std::vector<Task>& tasks() {
        {"oversampling"},
        [](const Context& c) -> OperatorPtr {
          return std::make_shared<PhaseRetrieval>(c.height, c.width, c.integer("oversampling", 2), true, c.spec.seed);
-       }},
+       },
+       true},
   };
   return list;
 }
@@ -187,6 +196,8 @@ std::vector<std::string> task_names() {
 }
 
 std::vector<std::string> task_options(const std::string& task) { return find_task(task).options; }
+
+bool task_draws_from_seed(const std::string& task) { return find_task(task).draws_from_seed; }
 
 uint64_t noise_seed(uint64_t seed) { return seed ^ 0x9E3779B97F4A7C15ull; }
 
@@ -237,8 +248,7 @@ Degradation degradation_for_measurement(const TaskSpec& spec, const std::vector<
   UD2M_CHECK(measurement_shape.size() == 4, "a measurement must be (N, C, H, W), not {}", measurement_shape);
   auto image_shape = measurement_shape;
   if (spec.task == "sr") {
-    const auto f = Context{spec, 0, 0}.integer("factor", 4);
-    UD2M_CHECK(f >= 1, "--factor must be at least 1, not {}", f);
+    const auto f = sr_factor(Context{spec, 0, 0});
     image_shape[2] *= f;
     image_shape[3] *= f;
   }

@@ -41,6 +41,9 @@ std::vector<std::string> task_names();
 // The option keys a task accepts (CLI flag names without the leading dashes),
 // e.g. {"kernel-size", "kernel-std", "boundary"} for gaussian_deblur.
 std::vector<std::string> task_options(const std::string& task);
+// Whether the task draws its mask, kernel or phases from the seed (so only the
+// seed, not a description, can rebuild the operator of a measurement made elsewhere).
+bool task_draws_from_seed(const std::string& task);
 // The noise uses its own stream, derived from the seed, so that changing the
 // noise level never changes the operator's random draws (mask, motion kernel).
 uint64_t noise_seed(uint64_t seed);

@@ -75,6 +75,19 @@ TEST(PhysicsDegradation, ATaskAndAMeasurementSizeGiveBackTheOperator) {
                    "does not produce a 1x3x19x25 measurement");
 }
 
+// The declared seeded tasks are exactly those whose operator changes with the seed.
+TEST(PhysicsDegradation, TasksThatDrawFromTheSeedAreDeclaredSo) {
+  auto dir = ud2m::test::temp_dir();
+  auto settings = task_settings(dir);
+  auto x = torch::rand({1, 3, 32, 32}) * 2 - 1;
+  for (const auto& task : task_names()) {
+    auto a = make_degradation({task, 0, 1, settings.at(task)}, {1, 3, 32, 32});
+    auto b = make_degradation({task, 0, 2, settings.at(task)}, {1, 3, 32, 32});
+    EXPECT_EQ(!torch::equal(a.op->forward(x), b.op->forward(x)), task_draws_from_seed(task)) << task;
+  }
+  EXPECT_THROW_MSG(task_draws_from_seed("blur"), "unknown task 'blur'");
+}
+
 TEST(PhysicsDegradation, SeedsDecideTheRandomParts) {
   auto a = make_degradation({"inpainting_random", 0, 1, {}}, {1, 3, 16, 16});
   auto b = make_degradation({"inpainting_random", 0, 1, {}}, {1, 3, 16, 16});
