@@ -8,7 +8,9 @@
 #   OUT=/path bash bench/gpu.sh          # there, carrying .gpu; logs go to $OUT
 #
 # .gpu/ holds what such a machine may lack: Gloo's headers (Debian's
-# libgloo-dev) and wheels of deepinv (the PyTorch peer's network) and natsort.
+# libgloo-dev), wheels of deepinv (the PyTorch peer's network) and natsort,
+# and the training and validation photos for scripts/train_slot.sh
+# (.gpu/data/train.txt, .gpu/data/val.txt).
 # STAGES (default "build test bench") picks what runs; CONFIGS the networks.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,6 +21,28 @@ if [[ "${1:-}" == "--prepare" ]]; then
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .gpu/wheels deepinv==0.5.0 natsort
   ls .gpu/wheels
+  # The training photos, their short side at 512 px: the crop datasets use them
+  # at short sides 64-512 only (64-pixel crops at four scales), and at full
+  # size they would not fit beside the checkout in what a device call carries.
+  bash scripts/prepare_data.sh > /dev/null
+  "${UD2M_VENV:-$HOME/.cache/ud2m/venv}/bin/python" - <<'PY'  # the project's venv (scripts/setup.sh) has Pillow
+import os
+from PIL import Image
+os.makedirs(".gpu/data", exist_ok=True)
+for source, name in (("data/prior_train.txt", "train"), ("data/val_images.txt", "val")):
+    paths = [l.split()[0] for l in open(source) if l.strip() and not l.startswith("#")]
+    copies = []
+    for i, path in enumerate(paths):
+        image = Image.open(path).convert("RGB")
+        scale = 512 / min(image.size)
+        if scale < 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+        copies.append(f".gpu/data/{name}_{i:03d}.jpg")
+        image.save(copies[-1], quality=95)
+    open(f".gpu/data/{name}.txt", "w").write("\n".join(copies) + "\n")
+    size = sum(os.path.getsize(c) for c in copies) / 2**20
+    print(f"{len(copies)} photos of {source} in .gpu/data/{name}.txt, {size:.1f} MiB")
+PY
   exit 0
 fi
 OUT=${OUT:-out/gpu}
@@ -41,7 +65,7 @@ if [[ " $STAGES " == *" build "* ]]; then
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUD2M_PYTHON=python3 -DTORCH_CUDA_ARCH_LIST=9.0 \
     -DUD2M_BUILD_TESTS=ON -DUD2M_BUILD_BENCH=ON "${gloo[@]}" > "$OUT/cmake.txt" 2>&1 \
     || { tail -40 "$OUT/cmake.txt"; exit 1; }
-  ninja -C "$BUILD" ud2m_tests adm_forward > "$OUT/build.txt" 2>&1 \
+  ninja -C "$BUILD" ud2m ud2m_tests adm_forward > "$OUT/build.txt" 2>&1 \
     || { grep -B2 -A12 "error" "$OUT/build.txt" | head -80; exit 1; }
   elapsed "built"
 fi

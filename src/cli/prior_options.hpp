@@ -32,7 +32,10 @@ inline void apply_precision(diffusion::Prior& prior, const std::string& precisio
   if (precision == "bf16") prior.set_inference_precision(torch::kBFloat16, /*channels_last=*/true);
 }
 
-inline void add_device_option(CLI::App& cmd, std::string& device) {
+inline void add_device_option(CLI::App& cmd, std::string& device,
+                              const std::string& help = "cpu, or cuda / cuda:N: run the network (prior or NCVSD "
+                                                        "generator) on that GPU (a prior's passes replayed from a "
+                                                        "CUDA graph)") {
   // Checked while parsing, so a device this machine lacks fails before any model loads.
   const CLI::Validator usable_device(
       [](std::string& name) {
@@ -44,8 +47,7 @@ inline void add_device_option(CLI::App& cmd, std::string& device) {
         }
       },
       "DEVICE");
-  cmd.add_option("--device", device,
-                 "cpu, or cuda / cuda:N: run the prior on that GPU (its passes replayed from a CUDA graph)")
+  cmd.add_option("--device", device, help)
       ->check(usable_device)
       ->capture_default_str();
 }

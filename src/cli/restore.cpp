@@ -151,11 +151,13 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
     auto generator = c.generator;
     const int64_t multiple = generator->size_multiple();
     const auto tiling = tiling_for(c.args.tile, generator->image_size(), multiple);
-    samplers::GenerativeDenoiser g = [generator, multiple, tiling](const torch::Tensor& u, double level,
-                                                                   torch::Generator& rng) mutable {
-      auto x = ncvsd::generate(generator, diffusion::pad_to_multiple(u, multiple), torch::full({u.size(0)}, level), rng,
-                               tiling);
-      return diffusion::crop_to(x, u.size(-2), u.size(-1));
+    // The generator runs where it was placed (--device); the sampler and the operator stay on the CPU.
+    const auto device = generator->parameters().front().device();
+    samplers::GenerativeDenoiser g = [generator, multiple, tiling, device](const torch::Tensor& u, double level,
+                                                                           torch::Generator& rng) mutable {
+      auto padded = diffusion::pad_to_multiple(u, multiple).to(device);
+      auto x = ncvsd::generate(generator, padded, torch::full({u.size(0)}, level, padded.options()), rng, tiling);
+      return diffusion::crop_to(x, u.size(-2), u.size(-1)).to(u.device());
     };
     return {[&op, &m, o, sigma, g](torch::Generator& rng, const samplers::StepCallback& cb) {
               return samplers::pnp_ncvsd(g, op, m.y, sigma, m.image_shape, o, rng, cb);
@@ -403,8 +405,9 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   }
   UD2M_CHECK(prior || args.precision == "fp32", "--precision {} applies to the methods that run a prior, not {}",
              args.precision, args.method);
-  UD2M_CHECK(prior || args.device == "cpu", "--device {} applies to the methods that run a prior, not {}",
-             args.device, args.method);
+  UD2M_CHECK(prior || generator || args.device == "cpu",
+             "--device {} applies to the methods that run a network, not {}", args.device, args.method);
+  if (generator) generator->to(parse_device(args.device));
   diffusion::DenoiserPtr denoiser;
   if (prior) {
     // after the fold: LoRA goes in at full precision

@@ -46,15 +46,18 @@ void run_sample(const SampleArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   if (args.method == "ncvsd") {
-    UD2M_CHECK(args.device == "cpu", "--method ncvsd runs on the CPU only so far (asked for --device {})",
-               args.device);
+    UD2M_CHECK(args.precision == "fp32", "--precision {} applies to priors; --method ncvsd runs its generator in fp32",
+               args.precision);
     auto generator = ncvsd::load_generator(args.model);
+    const auto device = parse_device(args.device);
+    generator->to(device);
     UD2M_CHECK(args.size > 0, "--size is required with --method ncvsd (the generator works at any multiple of 32)");
     auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
     torch::NoGradGuard no_grad;
     auto indices = args.indices.empty() ? ncvsd::default_indices(args.steps) : args.indices;
-    auto x = ncvsd::generate_images(generator, {args.n, generator->channels(), args.size, args.size}, indices, rng);
-    write_samples(args, x, seconds());
+    auto x =
+        ncvsd::generate_images(generator, {args.n, generator->channels(), args.size, args.size}, indices, rng, device);
+    write_samples(args, x.cpu(), seconds());
     return;
   }
   diffusion::LoadOptions load;

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "cli/prior_options.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "dist/context.hpp"
@@ -77,6 +78,8 @@ void add_train_command(CLI::App& app) {
                   "(memory for large priors/crops; ~1.3x slower; true/false)")
       ->capture_default_str();
   cmd->add_option("--bf16", o->bf16, "bf16 autocast of the networks (true/false)")->capture_default_str();
+  add_device_option(*cmd, o->device,
+                    "cpu, or cuda / cuda:N: train there (random draws stay on the CPU, so a run resumes on either)");
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data, operators and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
   cmd->add_option("--max-time", o->max_seconds,
@@ -104,7 +107,7 @@ void add_train_command(CLI::App& app) {
     const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
     if (!resume && *nproc > 1) dist::rank_batch(o->batch, *nproc);  // fail before starting anyone
     if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
-    auto dist = dist::DistContext::from_environment();
+    auto dist = dist::DistContext::from_environment(parse_device(o->device));
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     if (*method == "ncvsd") {
       UD2M_CHECK(o->init_adapter.empty(), "--init-adapter starts a UD2M run; NCVSD distils from the teacher");
@@ -119,6 +122,7 @@ void add_train_command(CLI::App& app) {
       ncvsd->seed = o->seed;
       ncvsd->save_every = o->save_every;
       ncvsd->max_seconds = o->max_seconds;
+      ncvsd->device = o->device;
       train::NcvsdTrainer(*ncvsd, nullptr, dist).run();
       return;
     }
@@ -126,9 +130,9 @@ void add_train_command(CLI::App& app) {
     const bool have_lpips = !lpips_weights->empty();
     UD2M_CHECK(*perceptual_kind != "lpips" || have_lpips, "--perceptual lpips needs --lpips-weights TRUNK HEADS");
     if (*perceptual_kind == "lpips" || (*perceptual_kind == "auto" && have_lpips))
-      perceptual = train::lpips_loss((*lpips_weights)[0], (*lpips_weights)[1]);
+      perceptual = train::lpips_loss((*lpips_weights)[0], (*lpips_weights)[1], parse_device(o->device));
     else if (*perceptual_kind == "prior" || *perceptual_kind == "auto")
-      perceptual = train::prior_feature_loss(o->prior);
+      perceptual = train::prior_feature_loss(o->prior, parse_device(o->device));
     train::Ud2mTrainer(*o, perceptual, nullptr, dist).run();
   });
 }

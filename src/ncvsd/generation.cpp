@@ -19,7 +19,7 @@ std::vector<int> default_indices(int steps) {
 }
 
 torch::Tensor generate_images(ConditionalDenoiser& generator, const std::vector<int64_t>& shape,
-                              const std::vector<int>& indices, torch::Generator& rng) {
+                              const std::vector<int>& indices, torch::Generator& rng, const torch::Device& device) {
   const auto levels = generation_levels();
   UD2M_CHECK(indices.size() >= 2, "NCVSD generation needs at least two level indices (one step), not {}",
              indices.size());
@@ -31,7 +31,7 @@ torch::Tensor generate_images(ConditionalDenoiser& generator, const std::vector<
   }
   torch::NoGradGuard no_grad;
   const int64_t n = shape[0];
-  auto options = torch::TensorOptions().dtype(torch::kFloat32);
+  auto options = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   auto y = kGenerationSigmaMax * gaussian(shape, rng, options);
   auto sigma = torch::full({n}, kGenerationSigmaMax, options);
   auto x = levels[indices[0]] * gaussian(shape, rng, options);

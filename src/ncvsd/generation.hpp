@@ -19,7 +19,9 @@ std::vector<double> generation_levels();
 // The published index set for 1, 2 or 4 steps.
 std::vector<int> default_indices(int steps);
 
+// The images come back on `device` (where the generator is), drawn from the CPU generator rng.
 torch::Tensor generate_images(ConditionalDenoiser& generator, const std::vector<int64_t>& shape,
-                              const std::vector<int>& indices, torch::Generator& rng);
+                              const std::vector<int>& indices, torch::Generator& rng,
+                              const torch::Device& device = torch::kCPU);
 
 }  // namespace ud2m::ncvsd

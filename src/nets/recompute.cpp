@@ -11,6 +11,7 @@ struct Saved : torch::CustomClassHolder {
   std::function<torch::Tensor(const torch::Tensor&)> f;
   bool autocast = false;
   at::ScalarType autocast_dtype = at::kBFloat16;
+  c10::DeviceType device = c10::DeviceType::CPU;  // whose autocast state f ran under
 };
 
 class Recompute : public torch::autograd::Function<Recompute> {
@@ -19,8 +20,9 @@ class Recompute : public torch::autograd::Function<Recompute> {
   // (f's parameters must still get their gradients).
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& /*anchor*/, c10::intrusive_ptr<Saved> saved) {
-    saved->autocast = at::autocast::is_autocast_enabled(at::kCPU);
-    saved->autocast_dtype = at::autocast::get_autocast_dtype(at::kCPU);
+    saved->device = x.device().type();
+    saved->autocast = at::autocast::is_autocast_enabled(saved->device);
+    saved->autocast_dtype = at::autocast::get_autocast_dtype(saved->device);
     ctx->save_for_backward({x});
     ctx->saved_data["f"] = c10::IValue::make_capsule(saved);
     torch::NoGradGuard no_grad;
@@ -34,13 +36,15 @@ class Recompute : public torch::autograd::Function<Recompute> {
     torch::Tensor y;
     {
       torch::AutoGradMode enable(true);
-      const bool was = at::autocast::is_autocast_enabled(at::kCPU);
-      const auto was_dtype = at::autocast::get_autocast_dtype(at::kCPU);
-      at::autocast::set_autocast_dtype(at::kCPU, saved->autocast_dtype);
-      at::autocast::set_autocast_enabled(at::kCPU, saved->autocast);
+      // The backward pass may run on another thread (a GPU's), whose autocast state is its own.
+      const auto device = saved->device;
+      const bool was = at::autocast::is_autocast_enabled(device);
+      const auto was_dtype = at::autocast::get_autocast_dtype(device);
+      at::autocast::set_autocast_dtype(device, saved->autocast_dtype);
+      at::autocast::set_autocast_enabled(device, saved->autocast);
       y = saved->f(x);
-      at::autocast::set_autocast_enabled(at::kCPU, was);
-      at::autocast::set_autocast_dtype(at::kCPU, was_dtype);
+      at::autocast::set_autocast_enabled(device, was);
+      at::autocast::set_autocast_dtype(device, was_dtype);
     }
     torch::autograd::backward({y}, {grad_outputs[0]});
     return {x.grad(), torch::Tensor(), torch::Tensor()};

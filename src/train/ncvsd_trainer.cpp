@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "core/atomic_file.hpp"
+#include "core/device.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "core/log.hpp"
@@ -68,7 +69,8 @@ std::string NcvsdTrainer::checkpoint_path() const {
 
 NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const CropDataset> data,
                            std::shared_ptr<dist::DistContext> dist)
-    : options_(std::move(options)), dist_(std::move(dist)), data_(std::move(data)) {
+    : options_(std::move(options)), device_(parse_device(options_.device)), dist_(std::move(dist)),
+      data_(std::move(data)) {
   if (!dist_) dist_ = std::make_shared<dist::DistContext>();
   UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
   UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
@@ -84,6 +86,10 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
   for (auto& p : ema_->parameters()) p.set_requires_grad(false);
   generator_logvar_ = ncvsd::LogVariance(64, options_.seed);
   fake_logvar_ = ncvsd::LogVariance(64, options_.seed + 1);
+  // Initialised on the CPU: the same weights on any device.
+  for (torch::nn::Module* m : std::initializer_list<torch::nn::Module*>{
+           &teacher_->module(), generator_.get(), fake_.get(), ema_.get(), generator_logvar_.get(), fake_logvar_.get()})
+    m->to(device_);
   auto adam = [](double lr) { return torch::optim::AdamWOptions(lr).betas({0.9, 0.99}).weight_decay(0); };
   auto g_params = generator_->parameters(), lv = generator_logvar_->parameters();
   g_params.insert(g_params.end(), lv.begin(), lv.end());
@@ -128,12 +134,14 @@ void NcvsdTrainer::make_student() {
 NcvsdLosses NcvsdTrainer::step() {
   generator_->train();
   fake_->train();
-  seed_dropout(options_.seed, step_, dist_->rank());
-  // Every draw is for the whole batch, in one order, on every rank; each keeps its share.
+  seed_dropout(options_.seed, step_, dist_->rank(), device_);
+  // Every draw is for the whole batch, in one order, on every rank, on the
+  // CPU; each rank keeps its share, on its device.
   const int64_t n = options_.batch;
-  auto x = dist_->share(data_->batch(options_.batch, rng_));
+  auto x = dist_->share(data_->batch(options_.batch, rng_)).to(device_);
   auto levels = [&](double mean, double std) {
-    return dist_->share(ncvsd::lognormal_levels(n, mean, std, rng_).clamp(kLevelMin, kLevelMax).to(torch::kFloat32));
+    auto drawn = ncvsd::lognormal_levels(n, mean, std, rng_).clamp(kLevelMin, kLevelMax).to(torch::kFloat32);
+    return dist_->share(drawn).to(device_);
   };
   auto normal_like = [&](const torch::Tensor& share) {
     auto shape = share.sizes().vec();
@@ -151,14 +159,14 @@ NcvsdLosses NcvsdTrainer::step() {
     torch::Tensor sample;
     {
       torch::NoGradGuard no_grad;
-      Bf16Autocast autocast(torch::kCPU, options_.bf16);
+      Bf16Autocast autocast(device_.type(), options_.bf16);
       sample = ncvsd::generate(generator_, y, sigma, normal_like(y)).to(torch::kFloat32);
     }
     auto t = levels(-0.8, 1.6);
     auto x_t = noisy(sample, t);
     torch::Tensor s;
     {
-      Bf16Autocast autocast(torch::kCPU, options_.bf16);
+      Bf16Autocast autocast(device_.type(), options_.bf16);
       s = fake_->forward(x_t, t, y, sigma).to(torch::kFloat32);
     }
     auto loss = ncvsd::fake_score_loss(s, sample, ncvsd::edm_weight(t), fake_logvar_->forward(t)).mean();
@@ -173,7 +181,7 @@ NcvsdLosses NcvsdTrainer::step() {
   {  // Generator: noise-conditional VSD.
     torch::Tensor sample;
     {
-      Bf16Autocast autocast(torch::kCPU, options_.bf16);
+      Bf16Autocast autocast(device_.type(), options_.bf16);
       sample = ncvsd::generate(generator_, y, sigma, normal_like(y)).to(torch::kFloat32);
     }
     auto t = levels(0.4, 2.0);
@@ -181,7 +189,7 @@ NcvsdLosses NcvsdTrainer::step() {
     torch::Tensor s, s0;
     {
       torch::NoGradGuard no_grad;
-      Bf16Autocast autocast(torch::kCPU, options_.bf16);
+      Bf16Autocast autocast(device_.type(), options_.bf16);
       s = fake_->forward(x_t, t, y, sigma).to(torch::kFloat32);
       auto point = ncvsd::noise_conditional_point(y, sigma, x_t, t);
       s0 = ncvsd::prior_x0(*teacher_, point.y_eff, point.sigma_eff.to(torch::kFloat32)).to(torch::kFloat32);
@@ -231,8 +239,9 @@ void NcvsdTrainer::save_checkpoint() {
   // A separate generator keeps sampling from disturbing the training stream.
   auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 2);
   ema_->eval();
-  auto grid = ncvsd::generate_images(ema_, {16, 3, options_.crop, options_.crop}, ncvsd::default_indices(2), rng);
-  write_png((fs::path(options_.out_dir) / "samples.png").string(), make_grid(from_model(grid).clamp(0, 1)));
+  auto grid =
+      ncvsd::generate_images(ema_, {16, 3, options_.crop, options_.crop}, ncvsd::default_indices(2), rng, device_);
+  write_png((fs::path(options_.out_dir) / "samples.png").string(), make_grid(from_model(grid.cpu()).clamp(0, 1)));
 }
 
 void NcvsdTrainer::load_checkpoint() {
@@ -265,12 +274,12 @@ void NcvsdTrainer::run() {
     log::info("already trained for {} steps (target {})", step_, options_.steps);
     return;
   }
-  log::info("distilling an NCVSD generator from '{}' on {} photos, batch {}{}, from step {} to {}", options_.teacher,
-            data_->photos(), options_.batch,
+  log::info("distilling an NCVSD generator from '{}' on {} photos, batch {}{}, from step {} to {} on {}",
+            options_.teacher, data_->photos(), options_.batch,
             dist_->world() > 1 ? fmt::format(" ({} processes × {})", dist_->world(), rank_batch_) : "", step_,
-            options_.steps);
+            options_.steps, device_.str());
   Progress progress("train ncvsd", static_cast<int>(options_.steps - step_));
-  const TimeLimit time_limit(options_.max_seconds, *dist_);
+  const TimeLimit time_limit(options_.max_seconds, *dist_, device_);
   while (step_ < options_.steps) {
     if (time_limit.reached()) {
       log::info("stopping at step {}: the time limit of {} s is reached", step_, options_.max_seconds);

@@ -42,6 +42,7 @@ struct NcvsdTrainOptions {
   uint64_t seed = 0;
   int save_every = 100;
   double max_seconds = 0;  // this invocation's time limit (not stored): stop with a checkpoint
+  std::string device = "cpu";  // this invocation's device (not stored): cpu, cuda or cuda:N
 
   nlohmann::json to_json() const;
   static NcvsdTrainOptions from_json(const nlohmann::json& j);
@@ -72,6 +73,7 @@ class NcvsdTrainer {
   void make_student();  // generator, fake score and EMA, all equal
 
   NcvsdTrainOptions options_;
+  torch::Device device_;
   std::shared_ptr<dist::DistContext> dist_;
   int rank_batch_ = 0;
   std::shared_ptr<const CropDataset> data_;

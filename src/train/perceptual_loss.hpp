@@ -19,13 +19,13 @@ struct PerceptualLoss {
   }
 };
 
-// LPIPS v0.1 from a torchvision trunk file and the lpips heads file.
-PerceptualLoss lpips_loss(const std::string& trunk, const std::string& heads);
+// LPIPS v0.1 from a torchvision trunk file and the lpips heads file, on `device`.
+PerceptualLoss lpips_loss(const std::string& trunk, const std::string& heads, const torch::Device& device = torch::kCPU);
 
 // Σ over the encoder levels of the prior (an ADM model, loaded afresh so its
 // weights stay frozen whatever adapter is trained) of the mean squared
 // distance between channel-normalised features, as LPIPS does with unit
 // weights; the network sees both images as clean inputs (t = 0).
-PerceptualLoss prior_feature_loss(const std::string& prior_path);
+PerceptualLoss prior_feature_loss(const std::string& prior_path, const torch::Device& device = torch::kCPU);
 
 }  // namespace ud2m::train

@@ -61,11 +61,7 @@ PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const Crop
   UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
   UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
   fs::create_directories(options_.out_dir);
-  // The device belongs to this invocation, not to the run (resume_options keeps
-  // the step target and time limit likewise).
-  const auto device = options_.device;
   const bool resume = resume_options(checkpoint_path(), "ud2m_train", "prior-training", options_);
-  options_.device = device;
   rank_batch_ = dist::rank_batch(options_.batch, dist_->world());
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
   torch::manual_seed(options_.seed);  // weight initialisation
@@ -110,7 +106,7 @@ float PriorTrainer::step() {
   auto x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise;
 
   optimizer_->zero_grad();
-  seed_dropout(options_.seed, step_, dist_->rank());
+  seed_dropout(options_.seed, step_, dist_->rank(), device_);
   torch::Tensor eps, loss;
   {
     Bf16Autocast autocast(device_.type(), options_.bf16);

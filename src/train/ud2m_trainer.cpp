@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "core/atomic_file.hpp"
+#include "core/device.hpp"
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "core/log.hpp"
@@ -81,7 +82,11 @@ std::string Ud2mTrainer::checkpoint_path() const {
 
 Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, std::shared_ptr<const CropDataset> data,
                          std::shared_ptr<dist::DistContext> dist)
-    : options_(std::move(options)), perceptual_(std::move(perceptual)), dist_(std::move(dist)), data_(std::move(data)) {
+    : options_(std::move(options)),
+      device_(parse_device(options_.device)),
+      perceptual_(std::move(perceptual)),
+      dist_(std::move(dist)),
+      data_(std::move(data)) {
   if (!dist_) dist_ = std::make_shared<dist::DistContext>();
   UD2M_CHECK(!options_.out_dir.empty(), "an output folder (--out) is required");
   UD2M_CHECK(options_.batch > 0 && options_.steps > 0, "batch and steps must be positive");
@@ -90,7 +95,7 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   UD2M_CHECK(options_.task == "general" || std::find(tasks.begin(), tasks.end(), options_.task) != tasks.end(),
              "unknown --task '{}' (a degrade task, or general)", options_.task);
   fs::create_directories(options_.out_dir);
-  const bool recompute = options_.recompute;
+  const bool recompute = options_.recompute;  // this invocation's, not the run's
   const bool resume = resume_options(checkpoint_path(), "ud2m_train_ud2m", "UD2M training", options_);
   options_.recompute = recompute;
   if (!data_) data_ = std::make_shared<CropDataset>(list_images(options_.data), options_.crop);
@@ -117,6 +122,9 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   }
   network_->set_recompute(options_.recompute);
   discriminator_ = nets::Discriminator(options_.crop, prior->channels());
+  // Initialised on the CPU: the same weights on any device.
+  network_->to(device_);
+  discriminator_->to(device_);
   std::vector<torch::Tensor> weights, scalars;
   for (auto& [name, p] : network_->trainable_parameters()) (p.dim() == 0 ? scalars : weights).push_back(p);
   auto adamw = torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay);
@@ -154,6 +162,10 @@ Ud2mTrainer::Example Ud2mTrainer::draw_example(const CropDataset& images, torch:
   return e;
 }
 
+torch::Tensor Ud2mTrainer::share(const torch::Tensor& whole_batch) const {
+  return dist_->share(whole_batch).to(device_);
+}
+
 Ud2mTrainer::Noised Ud2mTrainer::noise_to_random_time(const torch::Tensor& x, torch::Generator& rng) const {
   const auto& schedule = network_->prior().schedule();
   Noised n;
@@ -165,16 +177,15 @@ Ud2mTrainer::Noised Ud2mTrainer::noise_to_random_time(const torch::Tensor& x, to
 }
 
 Ud2mLosses Ud2mTrainer::step() {
-  // Every draw is for the whole batch, in one order, on every rank.
+  // Every draw is for the whole batch, in one order, on every rank, on the CPU.
   auto example = draw_example(*data_, rng_, options_.batch);
   const auto& op = example.op();
   auto noised = noise_to_random_time(example.x, rng_);
   auto block_noise = network_->draw_block_noise(noised.x_t, rng_);
   auto mix = at::rand({options_.batch, 1, 1, 1}, rng_, example.x.options());  // gradient-penalty interpolation
   const double ab = noised.alpha_bar;
-  auto x = dist_->share(example.x), y = dist_->share(example.y), x_t = dist_->share(noised.x_t),
-       eps = dist_->share(noised.eps);
-  for (auto& n : block_noise) n = dist_->share(n);
+  auto x = share(example.x), y = share(example.y), x_t = share(noised.x_t), eps = share(noised.eps);
+  for (auto& n : block_noise) n = share(n);
   auto* linear = dynamic_cast<const physics::LinearOperator*>(&op);
   auto y_up = (linear ? linear->pinv(y) : y).detach();  // the discriminator's condition, image-shaped
 
@@ -183,7 +194,7 @@ Ud2mLosses Ud2mTrainer::step() {
   g_optimizer_->zero_grad();
   torch::Tensor x0, fake_logits;
   {
-    Bf16Autocast autocast(torch::kCPU, options_.bf16);
+    Bf16Autocast autocast(device_.type(), options_.bf16);
     x0 = network_->forward(op, y, options_.sigma, x_t, noised.t, block_noise).to(torch::kFloat32);
     fake_logits = discriminator_->forward(x0, y_up).to(torch::kFloat32);
   }
@@ -191,16 +202,16 @@ Ud2mLosses Ud2mTrainer::step() {
   auto l2 = torch::mse_loss(eps_hat, eps);
   auto adversarial = torch::binary_cross_entropy_with_logits(fake_logits, torch::ones_like(fake_logits));
   auto g_loss = options_.w_l2 * l2 + options_.w_adv * adversarial;
+  auto perceptual = torch::zeros({}, l2.options());
   if (perceptual_) {
-    auto perceptual = perceptual_(x0, x);
+    perceptual = perceptual_(x0, x);
     g_loss = g_loss + options_.w_perceptual * perceptual;
-    losses.perceptual = perceptual.item<float>();
   }
   g_loss.backward();
   std::vector<torch::Tensor> g_parameters;
   for (auto& [name, p] : network_->trainable_parameters()) g_parameters.push_back(p);
-  auto g_values = torch::stack({g_loss.detach(), l2.detach(), adversarial.detach(),
-                                torch::tensor(losses.perceptual)}).to(torch::kFloat32);
+  auto g_values = torch::stack({g_loss.detach(), l2.detach(), adversarial.detach(), perceptual.detach()})
+                      .to(torch::kFloat32);
   dist_->average_gradients(g_parameters, {g_values});
   // The discriminator's gradients from this pass are not its own step's.
   d_optimizer_->zero_grad();
@@ -210,13 +221,13 @@ Ud2mLosses Ud2mTrainer::step() {
   auto fake = x0.detach();
   torch::Tensor real_logits, fake_logits_d;
   {
-    Bf16Autocast autocast(torch::kCPU, options_.bf16);
+    Bf16Autocast autocast(device_.type(), options_.bf16);
     real_logits = discriminator_->forward(x, y_up).to(torch::kFloat32);
     fake_logits_d = discriminator_->forward(fake, y_up).to(torch::kFloat32);
   }
   auto d_loss = torch::binary_cross_entropy_with_logits(real_logits, torch::ones_like(real_logits)) +
                 torch::binary_cross_entropy_with_logits(fake_logits_d, torch::zeros_like(fake_logits_d));
-  auto u = dist_->share(mix);
+  auto u = share(mix);
   auto mixed = (u * x + (1 - u) * fake).requires_grad_(true);
   auto grad = torch::autograd::grad({discriminator_->forward(mixed, y_up).sum()}, {mixed}, {}, true, true)[0];
   d_loss = d_loss + options_.w_gp * grad.flatten(1).pow(2).sum(1).mean();
@@ -248,8 +259,9 @@ double Ud2mTrainer::validation_mse(int batches) {
   for (int b = 0; b < batches; ++b) {
     auto example = draw_example(*data_, rng, options_.batch);
     auto noised = noise_to_random_time(example.x, rng);
-    auto x0 = network_->forward(example.op(), example.y, options_.sigma, noised.x_t, noised.t, rng);
-    total += torch::mse_loss(x0, example.x).item<double>();
+    auto x0 = network_->forward(example.op(), example.y.to(device_), options_.sigma, noised.x_t.to(device_),
+                                noised.t, rng);
+    total += torch::mse_loss(x0.cpu(), example.x).item<double>();
   }
   return total / batches;
 }
@@ -264,9 +276,9 @@ double Ud2mTrainer::validation_psnr() {
   auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 3);
   double total = 0;
   for (auto& example : validation_set_) {
-    auto x = unrolled::sample(*network_, example.op(), example.y, options_.sigma, example.x.sizes().vec(),
-                              {options_.sample_steps}, rng);
-    total += metrics::psnr(from_model(x.clamp(-1, 1)), from_model(example.x));
+    auto x = unrolled::sample(*network_, example.op(), example.y.to(device_), options_.sigma,
+                              example.x.sizes().vec(), {options_.sample_steps}, rng);
+    total += metrics::psnr(from_model(x.cpu().clamp(-1, 1)), from_model(example.x));
   }
   return total / validation_set_.size();
 }
@@ -341,11 +353,11 @@ void Ud2mTrainer::run() {
     log::info("already trained for {} steps (target {})", step_, options_.steps);
     return;
   }
-  log::info("training a UD2M adapter for {} (K = {}, LoRA rank {} on {}) on '{}', batch {}{}, from step {} to {}; "
-            "perceptual term: {}",
+  log::info("training a UD2M adapter for {} (K = {}, LoRA rank {} on {}) on '{}', batch {}{}, from step {} to {} "
+            "on {}; perceptual term: {}",
             options_.task, options_.blocks, options_.lora.rank, options_.lora.placement, options_.prior, options_.batch,
             dist_->world() > 1 ? fmt::format(" ({} processes × {})", dist_->world(), rank_batch_) : "", step_,
-            options_.steps, perceptual_ ? perceptual_.name : "off");
+            options_.steps, device_.str(), perceptual_ ? perceptual_.name : "off");
   const int val_every = options_.val_every > 0 ? options_.val_every : options_.save_every;
   const bool main = dist_->is_main();  // rank 0 alone validates and writes: all ranks hold the same state
   auto validate = [&] {
@@ -356,7 +368,7 @@ void Ud2mTrainer::run() {
   };
   if (validation_history_.empty()) validate();  // the untrained adapter's score, for comparison
   Progress progress("train ud2m", static_cast<int>(options_.steps - step_));
-  const TimeLimit time_limit(options_.max_seconds, *dist_);
+  const TimeLimit time_limit(options_.max_seconds, *dist_, device_);
   while (step_ < options_.steps) {
     if (time_limit.reached()) {
       log::info("stopping at step {}: the time limit of {} s is reached", step_, options_.max_seconds);

@@ -49,9 +49,12 @@ struct Ud2mTrainOptions {
   int val_every = 0;     // steps between validations (0: at every checkpoint)
   // Settings of this invocation, like the step target: not stored, not
   // restored on resume. Recompute the prior calls in the backward pass
-  // (activation memory ÷ ~K); stop with a checkpoint after max_seconds (0: no limit).
+  // (activation memory ÷ ~K); stop with a checkpoint after max_seconds (0: no
+  // limit); the device (draws are made on the CPU either way, so a run may
+  // change device when it resumes).
   bool recompute = false;
   double max_seconds = 0;
+  std::string device = "cpu";  // cpu, cuda or cuda:N: where the networks, operators and losses run
   bool bf16 = true;  // autocast the networks to bf16 (fp32 weights, prox and losses)
   uint64_t seed = 0;
   int save_every = 100;
@@ -108,8 +111,11 @@ class Ud2mTrainer {
   physics::Degradation draw_degradation(torch::Generator& rng, int batch) const;
   Example draw_example(const CropDataset& images, torch::Generator& rng, int batch) const;
   Noised noise_to_random_time(const torch::Tensor& x, torch::Generator& rng) const;
+  // This rank's share of a whole-batch draw, on the training device.
+  torch::Tensor share(const torch::Tensor& whole_batch) const;
 
   Ud2mTrainOptions options_;
+  torch::Device device_;
   PerceptualLoss perceptual_;
   std::shared_ptr<dist::DistContext> dist_;
   int rank_batch_ = 0;

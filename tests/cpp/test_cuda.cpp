@@ -7,11 +7,13 @@
 #include "diffusion/graphed_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
+#include "ncvsd/networks.hpp"
 #include "samplers/ddim.hpp"
 #include "ud2m/adapter.hpp"
 #include "ud2m/unrolled.hpp"
 #include "test_util.hpp"
 #include "tiny_priors.hpp"
+#include "tiny_runs.hpp"
 
 using namespace ud2m;
 
@@ -142,7 +144,7 @@ TEST(Cuda, RestoreOnTheGpuWritesTheCpuImages) {
   auto tv = test::run_ud2m(restore + "--method tv --device cuda --out " + (dir / "tv.png").string());
   EXPECT_NE(tv.exit_code, 0);
   // Without a GPU the flag itself is refused while parsing, before any model loads.
-  EXPECT_NE(tv.output.find(torch::cuda::is_available() ? "--device cuda applies to the methods that run a prior"
+  EXPECT_NE(tv.output.find(torch::cuda::is_available() ? "--device cuda applies to the methods that run a network"
                                                        : "no CUDA GPU is usable here"),
             std::string::npos)
       << tv.output;
@@ -154,6 +156,142 @@ TEST(Cuda, RestoreOnTheGpuWritesTheCpuImages) {
     ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
     auto gpu = test::run_ud2m(restore + "--method " + method + " --device cuda --out " +
                               (dir / (name + "_gpu.png")).string());
+    if (!torch::cuda::is_available()) {
+      EXPECT_NE(gpu.exit_code, 0);
+      EXPECT_NE(gpu.output.find("no CUDA GPU is usable here"), std::string::npos) << gpu.output;
+      continue;
+    }
+    ASSERT_EQ(gpu.exit_code, 0) << name << ": " << gpu.output;
+    auto a = read_image((dir / (name + "_cpu.png")).string()), b = read_image((dir / (name + "_gpu.png")).string());
+    EXPECT_GT(metrics::psnr(b, a), 40.0) << name << " (TF32 convolutions on the GPU)";
+  }
+}
+
+namespace {
+
+// Trainer-on-GPU checks: the same arithmetic as on the CPU up to summation
+// order (TF32 and bf16 off), so the same losses to ~1e-3; Adam's first steps
+// move each weight by about ±lr whatever the gradient's size, so a weight whose
+// gradient is ~0 may step the other way: weights agree to a few lr.
+void expect_close_losses(float gpu, float cpu, const char* what, int step) {
+  EXPECT_NEAR(gpu, cpu, 1e-3 * std::abs(cpu) + 1e-5) << what << " at step " << step;
+}
+
+double max_abs_difference(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    worst = std::max(worst, (a[i].detach().cpu() - b[i].detach().cpu()).abs().max().item<double>());
+  return worst;
+}
+
+std::vector<torch::Tensor> values(const std::vector<std::pair<std::string, torch::Tensor>>& named) {
+  std::vector<torch::Tensor> out;
+  for (auto& [name, t] : named) out.push_back(t);
+  return out;
+}
+
+void full_precision_on_gpu() {
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+}
+
+}  // namespace
+
+// `train --method ud2m --device cuda`: the networks, operators and losses on
+// the GPU take the CPU run's steps, validate alike, and a run checkpointed on
+// the GPU resumes on the CPU (every random draw is made on the CPU).
+TEST(Cuda, Ud2mTrainingOnTheGpuTakesTheCpuStepsAndResumesOnTheCpu) {
+  UD2M_REQUIRE_CUDA();
+  full_precision_on_gpu();
+  const auto dir = test::temp_dir();
+  auto o = test::tiny_ud2m_run(dir);
+  o.bf16 = false;
+  o.val_images = 2;
+  o.steps = 3;
+  o.out_dir = (dir / "cpu").string();
+  train::Ud2mTrainer cpu(o);
+  const double cpu_psnr = cpu.validation_psnr();
+  std::vector<train::Ud2mLosses> expected;
+  for (int i = 0; i < 3; ++i) expected.push_back(cpu.step());
+
+  o.out_dir = (dir / "gpu").string();
+  o.device = "cuda";
+  {
+    train::Ud2mTrainer gpu(o);
+    EXPECT_TRUE(gpu.network().lambda().is_cuda());
+    EXPECT_NEAR(gpu.validation_psnr(), cpu_psnr, 0.01);
+    for (int i = 0; i < 2; ++i) {
+      auto l = gpu.step();
+      expect_close_losses(l.generator, expected[i].generator, "generator loss", i);
+      expect_close_losses(l.discriminator, expected[i].discriminator, "discriminator loss", i);
+    }
+    gpu.save_checkpoint();
+  }
+  o.device = "cpu";
+  train::Ud2mTrainer resumed(o);
+  ASSERT_EQ(resumed.current_step(), 2);
+  auto last = resumed.step();
+  expect_close_losses(last.generator, expected[2].generator, "generator loss after the resume", 2);
+  EXPECT_LT(max_abs_difference(values(resumed.network().trainable_parameters()),
+                               values(cpu.network().trainable_parameters())),
+            6 * o.lr + 1e-3 * o.scalar_lr);
+}
+
+// `train --method ncvsd --device cuda`, likewise (teacher, generator, fake
+// score and EMA on the GPU; the sample grid written from there).
+TEST(Cuda, NcvsdTrainingOnTheGpuTakesTheCpuStepsAndResumesOnTheCpu) {
+  UD2M_REQUIRE_CUDA();
+  full_precision_on_gpu();
+  const auto dir = test::temp_dir();
+  auto o = test::tiny_ncvsd_run(dir);
+  o.steps = 3;
+  o.out_dir = (dir / "cpu").string();
+  train::NcvsdTrainer cpu(o);
+  std::vector<train::NcvsdLosses> expected;
+  for (int i = 0; i < 3; ++i) expected.push_back(cpu.step());
+
+  o.out_dir = (dir / "gpu").string();
+  o.device = "cuda";
+  {
+    train::NcvsdTrainer gpu(o);
+    EXPECT_TRUE(gpu.generator()->parameters().front().is_cuda());
+    for (int i = 0; i < 2; ++i) {
+      auto l = gpu.step();
+      expect_close_losses(l.generator, expected[i].generator, "generator loss", i);
+      expect_close_losses(l.fake, expected[i].fake, "fake-score loss", i);
+    }
+    gpu.save_checkpoint();
+    EXPECT_TRUE(std::filesystem::exists(dir / "gpu" / "samples.png"));
+  }
+  o.device = "cpu";
+  train::NcvsdTrainer resumed(o);
+  ASSERT_EQ(resumed.current_step(), 2);
+  auto last = resumed.step();
+  expect_close_losses(last.generator, expected[2].generator, "generator loss after the resume", 2);
+  EXPECT_LT(max_abs_difference(resumed.generator()->parameters(), cpu.generator()->parameters()), 6 * o.lr);
+}
+
+// `sample --method ncvsd` and `restore --method pnp-ncvsd` take --device: the
+// generator runs on the GPU and they write what the CPU writes; without a GPU
+// the flag is refused while parsing.
+TEST(Cuda, NcvsdGenerationAndPnpNcvsdOnTheGpuWriteTheCpuImages) {
+  const auto dir = test::temp_dir();
+  const auto model = (dir / "generator.safetensors").string();
+  ncvsd::ConditionalDenoiser generator(*tiny_adm());
+  ncvsd::save_generator(model, generator, {{"teacher", "tiny"}}, torch::kFloat32);
+  torch::manual_seed(2);
+  write_png((dir / "clean.png").string(), torch::rand({1, 3, 16, 16}));
+  auto degraded = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.05 " + (dir / "clean.png").string() +
+                                 " " + (dir / "y.png").string());
+  ASSERT_EQ(degraded.exit_code, 0) << degraded.output;
+  const std::vector<std::pair<std::string, std::string>> commands{
+      {"sample", "sample --method ncvsd --model " + model + " --steps 2 --n 2 --size 16 --seed 3 "},
+      {"pnp", "restore --method pnp-ncvsd --model " + model + " --nfe 3 -m " + (dir / "y.png").string() + " --out "}};
+  for (const auto& [name, command] : commands) {
+    auto cpu = test::run_ud2m(command + (dir / (name + "_cpu.png")).string());
+    ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+    auto gpu = test::run_ud2m(command + (dir / (name + "_gpu.png")).string() + " --device cuda");
     if (!torch::cuda::is_available()) {
       EXPECT_NE(gpu.exit_code, 0);
       EXPECT_NE(gpu.output.find("no CUDA GPU is usable here"), std::string::npos) << gpu.output;

@@ -8,26 +8,13 @@
 #include "io/safetensors.hpp"
 #include "test_util.hpp"
 #include "tiny_priors.hpp"
+#include "tiny_runs.hpp"
 #include "train/ncvsd_trainer.hpp"
 
 using namespace ud2m;
 namespace fs = std::filesystem;
 
 namespace {
-
-train::NcvsdTrainOptions tiny_ncvsd_options(const fs::path& dir) {
-  torch::manual_seed(0);
-  diffusion::AdmPrior teacher(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-  diffusion::save_prior((dir / "teacher.safetensors").string(), teacher);
-  train::NcvsdTrainOptions o;
-  o.teacher = (dir / "teacher.safetensors").string();
-  o.data = (test::source_dir() / "assets" / "astronaut_256.png").string();
-  o.out_dir = (dir / "run").string();
-  o.crop = 16;
-  o.batch = 2;
-  o.bf16 = false;
-  return o;
-}
 
 std::vector<torch::Tensor> weights(torch::nn::Module& module) {
   std::vector<torch::Tensor> out;
@@ -39,7 +26,7 @@ std::vector<torch::Tensor> weights(torch::nn::Module& module) {
 
 TEST(NcvsdTrain, StepsMoveTheGeneratorAndResumeIsExact) {
   auto dir = test::temp_dir();
-  auto o = tiny_ncvsd_options(dir);
+  auto o = test::tiny_ncvsd_run(dir);
   o.steps = 4;
   train::NcvsdTrainer straight(o);
   const auto initial = weights(*straight.generator());
@@ -72,7 +59,7 @@ TEST(NcvsdTrain, AnyPriorTeachesAFreshStudent) {
   // ADM student: the student learns, its generator file loads and samples.
   // Without --student-config a non-ADM teacher is refused with the way out.
   auto dir = test::temp_dir();
-  auto o = tiny_ncvsd_options(dir);
+  auto o = test::tiny_ncvsd_run(dir);
   diffusion::save_prior((dir / "ddpm.safetensors").string(), *test::tiny_ddpm());
   o.teacher = (dir / "ddpm.safetensors").string();
   EXPECT_THROW_MSG(train::NcvsdTrainer{o}, "--student-config");
@@ -103,7 +90,7 @@ TEST(NcvsdTrain, TwoProcessesMatchOneWithTheCombinedBatch) {
   // order of floating-point sums — far closer than another seed's run is
   // (tiny-16 has no dropout, whose masks would depend on the split).
   auto dir = test::temp_dir();
-  auto o = tiny_ncvsd_options(dir);
+  auto o = test::tiny_ncvsd_run(dir);
   const auto args = [&](const std::string& out) {
     return "train --method ncvsd --prior " + o.teacher + " --data " + o.data + " --out " + (dir / out).string() +
            " --crop 16 --batch 4 --steps 3 --bf16 false --save-every 3";
@@ -137,7 +124,7 @@ TEST(NcvsdTrain, TwoProcessesMatchOneWithTheCombinedBatch) {
 
 TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
   auto dir = test::temp_dir();
-  auto o = tiny_ncvsd_options(dir);
+  auto o = test::tiny_ncvsd_run(dir);
   auto r = test::run_ud2m("train --method ncvsd --prior " + o.teacher + " --data " + o.data + " --out " + o.out_dir +
                           " --crop 16 --steps 2 --bf16 false");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -7,28 +7,13 @@
 #include "core/atomic_file.hpp"
 #include "diffusion/prior.hpp"
 #include "test_util.hpp"
+#include "tiny_runs.hpp"
 #include "train/ud2m_trainer.hpp"
 
 using namespace ud2m;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A tiny random prior and the bundled photograph as the training data.
-train::Ud2mTrainOptions tiny_options(const fs::path& dir) {
-  torch::manual_seed(0);
-  diffusion::AdmPrior prior(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
-  diffusion::save_prior((dir / "prior.safetensors").string(), prior);
-  train::Ud2mTrainOptions o;
-  o.prior = (dir / "prior.safetensors").string();
-  o.data = (test::source_dir() / "assets" / "astronaut_256.png").string();
-  o.out_dir = (dir / "run").string();
-  o.crop = 32;
-  o.batch = 2;
-  o.blocks = 2;
-  o.sigma = 0.05;
-  return o;
-}
 
 std::vector<torch::Tensor> adapter_values(train::Ud2mTrainer& trainer) {
   std::vector<torch::Tensor> out;
@@ -55,7 +40,7 @@ std::pair<double, double> mse_before_after(train::Ud2mTrainOptions o, int steps)
 
 TEST(Ud2mTrain, FewStepsOnRealImagesReduceTheLoss) {
   auto dir = test::temp_dir();
-  auto [before, after] = mse_before_after(tiny_options(dir), 40);
+  auto [before, after] = mse_before_after(test::tiny_ud2m_run(dir), 40);
   EXPECT_LT(after, 0.95 * before);
 }
 
@@ -63,7 +48,7 @@ TEST(Ud2mTrain, LearnsJpegRestorationThroughTheSurrogate) {
   // JPEG is nonlinear: measurements from the real codec, the data step by
   // gradient steps through the differentiable model, kept in the graph.
   auto dir = test::temp_dir();
-  auto o = tiny_options(dir);
+  auto o = test::tiny_ud2m_run(dir);
   o.task = "jpeg";
   auto [before, after] = mse_before_after(o, 30);
   EXPECT_LT(after, 0.95 * before);
@@ -74,7 +59,7 @@ TEST(Ud2mTrain, LearnedInitialiserIsTrainedJointly) {
   // learns with the adapter; every one of its layers moves (the zero output
   // conv does not block the gradient from reaching the rest after a step).
   auto dir = test::temp_dir();
-  auto o = tiny_options(dir);
+  auto o = test::tiny_ud2m_run(dir);
   o.w_adv = 0;
   o.lr = 1e-3;
   o.learned_init = true;
@@ -95,7 +80,7 @@ TEST(Ud2mTrain, LearnedInitialiserIsTrainedJointly) {
 
 TEST(Ud2mTrain, ValidationIsOnFixedDrawsAndSurvivesAResume) {
   auto dir = test::temp_dir();
-  auto o = tiny_options(dir);
+  auto o = test::tiny_ud2m_run(dir);
   o.val_images = 2;
   o.steps = 2;
   o.save_every = 1;
@@ -113,7 +98,7 @@ TEST(Ud2mTrain, ValidationIsOnFixedDrawsAndSurvivesAResume) {
 
 TEST(Ud2mTrain, PriorFeatureLossIsADifferentiableDistanceOnAFrozenCopy) {
   auto dir = test::temp_dir();
-  auto o = tiny_options(dir);
+  auto o = test::tiny_ud2m_run(dir);
   auto loss = train::prior_feature_loss(o.prior);
   EXPECT_EQ(loss.name, "prior features");
   torch::manual_seed(1);
@@ -132,7 +117,7 @@ TEST(Ud2mTrain, PriorFeatureLossIsADifferentiableDistanceOnAFrozenCopy) {
 
 TEST(Ud2mTrain, ResumeAfterAStopGivesTheSameAdapter) {
   auto dir = test::temp_dir();
-  auto o = tiny_options(dir);
+  auto o = test::tiny_ud2m_run(dir);
   o.steps = 4;
   train::Ud2mTrainer straight(o);
   for (int i = 0; i < 4; ++i) straight.step();
@@ -157,7 +142,7 @@ TEST(Ud2mTrain, ResumeAfterAStopGivesTheSameAdapter) {
 
 TEST(Ud2mTrain, InitAdapterStartsFromItsWeightsAndSettings) {
   auto dir = test::temp_dir();
-  auto o = tiny_options(dir);
+  auto o = test::tiny_ud2m_run(dir);
   o.lora.placement = "attention+resblocks";
   o.steps = 2;
   train::Ud2mTrainer first(o);
@@ -166,7 +151,7 @@ TEST(Ud2mTrain, InitAdapterStartsFromItsWeightsAndSettings) {
   first.save_checkpoint();  // also writes run/adapter.safetensors
   auto trained = adapter_values(first);
 
-  auto warm = tiny_options(dir);  // K = 2 and LoRA on attention alone: the adapter's settings must win
+  auto warm = test::tiny_ud2m_run(dir);  // K = 2 and LoRA on attention alone: the adapter's settings must win
   warm.blocks = 3;
   warm.out_dir = (dir / "warm").string();
   warm.init_adapter = (dir / "run" / "adapter.safetensors").string();
@@ -188,7 +173,7 @@ TEST(Ud2mTrain, InitAdapterStartsFromItsWeightsAndSettings) {
 
 TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
   auto dir = test::temp_dir();
-  auto o = tiny_options(dir);
+  auto o = test::tiny_ud2m_run(dir);
   auto r = test::run_ud2m("train --method ud2m --prior " + o.prior + " --data " + o.data + " --out " + o.out_dir +
                           " --crop 32 --steps 2 --blocks 1 --task sr");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -225,7 +210,7 @@ TEST(Ud2mTrain, TimeLimitStopsWithACheckpointThatTheNextRunResumes) {
   // limit is spent before the first step here), the same command without it
   // resumes from there.
   auto dir = test::temp_dir();
-  auto o = tiny_options(dir);
+  auto o = test::tiny_ud2m_run(dir);
   for (std::string method : {"ud2m", "ncvsd"}) {
     const auto out = (dir / method).string();
     const auto args = "train --method " + method + " --prior " + o.prior + " --data " + o.data + " --out " + out +
@@ -250,7 +235,7 @@ TEST(Ud2mTrain, TwoProcessesMatchOneWithTheCombinedBatch) {
   // order of floating-point sums. Ranks that did not average their gradients
   // or drew other samples differ by order 1.
   auto dir = test::temp_dir();
-  auto o = tiny_options(dir);
+  auto o = test::tiny_ud2m_run(dir);
   const auto args = [&](const std::string& out) {
     return "train --method ud2m --prior " + o.prior + " --data " + o.data + " --out " + (dir / out).string() +
            " --crop 32 --batch 4 --steps 3 --blocks 2 --task gaussian_deblur --sigma 0.05 --perceptual none"
