@@ -107,8 +107,8 @@ uint64_t u64_le(std::string_view b) {
   return v;
 }
 
-TensorFile parse_detected(const std::string& bytes, const std::string& file, const CheckpointOptions& options,
-                          std::shared_ptr<const std::string> owner) {
+TensorFile parse_detected(std::string_view bytes, const std::string& file, const CheckpointOptions& options,
+                          std::shared_ptr<const MappedFile> owner) {
   TorchLoadOptions torch_options{options.opaque_records, std::move(owner)};
   switch (detect_checkpoint_format(bytes)) {
     case CheckpointFormat::Safetensors: return parse_safetensors(bytes, file);
@@ -167,31 +167,8 @@ const char* checkpoint_format_name(CheckpointFormat format) {
 
 namespace {
 
-// Reads a file with one allocation of its exact size (core's read_file goes
-// through a stringstream, which holds a multi-GiB checkpoint two or three times).
-std::shared_ptr<const std::string> read_whole_file(const std::string& path) {
-  std::error_code ec;
-  UD2M_CHECK(!std::filesystem::is_directory(path, ec),
-             "'{}' is a directory, not a model file (in a diffusers folder, name its "
-             "diffusion_pytorch_model.safetensors or .bin)",
-             path);
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  UD2M_CHECK(f, "cannot open '{}': {}", path, std::strerror(errno));
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(f, std::fclose);
-  const auto size = std::filesystem::file_size(path, ec);
-  UD2M_CHECK(!ec, "cannot read '{}': {}", path, ec.message());
-  auto bytes = std::make_shared<std::string>();
-  try {
-    bytes->resize(size);
-  } catch (const std::bad_alloc&) {
-    fail("cannot read '{}': {} bytes do not fit in memory", path, size);
-  }
-  UD2M_CHECK(std::fread(bytes->data(), 1, size, f) == size, "cannot read '{}': {}", path, std::strerror(errno));
-  return bytes;
-}
-
-TensorFile parse_guarded(const std::string& bytes, const std::string& file, const CheckpointOptions& options,
-                         std::shared_ptr<const std::string> owner) {
+TensorFile parse_guarded(std::string_view bytes, const std::string& file, const CheckpointOptions& options,
+                         std::shared_ptr<const MappedFile> owner) {
   // Anything torch itself throws on malformed input is still the file's fault.
   try {
     return parse_detected(bytes, file, options, std::move(owner));
@@ -209,9 +186,9 @@ TensorFile parse_checkpoint(const std::string& bytes, const std::string& file, c
 }
 
 TensorFile read_checkpoint(const std::string& path, const CheckpointOptions& options) {
-  // Shared, so the tensors of a zip checkpoint can be views of it instead of copies.
-  auto bytes = read_whole_file(path);
-  return parse_guarded(*bytes, path, options, bytes);
+  // Mapped, so the tensors of a zip checkpoint can be views of it instead of copies.
+  auto file = MappedFile::open(path);
+  return parse_guarded(file->bytes(), path, options, file);
 }
 
 namespace {

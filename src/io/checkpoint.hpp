@@ -32,8 +32,9 @@ struct CheckpointOptions {
   bool opaque_records = false;
 };
 
-// Zip checkpoints' tensors are views of the file's bytes (read once, no copy),
-// which they keep alive; parse_checkpoint copies them out of `bytes`.
+// Zip checkpoints' tensors are views of the memory-mapped file (io/mapped_file.hpp:
+// no heap copy; writing to one copies its pages, never the file), which they
+// keep mapped; parse_checkpoint copies them out of `bytes`.
 TensorFile read_checkpoint(const std::string& path, const CheckpointOptions& options = {});
 TensorFile parse_checkpoint(const std::string& bytes, const std::string& name_for_errors,
                             const CheckpointOptions& options = {});

@@ -106,10 +106,10 @@ Header parse_header(std::string_view json, uint64_t data_size, const std::string
 
 }  // namespace
 
-TensorFile parse_safetensors(const std::string& bytes, const std::string& file) {
+TensorFile parse_safetensors(std::string_view bytes, const std::string& file) {
   const uint64_t header_size = header_length(bytes, bytes.size(), file);
   const uint64_t data_size = bytes.size() - 8 - header_size;
-  auto header = parse_header(std::string_view(bytes).substr(8, header_size), data_size, file);
+  auto header = parse_header(bytes.substr(8, header_size), data_size, file);
   const char* data = bytes.data() + 8 + header_size;
   TensorFile out{{}, std::move(header.metadata)};
   for (auto& [name, e] : header.entries) {

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 
 namespace ud2m {
 
@@ -17,7 +18,7 @@ struct TensorFile {
 };
 
 TensorFile read_safetensors(const std::string& path);
-TensorFile parse_safetensors(const std::string& bytes, const std::string& name_for_errors);
+TensorFile parse_safetensors(std::string_view bytes, const std::string& name_for_errors);
 
 // A safetensors file opened by its header alone (checked as parse_safetensors
 // does): tensors are read one at a time, so a model can be built first and

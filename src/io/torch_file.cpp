@@ -61,11 +61,11 @@ torch::Tensor bytes_tensor(std::string_view data) {
   return t;
 }
 
-// `data` as a tensor: in place when it lies in the shared buffer `owner` and
+// `data` as a tensor: in place when it lies in the mapped file `owner` and
 // is aligned for any element type (torch aligns storages in its zip to 64
 // bytes), else a copy.
-torch::Tensor storage_bytes(std::string_view data, const std::shared_ptr<const std::string>& owner) {
-  const bool inside = owner && data.data() >= owner->data() && data.data() + data.size() <= owner->data() + owner->size();
+torch::Tensor storage_bytes(std::string_view data, const std::shared_ptr<const MappedFile>& owner) {
+  const bool inside = owner && owner->contains(data);
   if (!inside || reinterpret_cast<uintptr_t>(data.data()) % 16 != 0) return bytes_tensor(data);
   return torch::from_blob(const_cast<char*>(data.data()), {static_cast<int64_t>(data.size())},
                           [keep = owner](void*) {}, torch::kUInt8);

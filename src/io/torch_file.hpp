@@ -12,16 +12,17 @@
 #include <string>
 #include <string_view>
 
+#include "io/mapped_file.hpp"
 #include "io/pickle.hpp"
 
 namespace ud2m {
 
 struct TorchLoadOptions {
   bool opaque_records = false;  // see UnpickleOptions
-  // The buffer `bytes` lies in, if shared: stored storages then become tensors
-  // over it without a copy (a checkpoint of several GiB is not held twice),
-  // and keep it alive. Without it every storage is copied.
-  std::shared_ptr<const std::string> owner;
+  // The mapped file `bytes` lies in, if any: stored storages then become
+  // tensors over it without a copy (a checkpoint of several GiB is not held
+  // twice), and keep it mapped. Without it every storage is copied.
+  std::shared_ptr<const MappedFile> owner;
 };
 
 PyPtr load_torch_zip(std::string_view bytes, const std::string& file, const TorchLoadOptions& options = {});

@@ -1,5 +1,7 @@
 // torch.save checkpoints in every layout, compared bit-exactly with the same
 // tensors saved by Python as safetensors (tests/python/gen_checkpoints.py).
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "core/atomic_file.hpp"
@@ -30,7 +32,51 @@ void expect_matches_reference(const std::string& file, const std::string& expect
   expect_same_tensors(read_checkpoint(ref(file)).tensors, read_safetensors(ref(expected)).tensors);
 }
 
+// True if p lies in a mapping of `path` (from /proc/self/maps).
+bool lies_in_a_mapping_of(const void* p, const std::filesystem::path& path) {
+  const auto file = std::filesystem::canonical(path).string();
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.size() < file.size() || line.compare(line.size() - file.size(), file.size(), file) != 0) continue;
+    const auto dash = line.find('-');
+    const auto start = std::stoull(line.substr(0, dash), nullptr, 16);
+    const auto end = std::stoull(line.substr(dash + 1), nullptr, 16);
+    const auto address = reinterpret_cast<uintptr_t>(p);
+    if (address >= start && address < end) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+// read_checkpoint maps the file: a zip checkpoint's tensors are views of the
+// page cache (a multi-GiB .pt and the network built from it are not both held
+// in heap memory), and writing to one copies its pages, never the file.
+TEST(Checkpoint, ZipTensorsViewTheMappedFileAndWritesStayPrivate) {
+  const auto path = test::temp_dir() / "plain.pt";
+  std::filesystem::copy_file(ref("plain.pt"), path, std::filesystem::copy_options::overwrite_existing);
+  const auto bytes = read_file(path.string());
+  const auto expected = read_safetensors(ref("plain.expected.safetensors")).tensors;
+  {
+    auto file = read_checkpoint(path.string());
+    ASSERT_FALSE(file.tensors.empty());
+    for (auto& [name, t] : file.tensors) {
+      if (t.numel() == 0) continue;  // no bytes to view
+      EXPECT_TRUE(lies_in_a_mapping_of(t.data_ptr(), path)) << name;
+      t.add_(1);  // in place, on the mapped pages
+    }
+    EXPECT_FALSE(torch::equal(file.tensors.begin()->second, expected.at(file.tensors.begin()->first)));
+  }
+  EXPECT_EQ(read_file(path.string()), bytes);
+  expect_same_tensors(read_checkpoint(path.string()).tensors, expected);
+  // Once the tensors are gone, so is the mapping.
+  {
+    auto file = read_checkpoint(path.string());
+    const void* data = file.tensors.at("conv.weight").data_ptr();
+    file.tensors.clear();
+    EXPECT_FALSE(lies_in_a_mapping_of(data, path));
+  }
+}
 
 TEST(Checkpoint, DetectsFormatsFromBytes) {
   EXPECT_EQ(detect_checkpoint_format(read_file(ref("plain.pt"))), CheckpointFormat::TorchZip);
