@@ -1,5 +1,5 @@
-// Options of the commands that run a prior, and the prior as their samplers
-// call it. --precision fp32|bf16: bf16 weights and activations (GroupNorm in
+// Options of the commands that run a prior (or an NCVSD generator), and the
+// prior as their samplers call it. --precision fp32|bf16: bf16 weights and activations (GroupNorm in
 // fp32), channels-last convolutions — ~1.9× faster on CPUs with AVX-512 bf16
 // (bench/adm_forward.py), ε within ~0.5% of fp32. --device: a GPU. --tile:
 // large images in overlapping windows (diffusion/tiled_denoiser.hpp).
@@ -17,12 +17,15 @@
 #include "diffusion/padded_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "diffusion/tiled_denoiser.hpp"
+#include "ncvsd/networks.hpp"
+#include "nets/inference_precision.hpp"
 
 namespace ud2m::cli {
 
 inline void add_precision_option(CLI::App& cmd, std::string& precision) {
   cmd.add_option("--precision", precision,
-                 "Network arithmetic: fp32, or bf16 (ADM and DDPM priors; ~1.9x faster on CPUs with AVX-512 bf16)")
+                 "Network arithmetic: fp32, or bf16 (ADM and DDPM priors, NCVSD generators; ~1.9x faster on CPUs "
+                 "with AVX-512 bf16)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
 }
@@ -58,6 +61,15 @@ inline torch::Device place_prior(diffusion::Prior& prior, const std::string& dev
   const auto device = parse_device(device_name);
   prior.module().to(device);
   apply_precision(prior, precision);
+  return device;
+}
+
+// The same for an NCVSD generator (an ADM network underneath).
+inline torch::Device place_generator(ncvsd::ConditionalDenoiser& generator, const std::string& device_name,
+                                     const std::string& precision) {
+  const auto device = parse_device(device_name);
+  generator->to(device);
+  if (precision == "bf16") nets::cast_for_inference(*generator, torch::kBFloat16, /*channels_last=*/true);
   return device;
 }
 

@@ -403,11 +403,11 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
     progress_per_sample = args.ud2m_steps > 0 ? args.ud2m_steps : adapter.info.steps;
     nfe = progress_per_sample * adapter.network->evaluations();
   }
-  UD2M_CHECK(prior || args.precision == "fp32", "--precision {} applies to the methods that run a prior, not {}",
-             args.precision, args.method);
+  UD2M_CHECK(prior || generator || args.precision == "fp32",
+             "--precision {} applies to the methods that run a network, not {}", args.precision, args.method);
   UD2M_CHECK(prior || generator || args.device == "cpu",
              "--device {} applies to the methods that run a network, not {}", args.device, args.method);
-  if (generator) generator->to(parse_device(args.device));
+  if (generator) place_generator(generator, args.device, args.precision);
   diffusion::DenoiserPtr denoiser;
   if (prior) {
     // after the fold: LoRA goes in at full precision

@@ -46,11 +46,8 @@ void run_sample(const SampleArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   if (args.method == "ncvsd") {
-    UD2M_CHECK(args.precision == "fp32", "--precision {} applies to priors; --method ncvsd runs its generator in fp32",
-               args.precision);
     auto generator = ncvsd::load_generator(args.model);
-    const auto device = parse_device(args.device);
-    generator->to(device);
+    const auto device = place_generator(generator, args.device, args.precision);
     UD2M_CHECK(args.size > 0, "--size is required with --method ncvsd (the generator works at any multiple of 32)");
     auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
     torch::NoGradGuard no_grad;

@@ -8,6 +8,7 @@
 #include "io/checkpoint.hpp"
 #include "nets/adm_infer.hpp"
 #include "nets/ddpm_pesser.hpp"
+#include "nets/inference_precision.hpp"
 #include "nets/state_dict.hpp"
 
 namespace ud2m::diffusion {
@@ -19,12 +20,7 @@ void Prior::set_inference_precision(torch::ScalarType dtype, bool channels_last)
   UD2M_CHECK(dtype == torch::kFloat32 || runs_in_weight_dtype(),
              "{} inference is implemented for ADM and DDPM priors; this one is '{}' (use fp32)", c10::toString(dtype),
              description().value("arch", "?"));
-  torch::NoGradGuard no_grad;
-  for (auto& p : module().parameters()) {
-    auto data = p.to(dtype);
-    if (channels_last && data.dim() == 4) data = data.contiguous(torch::MemoryFormat::ChannelsLast);
-    p.set_data(data);
-  }
+  nets::cast_for_inference(module(), dtype, channels_last);
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include "diffusion/prior.hpp"
 #include "ncvsd/generation.hpp"
 #include "ncvsd/vsd.hpp"
+#include "nets/inference_precision.hpp"
 #include "test_util.hpp"
 #include "tiny_priors.hpp"
 
@@ -279,6 +280,24 @@ TEST(Ncvsd, GeneratorFileRoundTripAndWrongKinds) {
   EXPECT_THROW_MSG(ncvsd::generate_images(generator, {1, 3, 16, 16}, {10, 40}, rng), "outside the grid");
   EXPECT_THROW_MSG(ncvsd::generate_images(generator, {1, 3, 16, 16}, {20, 10}, rng), "must increase");
   std::filesystem::remove_all(dir);
+}
+
+// --precision bf16 for generators: the ADM network underneath runs in its
+// weights' dtype, so cast weights give (nearly) the fp32 draw for the same z.
+TEST(Ncvsd, Bf16GeneratorGivesNearlyTheFp32Draw) {
+  torch::NoGradGuard no_grad;
+  auto teacher = tiny_teacher();
+  ncvsd::ConditionalDenoiser fp32(*teacher), bf16(*teacher);
+  nets::cast_for_inference(*bf16, torch::kBFloat16, /*channels_last=*/true);
+  torch::manual_seed(3);
+  auto y = torch::randn({2, 3, 16, 16}), z = torch::randn({2, 3, 16, 16});
+  auto sigma = torch::tensor({0.3f, 2.0f});
+  auto a = ncvsd::generate(fp32, y, sigma, z), b = ncvsd::generate(bf16, y, sigma, z);
+  EXPECT_EQ(b.scalar_type(), torch::kFloat32);
+  const double error = ((b - a).norm() / a.norm()).item<double>();
+  std::printf("bf16 vs fp32 generator: relative error %.2e\n", error);
+  EXPECT_LT(error, 0.02);
+  EXPECT_GT(error, 0) << "bf16 must actually have run";
 }
 
 TEST(Ncvsd, GenerationLevelsAsPublished) {

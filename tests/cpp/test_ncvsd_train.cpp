@@ -6,6 +6,7 @@
 #include "core/image.hpp"
 #include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
+#include "metrics/metrics.hpp"
 #include "test_util.hpp"
 #include "tiny_priors.hpp"
 #include "tiny_runs.hpp"
@@ -130,10 +131,15 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto generator = (fs::path(o.out_dir) / "generator.safetensors").string();
   ASSERT_TRUE(fs::exists(generator));
-  r = test::run_ud2m("sample --method ncvsd --model " + generator + " --steps 2 --n 2 --size 16 " +
-                     (dir / "grid.png").string());
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(fs::exists(dir / "grid.png"));
+  for (const std::string precision : {"fp32", "bf16"}) {
+    r = test::run_ud2m("sample --method ncvsd --model " + generator + " --steps 2 --n 2 --size 16 --precision " +
+                       precision + " " + (dir / ("grid_" + precision + ".png")).string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  const double agreement = metrics::psnr(read_image((dir / "grid_bf16.png").string()),
+                                         read_image((dir / "grid_fp32.png").string()));
+  std::printf("NCVSD sample, bf16 vs fp32: %.1f dB apart\n", agreement);
+  EXPECT_GT(agreement, 25);
   // A measurement to restore: a 32² crop of the bundled photo, blurred (the
   // tiny test network attends over all pixels at half resolution: keep it small).
   const auto crop = (dir / "crop.png").string();
@@ -145,6 +151,10 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
                      " --out " + (dir / "x.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(dir / "x.png"));
+  r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator + " --nfe 4 --precision bf16 -m " +
+                     (dir / "y.png").string() + " --out " + (dir / "x_bf16.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(read_file((dir / "x_bf16.json").string())).at("precision"), "bf16");
   // A nonlinear operator: phase retrieval, through the Langevin likelihood step.
   r = test::run_ud2m("degrade --task phase_retrieval --oversampling 2 --sigma 0.05 " + crop + " " +
                      (dir / "y_pr.safetensors").string());

@@ -536,7 +536,7 @@ TEST(Ud2mCli, Bf16RestoreStaysCloseToFp32AndIsRefusedWhereItCannotApply) {
   r = test::run_ud2m("restore -m " + (dir / "y.png").string() + " --method tv --out " + (dir / "tv.png").string() +
                      " --precision bf16");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("applies to the methods that run a prior"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("applies to the methods that run a network"), std::string::npos) << r.output;
   // DDPM priors run in bf16 too (GroupNorm in fp32); EDM2 ones are refused.
   diffusion::save_prior((dir / "ddpm.safetensors").string(), *tiny_ddpm());
   for (const std::string precision : {"fp32", "bf16"}) {
