@@ -1,7 +1,7 @@
 """Deterministic crops of the held-out photographs (data/test_images.txt,
 scikit-image's natural photographs, never trained on) for benchmarks.
 
-    python bench/heldout.py OUT_DIR [--size 64] [--count 20]
+    python bench/heldout.py OUT_DIR [--size 64] [--count 20] [--images data/val_images.txt]
 
 Each photograph is downscaled so its short side is 2·size (the prior was
 trained on multi-scale crops of this kind), then crops are taken on a fixed
@@ -16,8 +16,11 @@ from PIL import Image
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def photographs():
-    lines = (ROOT / "data" / "test_images.txt").read_text().splitlines()
+TEST_IMAGES = ROOT / "data" / "test_images.txt"
+
+
+def photographs(images=TEST_IMAGES):
+    lines = pathlib.Path(images).read_text().splitlines()
     return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
 
 
@@ -33,10 +36,12 @@ def crops(path, size):
             yield a[oy:oy + size, ox:ox + size]
 
 
-def write_heldout(out_dir, size=64, count=20):
+def write_heldout(out_dir, size=64, count=20, images=TEST_IMAGES):
+    """Crops of the photographs listed in `images` (the validation list
+    data/val_images.txt gives crops to decide things on without the test set)."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    generators = [crops(p, size) for p in photographs()]
+    generators = [crops(p, size) for p in photographs(images)]
     written = []
     while len(written) < count and generators:
         for g in list(generators):
@@ -57,5 +62,6 @@ if __name__ == "__main__":
     ap.add_argument("out_dir")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--count", type=int, default=20)
+    ap.add_argument("--images", default=str(TEST_IMAGES), help="a list of photographs")
     a = ap.parse_args()
-    print("\n".join(str(p) for p in write_heldout(a.out_dir, a.size, a.count)))
+    print("\n".join(str(p) for p in write_heldout(a.out_dir, a.size, a.count, a.images)))

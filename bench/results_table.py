@@ -138,6 +138,9 @@ def main():
     ap.add_argument("--tasks", nargs="+", default=["gaussian_deblur", "sr", "inpainting_random"])
     ap.add_argument("--methods", nargs="+", default=["tv", "ddrm", "diffpir", "latino", "dps", "ud2m"])
     ap.add_argument("--lpips-weights", nargs=2, metavar=("TRUNK", "HEADS"))
+    ap.add_argument("--images", default=str(heldout.TEST_IMAGES),
+                    help="photographs to crop (default the held-out test set; data/val_images.txt to decide on "
+                         "something without looking at it)")
     args = ap.parse_args()
     if "ud2m" in args.methods and not args.adapter:
         ap.error("the ud2m method needs --adapter")
@@ -148,7 +151,7 @@ def main():
     binary = pathlib.Path(args.build).resolve() / "ud2m"
     out = pathlib.Path(args.out)
     clean = out / "clean"
-    heldout.write_heldout(clean, 64, args.count)
+    heldout.write_heldout(clean, 64, args.count, args.images)
     rows = []
     for task in args.tasks:
         measurements = out / task / "measurements"
