@@ -1,8 +1,9 @@
 // Options of the commands that run a prior (or an NCVSD generator), and the
-// prior as their samplers call it. --precision fp32|bf16: bf16 weights and activations (GroupNorm in
-// fp32), channels-last convolutions — ~1.9× faster on CPUs with AVX-512 bf16
-// (bench/adm_forward.py), ε within ~0.5% of fp32. --device: a GPU. --tile:
-// large images in overlapping windows (diffusion/tiled_denoiser.hpp).
+// prior as their samplers call it. --precision fp32|bf16: bf16 weights and
+// activations (GroupNorm in fp32), channels-last convolutions — ~1.9× faster
+// on CPUs with AVX-512 bf16 (bench/adm_forward.py), ε within ~0.5% of fp32.
+// --device: a GPU. --tile: large images in overlapping windows
+// (diffusion/tiled_denoiser.hpp).
 #pragma once
 #include <CLI/CLI.hpp>
 

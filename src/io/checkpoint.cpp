@@ -10,6 +10,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
+#include "io/mapped_file.hpp"
 #include "io/pickle.hpp"
 #include "io/torch_file.hpp"
 #include "io/zip.hpp"
