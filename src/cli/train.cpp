@@ -107,7 +107,8 @@ void add_train_command(CLI::App& app) {
     const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
     if (!resume && *nproc > 1) dist::rank_batch(o->batch, *nproc);  // fail before starting anyone
     if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
-    auto dist = dist::DistContext::from_environment(parse_device(o->device));
+    const auto device = parse_device(o->device);
+    auto dist = dist::DistContext::from_environment(device);
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     if (*method == "ncvsd") {
       UD2M_CHECK(o->init_adapter.empty(), "--init-adapter starts a UD2M run; NCVSD distils from the teacher");
@@ -130,9 +131,9 @@ void add_train_command(CLI::App& app) {
     const bool have_lpips = !lpips_weights->empty();
     UD2M_CHECK(*perceptual_kind != "lpips" || have_lpips, "--perceptual lpips needs --lpips-weights TRUNK HEADS");
     if (*perceptual_kind == "lpips" || (*perceptual_kind == "auto" && have_lpips))
-      perceptual = train::lpips_loss((*lpips_weights)[0], (*lpips_weights)[1], parse_device(o->device));
+      perceptual = train::lpips_loss((*lpips_weights)[0], (*lpips_weights)[1], device);
     else if (*perceptual_kind == "prior" || *perceptual_kind == "auto")
-      perceptual = train::prior_feature_loss(o->prior, parse_device(o->device));
+      perceptual = train::prior_feature_loss(o->prior, device);
     train::Ud2mTrainer(*o, perceptual, nullptr, dist).run();
   });
 }

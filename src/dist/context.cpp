@@ -142,11 +142,11 @@ void DistContext::allreduce_mean(const std::vector<torch::Tensor>& tensors) {
   unpack(buffer[0], tensors);
 }
 
-torch::Tensor DistContext::share(const torch::Tensor& whole) const {
+torch::Tensor DistContext::share(const torch::Tensor& whole, const torch::Device& device) const {
   const int64_t rows = whole.size(0) / world_;
   UD2M_CHECK(rows * world_ == whole.size(0), "a batch of {} cannot be split evenly over {} processes", whole.size(0),
              world_);
-  return whole.narrow(0, rank_ * rows, rows);
+  return whole.narrow(0, rank_ * rows, rows).to(device);
 }
 
 void DistContext::average_gradients(const std::vector<torch::Tensor>& parameters, std::vector<torch::Tensor> extra) {

@@ -50,9 +50,10 @@ class DistContext {
   void broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
   void barrier();
 
-  // Data parallelism where every rank draws the whole batch from one stream:
-  // this rank's rows of such a tensor (the world divides its first dimension).
-  torch::Tensor share(const torch::Tensor& whole) const;
+  // Data parallelism where every rank draws the whole batch from one stream
+  // (on the CPU): this rank's rows of such a tensor (the world divides its
+  // first dimension), moved to the device it trains on.
+  torch::Tensor share(const torch::Tensor& whole, const torch::Device& device = torch::kCPU) const;
   // After each rank's backward pass on its equal share: the defined gradients
   // of `parameters` (and the `extra` tensors, e.g. losses for the log) become
   // their means over the ranks — the gradient of the whole batch's mean loss.

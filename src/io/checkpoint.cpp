@@ -1,9 +1,6 @@
 #include "io/checkpoint.hpp"
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <memory>
 #include <set>
 #include <unordered_set>

@@ -138,15 +138,15 @@ NcvsdLosses NcvsdTrainer::step() {
   // Every draw is for the whole batch, in one order, on every rank, on the
   // CPU; each rank keeps its share, on its device.
   const int64_t n = options_.batch;
-  auto x = dist_->share(data_->batch(options_.batch, rng_)).to(device_);
+  auto x = dist_->share(data_->batch(options_.batch, rng_), device_);
   auto levels = [&](double mean, double std) {
     auto drawn = ncvsd::lognormal_levels(n, mean, std, rng_).clamp(kLevelMin, kLevelMax).to(torch::kFloat32);
-    return dist_->share(drawn).to(device_);
+    return dist_->share(drawn, device_);
   };
   auto normal_like = [&](const torch::Tensor& share) {
     auto shape = share.sizes().vec();
     shape[0] = n;
-    return dist_->share(gaussian(shape, rng_, share.options()));
+    return dist_->share(gaussian(shape, rng_, share.options().device(torch::kCPU)), share.device());
   };
   auto noisy = [&](const torch::Tensor& clean, const torch::Tensor& level) {
     return clean + level.view({-1, 1, 1, 1}) * normal_like(clean);

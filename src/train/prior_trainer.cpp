@@ -98,8 +98,8 @@ float PriorTrainer::step() {
   auto x0 = data_->batch(options_.batch, rng_);
   auto t = at::randint(schedule.steps(), {options_.batch}, rng_, torch::kLong);
   auto noise = gaussian(x0.sizes(), rng_, x0.options());
-  x0 = dist_->share(x0).to(device_);
-  noise = dist_->share(noise).to(device_);
+  x0 = dist_->share(x0, device_);
+  noise = dist_->share(noise, device_);
   t = dist_->share(t);
   auto ab = schedule.alpha_bars().index_select(0, t).to(torch::kFloat32).view({-1, 1, 1, 1}).to(device_);
   t = t.to(device_);

@@ -162,10 +162,6 @@ Ud2mTrainer::Example Ud2mTrainer::draw_example(const CropDataset& images, torch:
   return e;
 }
 
-torch::Tensor Ud2mTrainer::share(const torch::Tensor& whole_batch) const {
-  return dist_->share(whole_batch).to(device_);
-}
-
 Ud2mTrainer::Noised Ud2mTrainer::noise_to_random_time(const torch::Tensor& x, torch::Generator& rng) const {
   const auto& schedule = network_->prior().schedule();
   Noised n;
@@ -184,6 +180,7 @@ Ud2mLosses Ud2mTrainer::step() {
   auto block_noise = network_->draw_block_noise(noised.x_t, rng_);
   auto mix = at::rand({options_.batch, 1, 1, 1}, rng_, example.x.options());  // gradient-penalty interpolation
   const double ab = noised.alpha_bar;
+  auto share = [&](const torch::Tensor& whole) { return dist_->share(whole, device_); };
   auto x = share(example.x), y = share(example.y), x_t = share(noised.x_t), eps = share(noised.eps);
   for (auto& n : block_noise) n = share(n);
   auto* linear = dynamic_cast<const physics::LinearOperator*>(&op);

@@ -111,8 +111,6 @@ class Ud2mTrainer {
   physics::Degradation draw_degradation(torch::Generator& rng, int batch) const;
   Example draw_example(const CropDataset& images, torch::Generator& rng, int batch) const;
   Noised noise_to_random_time(const torch::Tensor& x, torch::Generator& rng) const;
-  // This rank's share of a whole-batch draw, on the training device.
-  torch::Tensor share(const torch::Tensor& whole_batch) const;
 
   Ud2mTrainOptions options_;
   torch::Device device_;

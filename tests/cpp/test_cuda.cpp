@@ -27,12 +27,17 @@ using test::tiny_ddpm;
 
 double relative_error(const torch::Tensor& a, const torch::Tensor& b) { return test::max_rel_error(a.cpu(), b.cpu()); }
 
+// TF32 off, so the GPU computes in fp32 as the CPU does.
+void full_precision_on_gpu() {
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+}
+
 // ε of a prior on the GPU against the same weights on the CPU, full precision
 // (TF32 off, so both sides compute in fp32).
 void expect_same_on_gpu(const diffusion::PriorPtr& prior) {
   torch::NoGradGuard no_grad;
-  at::globalContext().setAllowTF32CuDNN(false);
-  at::globalContext().setAllowTF32CuBLAS(false);
+  full_precision_on_gpu();
   auto x = torch::randn({2, 3, 16, 16});
   auto t = torch::tensor({10.0f, 700.0f});
   auto on_cpu = prior->epsilon(x, t);
@@ -92,8 +97,7 @@ TEST(Cuda, GraphReplayGivesThePlainCallsOutputsForNewInputsAndShapes) {
 
 TEST(Cuda, DdimSamplingOnTheGpuMatchesTheCpu) {
   UD2M_REQUIRE_CUDA();
-  at::globalContext().setAllowTF32CuDNN(false);
-  at::globalContext().setAllowTF32CuBLAS(false);
+  full_precision_on_gpu();
   auto prior = tiny_adm();
   torch::Generator rng_cpu = at::make_generator<at::CPUGeneratorImpl>(7);
   auto on_cpu = samplers::sample_ddim(*prior, {1, 3, 16, 16}, 10, 0.5, rng_cpu);
@@ -196,11 +200,6 @@ std::vector<torch::Tensor> values(const std::vector<std::pair<std::string, torch
   std::vector<torch::Tensor> out;
   for (auto& [name, t] : named) out.push_back(t);
   return out;
-}
-
-void full_precision_on_gpu() {
-  at::globalContext().setAllowTF32CuDNN(false);
-  at::globalContext().setAllowTF32CuBLAS(false);
 }
 
 }  // namespace
