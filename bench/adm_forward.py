@@ -184,6 +184,7 @@ def main():
         for r in range(args.rounds):
             for rows in ([python_rows, cpp_rows] if r % 2 == 0 else [cpp_rows, python_rows]):
                 for label, sec, mem in rows():
+                    print(f"round {r + 1}: {label}: {sec * 1e3:.2f} ms/pass", flush=True)  # kept if cut short
                     sec0, mem0 = best.get(label, (sec, mem))
                     best[label] = (min(sec, sec0), mem0)
         rows = [(label, sec, mem) for label, (sec, mem) in best.items()]

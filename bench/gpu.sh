@@ -11,7 +11,8 @@
 # libgloo-dev), wheels of deepinv (the PyTorch peer's network) and natsort,
 # and the training and validation photos for scripts/train_slot.sh
 # (.gpu/data/train.txt, .gpu/data/val.txt).
-# STAGES (default "build test bench") picks what runs; CONFIGS the networks.
+# STAGES (default "build test bench") picks what runs; CONFIGS the networks;
+# COMPILE the torch.compile mode of the peer (empty: none).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
@@ -48,6 +49,7 @@ fi
 OUT=${OUT:-out/gpu}
 STAGES=${STAGES:-build test bench}
 CONFIGS=${CONFIGS:-adm-256-uncond adm-ffhq-256}
+COMPILE=${COMPILE-reduce-overhead}  # COMPILE= skips the torch.compile row (~70 s to compile on an H200)
 BUILD=${BUILD:-build-gpu}
 mkdir -p "$OUT"
 T0=$(date +%s)
@@ -62,7 +64,7 @@ fi
 if [[ " $STAGES " == *" build "* ]]; then
   gloo=()
   [[ -d .gpu/include/gloo && ! -d /usr/include/gloo ]] && gloo=(-DUD2M_GLOO_INCLUDE_DIR="$here/.gpu/include")
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUD2M_PYTHON=python3 -DTORCH_CUDA_ARCH_LIST=9.0 \
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUD2M_PYTHON="$(command -v python3)" -DTORCH_CUDA_ARCH_LIST=9.0 \
     -DUD2M_BUILD_TESTS=ON -DUD2M_BUILD_BENCH=ON "${gloo[@]}" > "$OUT/cmake.txt" 2>&1 \
     || { tail -40 "$OUT/cmake.txt"; exit 1; }
   ninja -C "$BUILD" ud2m ud2m_tests adm_forward > "$OUT/build.txt" 2>&1 \
@@ -76,7 +78,7 @@ fi
 if [[ " $STAGES " == *" bench "* ]]; then
   for config in $CONFIGS; do
     PYTHONUNBUFFERED=1 python3 bench/adm_forward.py --build "$BUILD" --config "$config" --device cuda \
-      --iters 50 --compile reduce-overhead 2>&1 | tee "$OUT/adm_forward_$config.txt"
+      --iters 50 ${COMPILE:+--compile "$COMPILE"} 2>&1 | tee "$OUT/adm_forward_$config.txt"
     elapsed "$config timed"
   done
 fi
