@@ -87,6 +87,10 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--generator-lr", ncvsd->generator_lr, "NCVSD: Adam rate of the generator (--lr: the fake score's)")
       ->capture_default_str();
+  cmd->add_option("--init-generator", ncvsd->init_generator,
+                  "NCVSD: Start the student (and its EMA) from this generator file, e.g. an earlier run's "
+                  "generator.safetensors; the fake score starts afresh")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--student-config", ncvsd->student_config,
                   "NCVSD: ADM preset of a freshly initialised student (needed for DDPM/EDM2 teachers; default: a "
                   "copy of the ADM teacher)");
@@ -127,6 +131,7 @@ void add_train_command(CLI::App& app) {
       train::NcvsdTrainer(*ncvsd, nullptr, dist).run();
       return;
     }
+    UD2M_CHECK(ncvsd->init_generator.empty(), "--init-generator starts an NCVSD run (--method ncvsd)");
     train::PerceptualLoss perceptual;
     const bool have_lpips = !lpips_weights->empty();
     UD2M_CHECK(*perceptual_kind != "lpips" || have_lpips, "--perceptual lpips needs --lpips-weights TRUNK HEADS");

@@ -114,7 +114,7 @@ void save_generator(const std::string& path, ConditionalDenoiser& generator, con
                          {"config", generator->net()->config().to_json()},
                          {"schedule", generator->schedule().to_json()},
                          {"noise_injection", kNoiseInjection}};
-  meta.update(extra);
+  if (!extra.is_null()) meta.update(extra);  // the default {} is a null json
   write_safetensors(path, weights, {{kMetadataKey, meta.dump()}});
 }
 

@@ -42,7 +42,8 @@ NamedParameters concat(NamedParameters a, const NamedParameters& b) {
 }  // namespace
 
 nlohmann::json NcvsdTrainOptions::to_json() const {
-  return {{"teacher", teacher}, {"student_config", student_config}, {"data", data}, {"crop", crop}, {"batch", batch},
+  return {{"teacher", teacher}, {"student_config", student_config}, {"init_generator", init_generator},
+          {"data", data},       {"crop", crop},   {"batch", batch},
           {"lr", lr},           {"generator_lr", generator_lr}, {"ema_decay", ema_decay},
           {"bf16", bf16},       {"seed", seed},   {"save_every", save_every}};
 }
@@ -51,6 +52,7 @@ NcvsdTrainOptions NcvsdTrainOptions::from_json(const nlohmann::json& j) {
   NcvsdTrainOptions o;
   o.teacher = j.value("teacher", o.teacher);
   o.student_config = j.value("student_config", o.student_config);
+  o.init_generator = j.value("init_generator", o.init_generator);
   o.data = j.value("data", o.data);
   o.crop = j.value("crop", o.crop);
   o.batch = j.value("batch", o.batch);
@@ -83,6 +85,7 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
   teacher_->module().eval();
   for (auto& p : teacher_->module().parameters()) p.set_requires_grad(false);
   make_student();
+  if (!resume && !options_.init_generator.empty()) start_from_generator(options_.init_generator);
   for (auto& p : ema_->parameters()) p.set_requires_grad(false);
   generator_logvar_ = ncvsd::LogVariance(64, options_.seed);
   fake_logvar_ = ncvsd::LogVariance(64, options_.seed + 1);
@@ -129,6 +132,17 @@ void NcvsdTrainer::make_student() {
   const auto weights = nets::state_dict(*generator_->net());
   nets::load_state_dict(*fake_->net(), weights, "the student");
   nets::load_state_dict(*ema_->net(), weights, "the student");
+}
+
+void NcvsdTrainer::start_from_generator(const std::string& path) {
+  auto start = ncvsd::load_generator(path);
+  UD2M_CHECK(start->net()->config().to_json() == generator_->net()->config().to_json(),
+             "the generator '{}' is not of the student's architecture (its config: {}; the student's: {})", path,
+             start->net()->config().to_json().dump(), generator_->net()->config().to_json().dump());
+  const auto weights = nets::state_dict(*start->net());
+  nets::load_state_dict(*generator_->net(), weights, path);
+  nets::load_state_dict(*ema_->net(), weights, path);
+  log::info("the student starts from the generator '{}'", path);
 }
 
 NcvsdLosses NcvsdTrainer::step() {

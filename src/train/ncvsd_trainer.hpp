@@ -30,6 +30,11 @@ struct NcvsdTrainOptions {
   // teachers only). Else an ADM preset (nets/adm_unet.hpp) for a randomly
   // initialised student — how DDPM and EDM2 teachers are distilled.
   std::string student_config;
+  // A generator file (`generator.safetensors` of an earlier run) the student
+  // and its EMA start from, so a distillation continues where only that file
+  // survived (a GPU run's full checkpoint may be too large to keep); the fake
+  // score starts afresh as usual. Ignored when resuming.
+  std::string init_generator;
   std::string data;     // folder or list of photographs
   std::string out_dir;
   int crop = 64;
@@ -66,11 +71,13 @@ class NcvsdTrainer {
   int64_t current_step() const { return step_; }
   ncvsd::ConditionalDenoiser& generator() { return generator_; }
   ncvsd::ConditionalDenoiser& ema() { return ema_; }
+  ncvsd::ConditionalDenoiser& fake_score() { return fake_; }
   std::string checkpoint_path() const;
 
  private:
   void load_checkpoint();
-  void make_student();  // generator, fake score and EMA, all equal
+  void make_student();
+  void start_from_generator(const std::string& path);  // generator, fake score and EMA, all equal
 
   NcvsdTrainOptions options_;
   torch::Device device_;

@@ -7,6 +7,7 @@
 #include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
 #include "metrics/metrics.hpp"
+#include "ncvsd/networks.hpp"
 #include "test_util.hpp"
 #include "tiny_priors.hpp"
 #include "tiny_runs.hpp"
@@ -81,6 +82,50 @@ TEST(NcvsdTrain, AnyPriorTeachesAFreshStudent) {
   auto r = test::run_ud2m("sample --method ncvsd --model " + generator + " --steps 1 --n 1 --size 16 " +
                           (dir / "s.png").string());
   EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST(NcvsdTrain, InitGeneratorStartsTheStudentAndItsEmaFromTheFile) {
+  // A distillation continued from an earlier run's generator file alone: the
+  // student and its EMA hold the file's weights, the fake score starts as the
+  // teacher's copy as in any fresh run. Another architecture is refused.
+  auto dir = test::temp_dir();
+  auto o = test::tiny_ncvsd_run(dir);
+  o.steps = 3;
+  o.save_every = 3;
+  o.ema_decay = 0;  // the saved EMA is the trained generator itself
+  train::NcvsdTrainer(o).run();
+  const auto file = (fs::path(o.out_dir) / "generator.safetensors").string();
+
+  auto fresh_options = o;
+  fresh_options.out_dir = (dir / "fresh").string();
+  train::NcvsdTrainer fresh(fresh_options);
+  auto continued_options = fresh_options;
+  continued_options.out_dir = (dir / "continued").string();
+  continued_options.init_generator = file;
+  train::NcvsdTrainer continued(continued_options);
+
+  const auto saved = weights(*ncvsd::load_generator(file));
+  const auto student = weights(*continued.generator()), ema = weights(*continued.ema());
+  const auto fresh_student = weights(*fresh.generator());
+  ASSERT_EQ(student.size(), saved.size());
+  double from_fresh = 0;
+  for (size_t i = 0; i < saved.size(); ++i) {
+    EXPECT_TRUE(torch::equal(student[i], saved[i])) << i;
+    EXPECT_TRUE(torch::equal(ema[i], saved[i])) << i;
+    from_fresh += (saved[i] - fresh_student[i]).abs().sum().item<double>();
+  }
+  EXPECT_GT(from_fresh, 0);  // the file is not the teacher's copy it would otherwise start as
+  const auto fake = weights(*continued.fake_score()), fresh_fake = weights(*fresh.fake_score());
+  for (size_t i = 0; i < fake.size(); ++i) EXPECT_TRUE(torch::equal(fake[i], fresh_fake[i])) << i;
+
+  auto other = nets::AdmConfig::preset("tiny-16");
+  other.model_channels = 16;
+  ncvsd::ConditionalDenoiser narrower(ncvsd::conditional_config(other), diffusion::Schedule::linear());
+  const auto narrower_file = (dir / "narrower.safetensors").string();
+  ncvsd::save_generator(narrower_file, narrower);
+  continued_options.out_dir = (dir / "refused").string();
+  continued_options.init_generator = narrower_file;
+  EXPECT_THROW_MSG(train::NcvsdTrainer{continued_options}, "is not of the student's architecture");
 }
 
 TEST(NcvsdTrain, TwoProcessesMatchOneWithTheCombinedBatch) {

@@ -203,6 +203,10 @@ TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
                      (dir / "y").string() + " --init-adapter " + (fs::path(o.out_dir) / "adapter.safetensors").string());
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("--init-adapter starts a UD2M run"), std::string::npos) << r.output;
+  r = test::run_ud2m("train --prior " + o.prior + " --data " + o.data + " --out " + (dir / "z").string() +
+                     " --init-generator " + o.prior);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--init-generator starts an NCVSD run"), std::string::npos) << r.output;
 }
 
 TEST(Ud2mTrain, TimeLimitStopsWithACheckpointThatTheNextRunResumes) {

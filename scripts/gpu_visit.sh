@@ -1,0 +1,59 @@
+#!/bin/bash
+# One call on a lent GPU that makes the most of a short visit: build, time
+# ADM-256 while the GPU is idle, then train the runs below side by side while
+# the GPU tests run, and pack what must come back into four files in $OUT
+# (a device call brings back at most 8 files of at most 16 MiB).
+#
+#   MODE=first SLOT=560 OUT=$OUT bash scripts/gpu_visit.sh      # carrying .gpu (bench/gpu.sh --prepare)
+#   MODE=continue SLOT=240 OUT=$OUT bash scripts/gpu_visit.sh   # the same machine, still warm: train on
+#
+# SLOT: seconds until everything is packed (leave the call's timeout ~20 s more).
+# The runs live in .gpu/runs/{ud2m-sr,ncvsd} and resume from there. This is how
+# the shipped SR adapter's last 608 steps and the shipped NCVSD generator were
+# trained (2026-11-27, H200). Each run gets half the cores: two processes with
+# a full-size CPU thread pool each would oversubscribe them.
+set -uo pipefail
+T0=$(date +%s); END=$((T0 + ${SLOT:-560})); MODE=${MODE:-first}
+OUT=${OUT:?set OUT to a folder for the results}
+LOG=/tmp/visit-$MODE; mkdir -p "$LOG" .gpu/runs "$OUT"
+left() { echo $(( END - $(date +%s) )); }
+say() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+pack() {
+  local d=.gpu/runs/ud2m-sr
+  [ -d $d ] && tar czf "$OUT/$MODE-ud2m-sr.tgz" -C $d .
+  d=.gpu/runs/ncvsd
+  if [ -d $d ]; then  # its checkpoint (213 MB) cannot come back
+    [ -f $d/generator.safetensors ] && cp $d/generator.safetensors "$OUT/$MODE-ncvsd-generator.safetensors"
+    tar czf "$OUT/$MODE-ncvsd.tgz" -C $d --exclude checkpoint.safetensors --exclude generator.safetensors .
+  fi
+  tar czf "$OUT/$MODE-logs.tgz" -C /tmp "visit-$MODE"
+  ls -la "$OUT"
+}
+if [ "$MODE" = first ]; then
+  STAGES=build OUT=$LOG bash bench/gpu.sh > "$LOG/gpu_build.txt" 2>&1 || { tail -60 "$LOG/gpu_build.txt"; pack; exit 1; }
+  say "built"
+  STAGES=bench CONFIGS=adm-256-uncond COMPILE= OUT=$LOG timeout 120 bash bench/gpu.sh > "$LOG/gpu_bench.txt" 2>&1
+  say "bench rc=$?"; tail -15 "$LOG/gpu_bench.txt"
+fi
+TRAIN=$(( $(left) - 45 ))
+THREADS=$(( $(nproc) / 2 ))
+say "training both runs for $TRAIN s, $THREADS threads each"
+OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ud2m --prior models/ud2m-small-64.safetensors \
+  --data .gpu/data/train.txt --val-data .gpu/data/val.txt --task sr --sigma 0.01 \
+  --lora-placement attention+resblocks --init-adapter models/ud2m-small-64-sr.adapter.safetensors \
+  --batch 64 --steps 100000 --w-adv 0.1 --perceptual none --save-every 200 --val-every 200 \
+  --device cuda --out .gpu/runs/ud2m-sr --max-time $TRAIN > "$LOG/train_ud2m_sr.txt" 2>&1 &
+P1=$!
+OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ncvsd --prior models/ud2m-small-64.safetensors \
+  --init-generator models/ud2m-small-64-ncvsd.generator.safetensors \
+  --data .gpu/data/train.txt --crop 64 --batch 64 --steps 1000000 --generator-lr 1e-4 --save-every 500 \
+  --device cuda --out .gpu/runs/ncvsd --max-time $TRAIN > "$LOG/train_ncvsd.txt" 2>&1 &
+P2=$!
+if [ "$MODE" = first ]; then
+  timeout $(( $(left) - 30 )) build-gpu/tests/ud2m_tests --gtest_filter='Cuda.*:GraphedDenoiser.*' > "$LOG/tests.txt" 2>&1
+  say "tests rc=$?"; grep -E "^\[ +(FAILED|PASSED|OK) |Failure|Expected|Which is" "$LOG/tests.txt" | head -60
+fi
+wait $P1; say "ud2m-sr rc=$?"; tail -6 "$LOG/train_ud2m_sr.txt"
+wait $P2; say "ncvsd rc=$?"; tail -4 "$LOG/train_ncvsd.txt"
+pack
+say "done"
