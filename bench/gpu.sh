@@ -64,7 +64,7 @@ fi
 if [[ " $STAGES " == *" build "* ]]; then
   gloo=()
   [[ -d .gpu/include/gloo && ! -d /usr/include/gloo ]] && gloo=(-DUD2M_GLOO_INCLUDE_DIR="$here/.gpu/include")
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUD2M_PYTHON="$(command -v python3)" -DTORCH_CUDA_ARCH_LIST=9.0 \
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUD2M_PYTHON="$(command -v python3)" -DTORCH_CUDA_ARCH_LIST=9.0 -DUD2M_CUDA_ARCHITECTURES=90 \
     -DUD2M_BUILD_TESTS=ON -DUD2M_BUILD_BENCH=ON "${gloo[@]}" > "$OUT/cmake.txt" 2>&1 \
     || { tail -40 "$OUT/cmake.txt"; exit 1; }
   ninja -C "$BUILD" ud2m ud2m_tests adm_forward > "$OUT/build.txt" 2>&1 \

@@ -30,7 +30,7 @@ if [ ! -x build-gpu/ud2m ]; then
   gloo=()
   [[ -d .gpu/include/gloo && ! -d /usr/include/gloo ]] && gloo=(-DUD2M_GLOO_INCLUDE_DIR="$PWD/.gpu/include")
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DUD2M_BUILD_TESTS=OFF -DUD2M_BUILD_BENCH=OFF \
-    -DTORCH_CUDA_ARCH_LIST=9.0 "${gloo[@]}" > "$OUT/cmake.txt" 2>&1 \
+    -DTORCH_CUDA_ARCH_LIST=9.0 -DUD2M_CUDA_ARCHITECTURES=90 "${gloo[@]}" > "$OUT/cmake.txt" 2>&1 \
     || { tail -40 "$OUT/cmake.txt"; exit 1; }
   cmake --build build-gpu --target ud2m -j"$(nproc)" > "$OUT/build.txt" 2>&1 \
     || { grep -B2 -A12 "error" "$OUT/build.txt" | head -80; exit 1; }

@@ -67,20 +67,23 @@ class ResBlockImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x_in, const torch::Tensor& emb) {
     torch::Tensor x = x_in;
-    auto a = in_layers[1]->as<torch::nn::SiLU>()->forward(in_layers[0]->as<Fp32GroupNormImpl>()->forward(x));
+    // (The SiLU modules in in_layers/out_layers only keep the original's
+    // indices: each norm applies its activation, fused on a GPU.)
+    auto a = in_layers[0]->as<Fp32GroupNormImpl>()->forward_silu(x);
     if (h_upd || h_down) {  // resample between the norm+activation and the convolution, as the original does
       a = h_upd ? h_upd->forward(a) : h_down->forward(a);
       x = x_upd ? x_upd->forward(x) : x_down->forward(x);
     }
     auto h = with_lora(*in_layers[2]->as<torch::nn::Conv2d>(), in_lora, a);
     auto emb_out = emb_layers->forward(emb).to(h.scalar_type()).unsqueeze(-1).unsqueeze(-1);
+    auto* out_norm = out_layers[0]->as<Fp32GroupNormImpl>();
     if (scale_shift_) {
       auto parts = emb_out.chunk(2, 1);
-      h = out_layers[0]->as<Fp32GroupNormImpl>()->forward(h) * (1 + parts[0]) + parts[1];
+      h = out_norm->forward_silu(h, 1 + parts[0], parts[1]);
     } else {
-      h = out_layers[0]->as<Fp32GroupNormImpl>()->forward(h + emb_out);
+      h = out_norm->forward_silu(h + emb_out);
     }
-    h = out_layers[2]->as<torch::nn::Dropout>()->forward(out_layers[1]->as<torch::nn::SiLU>()->forward(h));
+    h = out_layers[2]->as<torch::nn::Dropout>()->forward(h);
     h = with_lora(*out_layers[3]->as<torch::nn::Conv2d>(), out_lora, h);
     return (skip ? skip(x) : x) + h;
   }
@@ -391,7 +394,8 @@ torch::Tensor AdmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& 
     h = block->as<EmbedSequentialImpl>()->forward(torch::cat({h, skips.back()}, 1), emb);
     skips.pop_back();
   }
-  return out->forward(h).to(x.scalar_type());
+  h = out[0]->as<Fp32GroupNormImpl>()->forward_silu(h);  // out[1], the SiLU, is fused in
+  return out[2]->as<torch::nn::Conv2d>()->forward(h).to(x.scalar_type());
 }
 
 std::vector<torch::Tensor> AdmUNetImpl::encoder_features(const torch::Tensor& x, const torch::Tensor& t) {

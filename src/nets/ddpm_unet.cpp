@@ -28,9 +28,9 @@ class ResnetBlockImpl : public torch::nn::Module {
     if (in != out) conv_shortcut = register_module("conv_shortcut", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1)));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb) {
-    auto h = with_lora(*conv1, conv1_lora, torch::silu(norm1(x)));
+    auto h = with_lora(*conv1, conv1_lora, norm1->forward_silu(x));
     h = h + time_emb_proj(torch::silu(temb)).unsqueeze(-1).unsqueeze(-1);
-    h = with_lora(*conv2, conv2_lora, dropout(torch::silu(norm2(h))));
+    h = with_lora(*conv2, conv2_lora, dropout(norm2->forward_silu(h)));
     return (conv_shortcut ? conv_shortcut(x) : x) + h;
   }
   void add_lora(const LoraOptions& options) {
@@ -294,7 +294,7 @@ torch::Tensor DdpmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor&
   for (auto& block : *down_blocks) h = block->as<LevelImpl>()->down(h, emb, skips);
   h = std::static_pointer_cast<MidBlockImpl>(mid_block)->forward(h, emb);
   for (auto& block : *up_blocks) h = block->as<LevelImpl>()->up(h, emb, skips);
-  return conv_out(torch::silu(conv_norm_out(h))).to(x.scalar_type());
+  return conv_out(conv_norm_out->forward_silu(h)).to(x.scalar_type());
 }
 
 void DdpmUNetImpl::add_lora(const LoraOptions& options) {

@@ -1,5 +1,12 @@
 #include "nets/fp32_group_norm.hpp"
 
+#ifdef UD2M_WITH_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "nets/group_norm_silu_kernels.hpp"
+#endif
+
 namespace ud2m::nets {
 namespace F = torch::nn::functional;
 
@@ -17,6 +24,70 @@ torch::Tensor Fp32GroupNormImpl::forward(const torch::Tensor& x) {
   // for 128 channels), as it skips two passes over the activations.
   if (x.scalar_type() == torch::kFloat32 || x.device().is_cpu()) return F::group_norm(x, options);
   return F::group_norm(x.to(torch::kFloat32), options).to(x.scalar_type());
+}
+
+bool fused_group_norm_silu_available() {
+#ifdef UD2M_WITH_CUDA_KERNELS
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+#ifdef UD2M_WITH_CUDA_KERNELS
+bool fusable(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& shift, int64_t groups) {
+  const bool needs_grad = torch::GradMode::is_enabled() &&
+                          (x.requires_grad() || (scale.defined() && scale.requires_grad()) ||
+                           (shift.defined() && shift.requires_grad()));
+  return x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.dim() == 4 && !needs_grad &&
+         x.size(1) % groups == 0 &&
+         (x.is_contiguous() || x.is_contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+// The fused kernels (nets/group_norm_silu.cu): the affine folded into one
+// per-(sample, channel) scale and shift, all in fp32.
+torch::Tensor fused(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                    const torch::Tensor& scale, const torch::Tensor& shift, int64_t groups, double eps) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t b = x.size(0), c = x.size(1);
+  auto f32 = x.options().dtype(torch::kFloat32);
+  auto a = weight.to(f32).view({1, c}).expand({b, c});
+  auto s = bias.to(f32).view({1, c}).expand({b, c});
+  if (scale.defined()) {
+    auto k = scale.to(f32).reshape({b, c});
+    a = a * k;
+    s = s * k;
+  }
+  if (shift.defined()) s = s + shift.to(f32).reshape({b, c});
+  a = a.contiguous();
+  s = s.contiguous();
+  const bool channels_last = !x.is_contiguous();
+  cuda::GroupNormShape shape{b, c, x.size(2) * x.size(3), groups,
+                             channels_last ? cuda::Layout::kChannelsLast : cuda::Layout::kChannelsFirst};
+  auto mean = torch::empty({b * groups}, f32), rstd = torch::empty({b * groups}, f32);
+  auto y = torch::empty_like(x);  // keeps x's memory format
+  void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  cuda::group_stats_bf16(x.data_ptr(), shape, static_cast<float>(eps), mean.data_ptr<float>(),
+                         rstd.data_ptr<float>(), stream);
+  cuda::normalize_affine_bf16(x.data_ptr(), y.data_ptr(), shape, mean.data_ptr<float>(), rstd.data_ptr<float>(),
+                              a.data_ptr<float>(), s.data_ptr<float>(), true, stream);
+  return y;
+}
+#endif
+
+}  // namespace
+
+torch::Tensor Fp32GroupNormImpl::forward_silu(const torch::Tensor& x, const torch::Tensor& scale,
+                                              const torch::Tensor& shift) {
+#ifdef UD2M_WITH_CUDA_KERNELS
+  if (fusable(x, scale, shift, groups_)) return fused(x, weight, bias, scale, shift, groups_, eps_);
+#endif
+  auto h = forward(x);
+  if (scale.defined()) h = h * scale;
+  if (shift.defined()) h = h + shift;
+  return F::silu(h);
 }
 
 }  // namespace ud2m::nets

@@ -10,6 +10,12 @@ class Fp32GroupNormImpl : public torch::nn::Module {
  public:
   Fp32GroupNormImpl(int64_t groups, int64_t channels, double eps);
   torch::Tensor forward(const torch::Tensor& x);
+  // silu(forward(x)·scale + shift) — the norm-then-activation of a residual
+  // block, `scale` and `shift` (B, C, 1, 1) or undefined (1 and 0). On a GPU,
+  // for bf16 activations outside autograd, one fused kernel pair computes it
+  // in fp32 with a single rounding; elsewhere these very operations run.
+  torch::Tensor forward_silu(const torch::Tensor& x, const torch::Tensor& scale = {},
+                             const torch::Tensor& shift = {});
   torch::Tensor weight, bias;
 
  private:
@@ -17,5 +23,8 @@ class Fp32GroupNormImpl : public torch::nn::Module {
   double eps_;
 };
 TORCH_MODULE(Fp32GroupNorm);
+
+// Whether this build has the fused GPU kernel (a CUDA LibTorch and nvcc).
+bool fused_group_norm_silu_available();
 
 }  // namespace ud2m::nets

@@ -157,3 +157,21 @@ TEST(Fp32GroupNorm, Bf16ActivationsAreNormalisedInFp32) {
               0.01 * expected.to(torch::kFloat32).abs().max().item<double>());
   }
 }
+
+// The residual blocks' norm-then-activation: on the CPU exactly the composed
+// operations (the fused GPU kernels are checked against it in test_cuda.cpp).
+TEST(Fp32GroupNorm, ForwardSiluIsNormScaleShiftThenSilu) {
+  nets::Fp32GroupNorm norm(8, 32, 1e-5);
+  torch::manual_seed(4);
+  torch::NoGradGuard no_grad;
+  norm->weight.normal_();
+  norm->bias.normal_();
+  auto scale = 1 + torch::randn({2, 32, 1, 1}), shift = torch::randn({2, 32, 1, 1});
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    auto x = torch::randn({2, 32, 6, 6}).to(dtype);
+    auto s = scale.to(dtype), t = shift.to(dtype);
+    EXPECT_TRUE(torch::equal(norm->forward_silu(x), torch::silu(norm(x))));
+    EXPECT_TRUE(torch::equal(norm->forward_silu(x, s, t), torch::silu(norm(x) * s + t)));
+    EXPECT_FALSE(torch::equal(norm->forward_silu(x, s, t), norm->forward_silu(x)));
+  }
+}
