@@ -38,7 +38,8 @@ struct DemoArgs {
 // The shipped adapter trained for `task`, else the general-operator one.
 std::string shipped_adapter(const std::string& task) {
   const std::string dir = std::string(UD2M_MODELS_DIR) + "/ud2m-small-64-";
-  const std::map<std::string, std::string> per_task = {{"gaussian_deblur", "deblur"}, {"sr", "sr"}, {"jpeg", "jpeg"}};
+  const std::map<std::string, std::string> per_task = {
+      {"gaussian_deblur", "deblur"}, {"sr", "sr"}, {"jpeg", "jpeg"}, {"inpainting_random", "inpainting"}};
   auto it = per_task.find(task);
   return dir + (it != per_task.end() ? it->second : "general") + ".adapter.safetensors";
 }
