@@ -71,8 +71,8 @@ torch::Tensor fused(const torch::Tensor& x, const torch::Tensor& weight, const t
   void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
   cuda::group_stats_bf16(x.data_ptr(), shape, static_cast<float>(eps), mean.data_ptr<float>(),
                          rstd.data_ptr<float>(), stream);
-  cuda::normalize_affine_bf16(x.data_ptr(), y.data_ptr(), shape, mean.data_ptr<float>(), rstd.data_ptr<float>(),
-                              a.data_ptr<float>(), s.data_ptr<float>(), true, stream);
+  cuda::normalize_affine_silu_bf16(x.data_ptr(), y.data_ptr(), shape, mean.data_ptr<float>(),
+                                   rstd.data_ptr<float>(), a.data_ptr<float>(), s.data_ptr<float>(), stream);
   return y;
 }
 #endif

@@ -63,18 +63,17 @@ __global__ void group_stats_kernel(const __nv_bfloat16* x, GroupNormShape s, flo
   }
 }
 
-__global__ void normalize_affine_kernel(const __nv_bfloat16* x, __nv_bfloat16* y, GroupNormShape s,
-                                        const float* mean, const float* rstd, const float* scale,
-                                        const float* shift, bool silu) {
+__global__ void normalize_affine_silu_kernel(const __nv_bfloat16* x, __nv_bfloat16* y, GroupNormShape s,
+                                             const float* mean, const float* rstd, const float* scale,
+                                             const float* shift) {
   const int64_t total = s.batch * s.channels * s.pixels, per_group = s.channels / s.groups;
   for (int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; m < total;
        m += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = m / (s.channels * s.pixels);
     const int64_t c = s.layout == Layout::kChannelsFirst ? (m / s.pixels) % s.channels : m % s.channels;
     const int64_t bg = b * s.groups + c / per_group, bc = b * s.channels + c;
-    float v = (__bfloat162float(x[m]) - mean[bg]) * rstd[bg] * scale[bc] + shift[bc];
-    if (silu) v = v / (1.0f + __expf(-v));
-    y[m] = __float2bfloat16(v);
+    const float v = (__bfloat162float(x[m]) - mean[bg]) * rstd[bg] * scale[bc] + shift[bc];
+    y[m] = __float2bfloat16(v / (1.0f + __expf(-v)));
   }
 }
 
@@ -92,12 +91,12 @@ void group_stats_bf16(const void* x, const GroupNormShape& shape, float eps, flo
   check_launch("GroupNorm statistics kernel");
 }
 
-void normalize_affine_bf16(const void* x, void* y, const GroupNormShape& shape, const float* mean,
-                           const float* rstd, const float* scale, const float* shift, bool silu, void* stream) {
+void normalize_affine_silu_bf16(const void* x, void* y, const GroupNormShape& shape, const float* mean,
+                                const float* rstd, const float* scale, const float* shift, void* stream) {
   const int64_t total = shape.batch * shape.channels * shape.pixels;
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20);
-  normalize_affine_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y), shape, mean, rstd, scale, shift, silu);
+  normalize_affine_silu_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y), shape, mean, rstd, scale, shift);
   check_launch("GroupNorm apply kernel");
 }
 

@@ -20,10 +20,10 @@ struct GroupNormShape {
 void group_stats_bf16(const void* x, const GroupNormShape& shape, float eps, float* mean, float* rstd,
                       void* stream);
 
-// y = act((x − mean)·rstd·scale[b, c] + shift[b, c]) for bf16 x and y of the
-// same layout, in fp32 with one rounding; act = SiLU or the identity.
-// scale and shift: (batch·channels) floats.
-void normalize_affine_bf16(const void* x, void* y, const GroupNormShape& shape, const float* mean,
-                           const float* rstd, const float* scale, const float* shift, bool silu, void* stream);
+// y = silu((x − mean)·rstd·scale[b, c] + shift[b, c]) for bf16 x and y of
+// the same layout, in fp32 with one rounding. scale and shift:
+// (batch·channels) floats.
+void normalize_affine_silu_bf16(const void* x, void* y, const GroupNormShape& shape, const float* mean,
+                                const float* rstd, const float* scale, const float* shift, void* stream);
 
 }  // namespace ud2m::nets::cuda
