@@ -1,16 +1,16 @@
 #!/bin/bash
 # One call on a lent GPU that makes the most of a short visit: build, time
-# ADM-256 while the GPU is idle, then train the runs below side by side while
-# the GPU tests run, and pack what must come back into four files in $OUT
+# ADM-256 while the GPU is idle, then train the three runs below side by side while
+# the GPU tests run, and pack what must come back into five files in $OUT
 # (a device call brings back at most 8 files of at most 16 MiB).
 #
 #   MODE=first SLOT=560 OUT=$OUT bash scripts/gpu_visit.sh      # carrying .gpu (bench/gpu.sh --prepare)
 #   MODE=continue SLOT=240 OUT=$OUT bash scripts/gpu_visit.sh   # the same machine, still warm: train on
 #
 # SLOT: seconds until everything is packed (leave the call's timeout ~20 s more).
-# The runs live in .gpu/runs/{ud2m-sr,ncvsd} and resume from there. This is how
+# The runs live in .gpu/runs/{ud2m-sr,ud2m-inpainting,ncvsd} and resume from there. This is how
 # the shipped SR adapter's last 608 steps and the shipped NCVSD generator were
-# trained (2026-11-27, H200). Each run gets half the cores: two processes with
+# trained (2026-11-27, H200). Each run gets a third of the cores: processes with
 # a full-size CPU thread pool each would oversubscribe them.
 set -uo pipefail
 T0=$(date +%s); END=$((T0 + ${SLOT:-560})); MODE=${MODE:-first}
@@ -19,8 +19,10 @@ LOG=/tmp/visit-$MODE; mkdir -p "$LOG" .gpu/runs "$OUT"
 left() { echo $(( END - $(date +%s) )); }
 say() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() {
-  local d=.gpu/runs/ud2m-sr
-  [ -d $d ] && tar czf "$OUT/$MODE-ud2m-sr.tgz" -C $d .
+  local d
+  for run in ud2m-sr ud2m-inpainting; do
+    d=.gpu/runs/$run; [ -d $d ] && tar czf "$OUT/$MODE-$run.tgz" -C $d .
+  done
   d=.gpu/runs/ncvsd
   if [ -d $d ]; then  # its checkpoint (213 MB) cannot come back
     [ -f $d/generator.safetensors ] && cp $d/generator.safetensors "$OUT/$MODE-ncvsd-generator.safetensors"
@@ -29,6 +31,14 @@ pack() {
   tar czf "$OUT/$MODE-logs.tgz" -C /tmp "visit-$MODE"
   ls -la "$OUT"
 }
+# train_adapter NAME TASK: continue the shipped adapter models/ud2m-small-64-NAME.adapter.safetensors
+train_adapter() {
+  OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ud2m --prior models/ud2m-small-64.safetensors \
+    --data .gpu/data/train.txt --val-data .gpu/data/val.txt --task "$2" --sigma 0.01 \
+    --lora-placement attention+resblocks --init-adapter "models/ud2m-small-64-$1.adapter.safetensors" \
+    --batch 64 --steps 100000 --w-adv 0.1 --perceptual none --save-every 200 --val-every 200 \
+    --device cuda --out ".gpu/runs/ud2m-$1" --max-time $TRAIN > "$LOG/train_ud2m_$1.txt" 2>&1
+}
 if [ "$MODE" = first ]; then
   STAGES=build OUT=$LOG bash bench/gpu.sh > "$LOG/gpu_build.txt" 2>&1 || { tail -60 "$LOG/gpu_build.txt"; pack; exit 1; }
   say "built"
@@ -36,14 +46,10 @@ if [ "$MODE" = first ]; then
   say "bench rc=$?"; tail -15 "$LOG/gpu_bench.txt"
 fi
 TRAIN=$(( $(left) - 45 ))
-THREADS=$(( $(nproc) / 2 ))
-say "training both runs for $TRAIN s, $THREADS threads each"
-OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ud2m --prior models/ud2m-small-64.safetensors \
-  --data .gpu/data/train.txt --val-data .gpu/data/val.txt --task sr --sigma 0.01 \
-  --lora-placement attention+resblocks --init-adapter models/ud2m-small-64-sr.adapter.safetensors \
-  --batch 64 --steps 100000 --w-adv 0.1 --perceptual none --save-every 200 --val-every 200 \
-  --device cuda --out .gpu/runs/ud2m-sr --max-time $TRAIN > "$LOG/train_ud2m_sr.txt" 2>&1 &
-P1=$!
+THREADS=$(( $(nproc) / 3 ))
+say "training three runs for $TRAIN s, $THREADS threads each"
+train_adapter sr sr & P1=$!
+train_adapter inpainting inpainting_random & P3=$!
 OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ncvsd --prior models/ud2m-small-64.safetensors \
   --init-generator models/ud2m-small-64-ncvsd.generator.safetensors \
   --data .gpu/data/train.txt --crop 64 --batch 64 --steps 1000000 --generator-lr 1e-4 --save-every 500 \
@@ -54,6 +60,7 @@ if [ "$MODE" = first ]; then
   say "tests rc=$?"; grep -E "^\[ +(FAILED|PASSED|OK) |Failure|Expected|Which is" "$LOG/tests.txt" | head -60
 fi
 wait $P1; say "ud2m-sr rc=$?"; tail -6 "$LOG/train_ud2m_sr.txt"
+wait $P3; say "ud2m-inpainting rc=$?"; tail -6 "$LOG/train_ud2m_inpainting.txt"
 wait $P2; say "ncvsd rc=$?"; tail -4 "$LOG/train_ncvsd.txt"
 pack
 say "done"
