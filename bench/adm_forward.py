@@ -8,7 +8,8 @@ Python peers: plain fp32 eager, and the tuned bf16 recipe (bf16 weights +
 autocast, channels-last; GroupNorm runs in fp32 inside the model); on a GPU
 optionally that recipe under torch.compile (--compile MODE; reduce-overhead
 adds CUDA graphs), whose compile time is printed apart. The C++ rows on a
-GPU add bf16 replayed from a CUDA graph.
+GPU add bf16 replayed from a CUDA graph. --trace T.json profiles one more pass
+of the C++ bf16 row and prints its time by operator (and, on a GPU, by kernel).
 
 It also checks the outputs: the C++ fp32 network must give PyTorch's ε on the
 same input (max relative error printed; `--config adm-256-uncond` is the
@@ -111,6 +112,8 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--rounds", type=int, default=1, help="repeat, alternating which side goes first; keep the best")
     p.add_argument("--compile", metavar="MODE", help="also time the bf16 recipe under torch.compile(mode=MODE)")
+    p.add_argument("--trace", metavar="JSON", help="profile one more pass of the C++ bf16 channels-last row "
+                   "and print where its time goes (bench/op_times.py)")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -161,6 +164,8 @@ def main():
                     ("ud2m C++ bf16 channels-last", "bf16", 1, [])]
             if device.type == "cuda":
                 runs.append(("ud2m C++ bf16 channels-last, CUDA graph", "bf16", 1, ["--cuda-graph"]))
+            if args.trace:
+                runs[2] = (*runs[2][:3], ["--trace", args.trace])
             for label, dtype, cl, extra in runs:
                 out = subprocess.run([str(binary), str(path), str(size), str(args.batch), dtype, str(cl),
                                       str(args.iters), str(args.threads), str(io), "--device", args.device,
@@ -195,6 +200,8 @@ def main():
     print(f"{args.config} ({params / 1e6:.1f} M params), {size}x{size}, batch {args.batch}, {where}, "
           f"best of {args.rounds} round(s)")
     print_table(rows, py_fp32, py_bf16, errors, "peak GPU MiB" if device.type == "cuda" else "peak RSS MiB")
+    if args.trace:
+        subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name("op_times.py")), args.trace, "--top", "25"])
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ fi
 if [[ " $STAGES " == *" bench "* ]]; then
   for config in $CONFIGS; do
     PYTHONUNBUFFERED=1 python3 bench/adm_forward.py --build "$BUILD" --config "$config" --device cuda \
-      --iters 50 ${COMPILE:+--compile "$COMPILE"} 2>&1 | tee "$OUT/adm_forward_$config.txt"
+      --iters 50 --trace "$OUT/trace_$config.json" ${COMPILE:+--compile "$COMPILE"} 2>&1 | tee "$OUT/adm_forward_$config.txt"
     elapsed "$config timed"
   done
 fi

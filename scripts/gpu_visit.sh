@@ -8,22 +8,23 @@
 #   MODE=continue SLOT=240 OUT=$OUT bash scripts/gpu_visit.sh   # the same machine, still warm: train on
 #
 # SLOT: seconds until everything is packed (leave the call's timeout ~20 s more).
-# The runs live in .gpu/runs/{ud2m-sr,ud2m-inpainting,ncvsd} and resume from there. This is how
+# The runs live in /tmp/ud2m-runs/{ud2m-sr,ud2m-inpainting,ncvsd} and resume from there
+# (not under .gpu: a call that carries .gpu replaces it, runs and all). This is how
 # the shipped SR adapter's last 608 steps and the shipped NCVSD generator were
 # trained (2026-11-27, H200). Each run gets a third of the cores: processes with
 # a full-size CPU thread pool each would oversubscribe them.
 set -uo pipefail
 T0=$(date +%s); END=$((T0 + ${SLOT:-560})); MODE=${MODE:-first}
 OUT=${OUT:?set OUT to a folder for the results}
-LOG=/tmp/visit-$MODE; mkdir -p "$LOG" .gpu/runs "$OUT"
+LOG=/tmp/visit-$MODE; RUNS=/tmp/ud2m-runs; mkdir -p "$LOG" "$RUNS" "$OUT"
 left() { echo $(( END - $(date +%s) )); }
 say() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() {
   local d
   for run in ud2m-sr ud2m-inpainting; do
-    d=.gpu/runs/$run; [ -d $d ] && tar czf "$OUT/$MODE-$run.tgz" -C $d .
+    d=$RUNS/$run; [ -d $d ] && tar czf "$OUT/$MODE-$run.tgz" -C $d .
   done
-  d=.gpu/runs/ncvsd
+  d=$RUNS/ncvsd
   if [ -d $d ]; then  # its checkpoint (213 MB) cannot come back
     [ -f $d/generator.safetensors ] && cp $d/generator.safetensors "$OUT/$MODE-ncvsd-generator.safetensors"
     tar czf "$OUT/$MODE-ncvsd.tgz" -C $d --exclude checkpoint.safetensors --exclude generator.safetensors .
@@ -37,7 +38,7 @@ train_adapter() {
     --data .gpu/data/train.txt --val-data .gpu/data/val.txt --task "$2" --sigma 0.01 \
     --lora-placement attention+resblocks --init-adapter "models/ud2m-small-64-$1.adapter.safetensors" \
     --batch 64 --steps 100000 --w-adv 0.1 --perceptual none --save-every 200 --val-every 200 \
-    --device cuda --out ".gpu/runs/ud2m-$1" --max-time $TRAIN > "$LOG/train_ud2m_$1.txt" 2>&1
+    --device cuda --out "$RUNS/ud2m-$1" --max-time $TRAIN > "$LOG/train_ud2m_$1.txt" 2>&1
 }
 if [ "$MODE" = first ]; then
   STAGES=build OUT=$LOG bash bench/gpu.sh > "$LOG/gpu_build.txt" 2>&1 || { tail -60 "$LOG/gpu_build.txt"; pack; exit 1; }
@@ -53,7 +54,7 @@ train_adapter inpainting inpainting_random & P3=$!
 OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ncvsd --prior models/ud2m-small-64.safetensors \
   --init-generator models/ud2m-small-64-ncvsd.generator.safetensors \
   --data .gpu/data/train.txt --crop 64 --batch 64 --steps 1000000 --generator-lr 1e-4 --save-every 500 \
-  --device cuda --out .gpu/runs/ncvsd --max-time $TRAIN > "$LOG/train_ncvsd.txt" 2>&1 &
+  --device cuda --out $RUNS/ncvsd --max-time $TRAIN > "$LOG/train_ncvsd.txt" 2>&1 &
 P2=$!
 if [ "$MODE" = first ]; then
   timeout $(( $(left) - 30 )) build-gpu/tests/ud2m_tests --gtest_filter='Cuda.*:GraphedDenoiser.*' > "$LOG/tests.txt" 2>&1
