@@ -106,19 +106,26 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   auto prior = diffusion::load_prior(options_.prior);
   prior->module().eval();  // the frozen base runs without dropout
   std::optional<unrolled::AdapterFile> start;
+  bool widened = false;
   if (!resume && !options_.init_adapter.empty()) {
     start = unrolled::read_adapter(options_.init_adapter);
+    // The adapter's settings win, except that asking for LoRA on the residual
+    // blocks widens an attention-only adapter (the new LoRA starts at zero).
+    widened = options_.lora.on_resblocks() && !start->options.lora.on_resblocks();
+    const auto placement = options_.lora.placement;
     options_.blocks = start->options.blocks;
     options_.lora = start->options.lora;
+    if (widened) options_.lora.placement = placement;
     options_.noise_inflation = start->options.noise_inflation;
     options_.learned_init = start->options.learned_init;
   }
   network_ = std::make_shared<unrolled::UnrolledNetwork>(
       prior, unrolled::UnrolledOptions{options_.blocks, options_.lora, options_.noise_inflation, options_.learned_init});
   if (start) {
-    unrolled::apply_adapter(*start, *network_, options_.prior);
-    log::info("starting from the adapter '{}' (trained for '{}'; K = {}, LoRA rank {} on {})", start->path,
-              start->info.task, options_.blocks, options_.lora.rank, options_.lora.placement);
+    unrolled::apply_adapter(*start, *network_, options_.prior, widened);
+    log::info("starting from the adapter '{}' (trained for '{}'; K = {}, LoRA rank {} on {}{})", start->path,
+              start->info.task, options_.blocks, options_.lora.rank, options_.lora.placement,
+              widened ? "; the residual blocks' LoRA starts at zero" : "");
   }
   network_->set_recompute(options_.recompute);
   discriminator_ = nets::Discriminator(options_.crop, prior->channels());

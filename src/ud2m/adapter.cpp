@@ -1,7 +1,10 @@
 #include "ud2m/adapter.hpp"
 
+#include <algorithm>
+
 #include "core/error.hpp"
 #include "io/safetensors.hpp"
+#include "nets/lora.hpp"
 
 namespace ud2m::unrolled {
 
@@ -48,14 +51,25 @@ AdapterFile read_adapter(const std::string& path) {
   return adapter;
 }
 
-void apply_adapter(const AdapterFile& file, UnrolledNetwork& network, const std::string& prior_name) {
+void apply_adapter(const AdapterFile& file, UnrolledNetwork& network, const std::string& prior_name,
+                   bool widened) {
   const auto& actual = network.base_fingerprint();
   UD2M_CHECK(file.base_fingerprint == actual,
              "the adapter '{}' was trained on another base prior (fingerprint {}) than '{}' ({})", file.path,
              file.base_fingerprint, prior_name, actual);
+  UD2M_CHECK(!widened || !file.options.lora.on_resblocks(),
+             "the adapter '{}' already has LoRA on the residual blocks: there is nothing to widen", file.path);
+  std::vector<std::string> new_lora;  // module paths of the residual blocks' LoRA, absent from the file
+  if (widened)
+    for (const auto& item : network.named_modules())
+      if (dynamic_cast<const nets::ConvLoraImpl*>(item.value().get())) new_lora.push_back(item.key() + ".");
+  auto is_new = [&](const std::string& name) {
+    return std::any_of(new_lora.begin(), new_lora.end(), [&](const auto& prefix) { return name.rfind(prefix, 0) == 0; });
+  };
   torch::NoGradGuard no_grad;
   for (auto& [name, value] : network.trainable_parameters()) {
     auto found = file.tensors.find(name);
+    if (found == file.tensors.end() && is_new(name)) continue;
     UD2M_CHECK(found != file.tensors.end(), "the adapter '{}' lacks '{}'", file.path, name);
     UD2M_CHECK(found->second.sizes() == value.sizes(), "the adapter '{}' has '{}' of shape {}, the network {}",
                file.path, name, found->second.sizes().vec(), value.sizes().vec());

@@ -171,6 +171,41 @@ TEST(Ud2mTrain, InitAdapterStartsFromItsWeightsAndSettings) {
   EXPECT_THROW_MSG(train::Ud2mTrainer{warm}, "another base prior");
 }
 
+TEST(Ud2mTrain, InitAdapterWidensToTheResidualBlocksWithAZeroUpdate) {
+  auto dir = test::temp_dir();
+  auto o = test::tiny_ud2m_run(dir);  // LoRA on attention alone
+  o.steps = 2;
+  train::Ud2mTrainer first(o);
+  first.step();
+  first.step();
+  first.save_checkpoint();
+  const auto trained = adapter_values(first);
+
+  auto wide = o;
+  wide.lora.placement = "attention+resblocks";
+  wide.out_dir = (dir / "wide").string();
+  wide.init_adapter = (dir / "run" / "adapter.safetensors").string();
+  train::Ud2mTrainer second(wide);
+  EXPECT_EQ(second.network().options().lora.placement, "attention+resblocks");
+  std::map<std::string, torch::Tensor> got;
+  for (auto& [name, p] : second.network().trainable_parameters()) got[name] = p.detach();
+  int copied = 0, fresh = 0;
+  for (auto [name, p] : first.network().trainable_parameters()) {
+    ASSERT_TRUE(got.count(name)) << name;
+    EXPECT_TRUE(torch::equal(got[name], p.detach())) << name;
+    ++copied;
+  }
+  for (auto& [name, p] : got)
+    if (name.find(".in_lora.B") != std::string::npos || name.find(".out_lora.B") != std::string::npos) {
+      EXPECT_EQ(p.abs().max().item<float>(), 0.0f) << name;  // the new LoRA's update starts at zero
+      ++fresh;
+    }
+  EXPECT_EQ(copied, static_cast<int>(trained.size()));
+  EXPECT_GT(fresh, 0);
+  // The same function: validation on the same fixed draws gives the same error.
+  EXPECT_DOUBLE_EQ(second.validation_mse(), first.validation_mse());
+}
+
 TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
   auto dir = test::temp_dir();
   auto o = test::tiny_ud2m_run(dir);
