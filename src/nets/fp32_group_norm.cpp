@@ -66,13 +66,11 @@ torch::Tensor fused(const torch::Tensor& x, const torch::Tensor& weight, const t
   const bool channels_last = !x.is_contiguous();
   cuda::GroupNormShape shape{b, c, x.size(2) * x.size(3), groups,
                              channels_last ? cuda::Layout::kChannelsLast : cuda::Layout::kChannelsFirst};
-  auto mean = torch::empty({b * groups}, f32), rstd = torch::empty({b * groups}, f32);
+  auto workspace = torch::empty({cuda::group_norm_silu_workspace_floats(shape)}, f32);
   auto y = torch::empty_like(x);  // keeps x's memory format
   void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-  cuda::group_stats_bf16(x.data_ptr(), shape, static_cast<float>(eps), mean.data_ptr<float>(),
-                         rstd.data_ptr<float>(), stream);
-  cuda::normalize_affine_silu_bf16(x.data_ptr(), y.data_ptr(), shape, mean.data_ptr<float>(),
-                                   rstd.data_ptr<float>(), a.data_ptr<float>(), s.data_ptr<float>(), stream);
+  cuda::group_norm_silu_bf16(x.data_ptr(), y.data_ptr(), shape, static_cast<float>(eps), a.data_ptr<float>(),
+                             s.data_ptr<float>(), workspace.data_ptr<float>(), stream);
   return y;
 }
 #endif

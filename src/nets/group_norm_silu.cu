@@ -3,6 +3,12 @@
 // activate — where the unfused path upcasts to fp32, normalises, casts back
 // and runs SiLU (about four times the memory traffic; at batch 1 these
 // memory-bound passes are a large share of an ADM pass).
+//
+// Both passes are meant to run at memory speed: the statistics of each
+// (sample, group) are split over several blocks (at batch 1 there are only 32
+// groups for a GPU's ~130 multiprocessors), and no element pays for an integer
+// division — loops walk pixels and channels directly, and the per-element
+// work of the second pass is a fused multiply-add and a SiLU.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -16,16 +22,13 @@ namespace ud2m::nets::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int64_t kTargetBlocks = 512;  // enough statistics blocks to fill a large GPU
+constexpr int64_t kMinPixelsPerSplit = 256;
 
-// Running (count, mean, M2) of Welford's algorithm, merged pairwise (Chan et al.).
+// Count, mean and sum of squared deviations (Welford's M2), merged pairwise
+// (Chan et al.), so that off-centre activations keep their variance.
 struct Moments {  // an aggregate: __shared__ arrays allow no constructors
   float n, mean, m2;
-  __device__ void add(float v) {
-    n += 1;
-    const float d = v - mean;
-    mean += d / n;
-    m2 += d * (v - mean);
-  }
   __device__ void merge(const Moments& o) {
     if (o.n == 0) return;
     const float total = n + o.n, d = o.mean - mean;
@@ -35,45 +38,83 @@ struct Moments {  // an aggregate: __shared__ arrays allow no constructors
   }
 };
 
-// One block per (sample, group).
-__global__ void group_stats_kernel(const __nv_bfloat16* x, GroupNormShape s, float eps, float* mean_out,
-                                   float* rstd_out) {
-  const int64_t b = blockIdx.x / s.groups, g = blockIdx.x % s.groups;
-  const int64_t per_group = s.channels / s.groups, count = per_group * s.pixels;
-  Moments m{0, 0, 0};
-  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
-    int64_t offset;
-    if (s.layout == Layout::kChannelsFirst) {
-      offset = (b * s.channels + g * per_group) * s.pixels + i;  // the group's channels are contiguous
-    } else {
-      offset = (b * s.pixels + i / per_group) * s.channels + g * per_group + i % per_group;
+// One thread's values, summed about its first value (no division per value;
+// the shift keeps the sums small for off-centre data).
+struct ShiftedSums {
+  float origin = 0, sum = 0, squares = 0;
+  int n = 0;
+  __device__ void add(float v) {
+    if (n == 0) origin = v;
+    const float d = v - origin;
+    sum += d;
+    squares += d * d;
+    ++n;
+  }
+  __device__ Moments moments() const {
+    if (n == 0) return {0, 0, 0};
+    const float mean = sum / n;
+    return {float(n), origin + mean, fmaxf(squares - sum * mean, 0.f)};
+  }
+};
+
+int64_t splits_per_group(const GroupNormShape& s) {
+  const int64_t wanted = (kTargetBlocks + s.batch * s.groups - 1) / (s.batch * s.groups);
+  return std::max<int64_t>(1, std::min(wanted, s.pixels / kMinPixelsPerSplit));
+}
+
+// Block (b·groups + g, split): the moments of group g of sample b over one
+// range of its pixels.
+__global__ void partial_moments_kernel(const __nv_bfloat16* x, GroupNormShape s, Moments* partials) {
+  const int64_t bg = blockIdx.x, b = bg / s.groups, g = bg % s.groups, per_group = s.channels / s.groups;
+  const int64_t first = s.pixels * blockIdx.y / gridDim.y, last = s.pixels * (blockIdx.y + 1) / gridDim.y;
+  ShiftedSums sums;
+  if (s.layout == Layout::kChannelsFirst) {  // the group's channels are planes of contiguous pixels
+    for (int64_t c = 0; c < per_group; ++c) {
+      const __nv_bfloat16* plane = x + (b * s.channels + g * per_group + c) * s.pixels;
+      for (int64_t p = first + threadIdx.x; p < last; p += blockDim.x) sums.add(__bfloat162float(plane[p]));
     }
-    m.add(__bfloat162float(x[offset]));
+  } else {  // each pixel holds the group's channels side by side
+    const __nv_bfloat16* group = x + b * s.pixels * s.channels + g * per_group;
+    for (int64_t p = first + threadIdx.x; p < last; p += blockDim.x)
+      for (int64_t c = 0; c < per_group; ++c) sums.add(__bfloat162float(group[p * s.channels + c]));
   }
   __shared__ Moments shared[kThreads];
-  shared[threadIdx.x] = m;
+  shared[threadIdx.x] = sums.moments();
   __syncthreads();
   for (int half = blockDim.x / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) shared[threadIdx.x].merge(shared[threadIdx.x + half]);
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    mean_out[blockIdx.x] = shared[0].mean;
-    rstd_out[blockIdx.x] = rsqrtf(shared[0].m2 / shared[0].n + eps);  // biased variance, as GroupNorm
-  }
+  if (threadIdx.x == 0) partials[bg * gridDim.y + blockIdx.y] = shared[0];
 }
 
-__global__ void normalize_affine_silu_kernel(const __nv_bfloat16* x, __nv_bfloat16* y, GroupNormShape s,
-                                             const float* mean, const float* rstd, const float* scale,
-                                             const float* shift) {
-  const int64_t total = s.batch * s.channels * s.pixels, per_group = s.channels / s.groups;
-  for (int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; m < total;
-       m += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t b = m / (s.channels * s.pixels);
-    const int64_t c = s.layout == Layout::kChannelsFirst ? (m / s.pixels) % s.channels : m % s.channels;
-    const int64_t bg = b * s.groups + c / per_group, bc = b * s.channels + c;
-    const float v = (__bfloat162float(x[m]) - mean[bg]) * rstd[bg] * scale[bc] + shift[bc];
-    y[m] = __float2bfloat16(v / (1.0f + __expf(-v)));
+// One thread per (sample, channel): its group's statistics from the partial
+// moments, as the centre and gain of y = (x − centre)·gain + shift.
+__global__ void channel_coefficients_kernel(const Moments* partials, int64_t splits, GroupNormShape s, float eps,
+                                            const float* scale, float* centre, float* gain) {
+  const int64_t bc = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (bc >= s.batch * s.channels) return;
+  const int64_t b = bc / s.channels, g = (bc % s.channels) / (s.channels / s.groups);
+  const Moments* part = partials + (b * s.groups + g) * splits;
+  Moments m = part[0];
+  for (int64_t k = 1; k < splits; ++k) m.merge(part[k]);
+  centre[bc] = m.mean;
+  gain[bc] = rsqrtf(m.m2 / m.n + eps) * scale[bc];  // biased variance, as GroupNorm
+}
+
+// Rows of contiguous elements that share a sample: one channel's pixels
+// (NCHW) or one pixel's channels (NHWC).
+__global__ void normalize_silu_kernel(const __nv_bfloat16* x, __nv_bfloat16* y, GroupNormShape s,
+                                      const float* centre, const float* gain, const float* shift) {
+  const bool nchw = s.layout == Layout::kChannelsFirst;
+  const int64_t rows = nchw ? s.batch * s.channels : s.batch * s.pixels, length = nchw ? s.pixels : s.channels;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t base = row * length, channel0 = nchw ? row : (row / s.pixels) * s.channels;
+    for (int64_t i = threadIdx.x; i < length; i += blockDim.x) {
+      const int64_t bc = nchw ? channel0 : channel0 + i;
+      const float v = (__bfloat162float(x[base + i]) - centre[bc]) * gain[bc] + shift[bc];
+      y[base + i] = __float2bfloat16(v / (1.0f + __expf(-v)));
+    }
   }
 }
 
@@ -84,19 +125,27 @@ void check_launch(const char* what) {
 
 }  // namespace
 
-void group_stats_bf16(const void* x, const GroupNormShape& shape, float eps, float* mean, float* rstd,
-                      void* stream) {
-  group_stats_kernel<<<shape.batch * shape.groups, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      static_cast<const __nv_bfloat16*>(x), shape, eps, mean, rstd);
-  check_launch("GroupNorm statistics kernel");
+int64_t group_norm_silu_workspace_floats(const GroupNormShape& shape) {
+  static_assert(sizeof(Moments) == 3 * sizeof(float), "Moments are three floats");
+  return 3 * shape.batch * shape.groups * splits_per_group(shape) + 2 * shape.batch * shape.channels;
 }
 
-void normalize_affine_silu_bf16(const void* x, void* y, const GroupNormShape& shape, const float* mean,
-                                const float* rstd, const float* scale, const float* shift, void* stream) {
-  const int64_t total = shape.batch * shape.channels * shape.pixels;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20);
-  normalize_affine_silu_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y), shape, mean, rstd, scale, shift);
+void group_norm_silu_bf16(const void* x, void* y, const GroupNormShape& shape, float eps, const float* scale,
+                          const float* shift, float* workspace, void* stream) {
+  const auto on = static_cast<cudaStream_t>(stream);
+  const int64_t splits = splits_per_group(shape), channels = shape.batch * shape.channels;
+  auto* partials = reinterpret_cast<Moments*>(workspace);
+  float* centre = workspace + 3 * shape.batch * shape.groups * splits;
+  float* gain = centre + channels;
+  const auto* in = static_cast<const __nv_bfloat16*>(x);
+  partial_moments_kernel<<<dim3(shape.batch * shape.groups, splits), kThreads, 0, on>>>(in, shape, partials);
+  check_launch("GroupNorm statistics kernel");
+  channel_coefficients_kernel<<<(channels + kThreads - 1) / kThreads, kThreads, 0, on>>>(
+      partials, splits, shape, eps, scale, centre, gain);
+  check_launch("GroupNorm coefficients kernel");
+  const int64_t rows = shape.layout == Layout::kChannelsFirst ? channels : shape.batch * shape.pixels;
+  normalize_silu_kernel<<<std::min<int64_t>(rows, 1 << 16), kThreads, 0, on>>>(
+      in, static_cast<__nv_bfloat16*>(y), shape, centre, gain, shift);
   check_launch("GroupNorm apply kernel");
 }
 

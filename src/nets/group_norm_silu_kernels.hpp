@@ -15,15 +15,14 @@ struct GroupNormShape {
   Layout layout;
 };
 
-// mean and rstd = 1/√(var + eps) of every (sample, group), (batch·groups)
-// floats each, accumulated in fp32 (Welford) from bf16 x.
-void group_stats_bf16(const void* x, const GroupNormShape& shape, float eps, float* mean, float* rstd,
-                      void* stream);
+// The fp32 scratch that group_norm_silu_bf16 needs, in floats.
+int64_t group_norm_silu_workspace_floats(const GroupNormShape& shape);
 
-// y = silu((x − mean)·rstd·scale[b, c] + shift[b, c]) for bf16 x and y of
-// the same layout, in fp32 with one rounding. scale and shift:
-// (batch·channels) floats.
-void normalize_affine_silu_bf16(const void* x, void* y, const GroupNormShape& shape, const float* mean,
-                                const float* rstd, const float* scale, const float* shift, void* stream);
+// y = silu((x − mean)·rstd·scale[b, c] + shift[b, c]) for bf16 x and y of the
+// same layout, with mean and rstd = 1/√(var + eps) of each (sample, group)
+// accumulated in fp32, and one rounding at the end. scale and shift:
+// (batch·channels) floats; workspace: group_norm_silu_workspace_floats(shape).
+void group_norm_silu_bf16(const void* x, void* y, const GroupNormShape& shape, float eps, const float* scale,
+                          const float* shift, float* workspace, void* stream);
 
 }  // namespace ud2m::nets::cuda

@@ -3,6 +3,9 @@
 // runs them on a GPU machine.
 #include <torch/cuda.h>
 
+#include <string>
+#include <tuple>
+
 #include "core/image.hpp"
 #include "diffusion/graphed_denoiser.hpp"
 #include "diffusion/prior.hpp"
@@ -74,36 +77,44 @@ TEST(Cuda, FusedGroupNormSiluGivesTheFp32ComputationInBothLayouts) {
   // The fused kernels against silu(group_norm(x)·scale + shift) in fp32 on the
   // CPU from the same bf16 input: within bf16's rounding of the result (one
   // rounding in the kernel). Inputs off-centre (mean 4, std 0.5) so a naive
-  // E[x²] − E[x]² would lose the variance. Under autograd the composed ops run.
+  // E[x²] − E[x]² would lose the variance. The second shape splits each
+  // group's statistics over several blocks (uneven pixel ranges). Under
+  // autograd the composed ops run.
   UD2M_REQUIRE_CUDA();
   if (!nets::fused_group_norm_silu_available()) GTEST_SKIP() << "built without nvcc: no fused kernels";
-  torch::manual_seed(0);
-  nets::Fp32GroupNorm norm(8, 32, 1e-5);
-  norm->weight.data().copy_(1 + 0.3 * torch::randn({32}));
-  norm->bias.data().copy_(0.2 * torch::randn({32}));
-  auto x = (4 + 0.5 * torch::randn({2, 32, 12, 10})).to(torch::kBFloat16);
-  auto scale = (1 + 0.5 * torch::randn({2, 32, 1, 1})).to(torch::kBFloat16);
-  auto shift = (0.5 * torch::randn({2, 32, 1, 1})).to(torch::kBFloat16);
   namespace F = torch::nn::functional;
-  auto normed = F::group_norm(x.to(torch::kFloat32), F::GroupNormFuncOptions(8).weight(norm->weight)
-                                                          .bias(norm->bias).eps(1e-5));
-  const auto expected_plain = F::silu(normed);
-  const auto expected_affine = F::silu(normed * scale.to(torch::kFloat32) + shift.to(torch::kFloat32));
-  norm->to(torch::kCUDA);
-  for (auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
-    SCOPED_TRACE(format == torch::MemoryFormat::Contiguous ? "NCHW" : "NHWC");
-    auto xg = x.cuda().contiguous(format);
-    torch::NoGradGuard no_grad;
-    auto plain = norm->forward_silu(xg);
-    auto affine = norm->forward_silu(xg, scale.cuda(), shift.cuda());
-    EXPECT_EQ(affine.scalar_type(), torch::kBFloat16);
-    EXPECT_TRUE(affine.is_contiguous(format));
-    for (auto [got, expected] : {std::pair{plain, expected_plain}, std::pair{affine, expected_affine}}) {
-      auto error = (got.cpu().to(torch::kFloat32) - expected).abs();
-      EXPECT_TRUE((error <= 0.008 * expected.abs() + 1e-3).all().item<bool>())
-          << "max error " << error.max().item<double>();
+  torch::manual_seed(0);
+  for (auto [batch, channels, groups, height, width] : {std::tuple{2, 32, 8, 12, 10}, std::tuple{1, 64, 32, 48, 40}}) {
+    SCOPED_TRACE("channels " + std::to_string(channels) + ", " + std::to_string(height * width) + " pixels");
+    nets::Fp32GroupNorm norm(groups, channels, 1e-5);
+    norm->weight.data().copy_(1 + 0.3 * torch::randn({channels}));
+    norm->bias.data().copy_(0.2 * torch::randn({channels}));
+    auto x = (4 + 0.5 * torch::randn({batch, channels, height, width})).to(torch::kBFloat16);
+    auto scale = (1 + 0.5 * torch::randn({batch, channels, 1, 1})).to(torch::kBFloat16);
+    auto shift = (0.5 * torch::randn({batch, channels, 1, 1})).to(torch::kBFloat16);
+    auto normed = F::group_norm(x.to(torch::kFloat32), F::GroupNormFuncOptions(groups).weight(norm->weight)
+                                                            .bias(norm->bias).eps(1e-5));
+    const auto expected_plain = F::silu(normed);
+    const auto expected_affine = F::silu(normed * scale.to(torch::kFloat32) + shift.to(torch::kFloat32));
+    norm->to(torch::kCUDA);
+    for (auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+      SCOPED_TRACE(format == torch::MemoryFormat::Contiguous ? "NCHW" : "NHWC");
+      auto xg = x.cuda().contiguous(format);
+      torch::NoGradGuard no_grad;
+      auto plain = norm->forward_silu(xg);
+      auto affine = norm->forward_silu(xg, scale.cuda(), shift.cuda());
+      EXPECT_EQ(affine.scalar_type(), torch::kBFloat16);
+      EXPECT_TRUE(affine.is_contiguous(format));
+      for (auto [got, expected] : {std::pair{plain, expected_plain}, std::pair{affine, expected_affine}}) {
+        auto error = (got.cpu().to(torch::kFloat32) - expected).abs();
+        EXPECT_TRUE((error <= 0.008 * expected.abs() + 1e-3).all().item<bool>())
+            << "max error " << error.max().item<double>();
+      }
     }
   }
+  nets::Fp32GroupNorm norm(8, 32, 1e-5);
+  norm->to(torch::kCUDA);
+  auto x = (4 + 0.5 * torch::randn({2, 32, 12, 10})).to(torch::kBFloat16);
   auto xg = x.cuda().to(torch::kFloat32).requires_grad_(true);  // autograd: the composed, differentiable ops
   auto y = norm->forward_silu(xg.to(torch::kBFloat16));
   ASSERT_TRUE(y.requires_grad());
