@@ -164,12 +164,15 @@ class AttentionBlockImpl : public torch::nn::Module {
     } else {
       q_k_v = qkv_out.reshape({b * heads_, 3 * ch, length}).split(ch, 1);
     }
-    // Softmax(qᵀk/√ch) v, with (B·heads, T, ch) operands for the fused kernel.
-    // Contiguous copies: given transposed views (channels not innermost) the
-    // CPU falls back to the unfused path, 4.6× slower at 4096 tokens.
-    auto tokens = [](const torch::Tensor& part) { return part.transpose(1, 2).contiguous(); };
+    // Softmax(qᵀk/√ch) v, with contiguous (B, heads, T, ch) operands for the
+    // fused kernels: given transposed views (channels not innermost) the CPU
+    // falls back to the unfused path, 4.6× slower at 4096 tokens, and the
+    // GPU's flash and memory-efficient kernels take 4-D operands only.
+    auto tokens = [&](const torch::Tensor& part) {
+      return part.transpose(1, 2).contiguous().view({b, heads_, length, ch});
+    };
     auto a = at::scaled_dot_product_attention(tokens(q_k_v[0]), tokens(q_k_v[1]), tokens(q_k_v[2]));
-    return a.transpose(1, 2).reshape({b, heads_ * ch, length});
+    return a.view({b * heads_, length, ch}).transpose(1, 2).reshape({b, heads_ * ch, length});
   }
 
   bool new_order_;
