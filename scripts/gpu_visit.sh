@@ -1,28 +1,32 @@
 #!/bin/bash
 # One call on a lent GPU that makes the most of a short visit: build, time
-# ADM-256 while the GPU is idle, then train the three runs below side by side while
-# the GPU tests run, and pack what must come back into five files in $OUT
-# (a device call brings back at most 8 files of at most 16 MiB).
+# ADM-256 while the GPU is idle, then train the runs below side by side while
+# the GPU tests run, and pack what must come back into files in $OUT (a device
+# call brings back at most 8 files of at most 16 MiB: one per adapter run, two
+# for NCVSD, one of logs).
 #
 #   MODE=first SLOT=560 OUT=$OUT bash scripts/gpu_visit.sh      # carrying .gpu (bench/gpu.sh --prepare)
 #   MODE=continue SLOT=240 OUT=$OUT bash scripts/gpu_visit.sh   # the same machine, still warm: train on
 #
 # SLOT: seconds until everything is packed (leave the call's timeout ~20 s more).
-# The runs live in /tmp/ud2m-runs/{ud2m-sr,ud2m-inpainting,ncvsd} and resume from there
-# (not under .gpu: a call that carries .gpu replaces it, runs and all). This is how
-# the shipped SR adapter's last 608 steps and the shipped NCVSD generator were
-# trained (2026-11-27, H200). Each run gets a third of the cores: processes with
-# a full-size CPU thread pool each would oversubscribe them.
+# ADAPTERS: the UD2M runs, NAME:TASK each, continuing models/ud2m-small-64-NAME.adapter.safetensors
+# (LoRA widened to the residual blocks where it had none); NCVSD=0 leaves the
+# generator out. The runs live in /tmp/ud2m-runs/ and resume from there (not
+# under .gpu: a call that carries .gpu replaces it, runs and all). This is how
+# the shipped SR adapter's last 1,062 steps and the shipped NCVSD generator
+# were trained (2026-11-27, H200). The runs share the cores: processes with a
+# full-size CPU thread pool each would oversubscribe them.
 set -uo pipefail
 T0=$(date +%s); END=$((T0 + ${SLOT:-560})); MODE=${MODE:-first}
+ADAPTERS=${ADAPTERS:-"sr:sr inpainting:inpainting_random"}; NCVSD=${NCVSD:-1}
 OUT=${OUT:?set OUT to a folder for the results}
 LOG=/tmp/visit-$MODE; RUNS=/tmp/ud2m-runs; mkdir -p "$LOG" "$RUNS" "$OUT"
 left() { echo $(( END - $(date +%s) )); }
 say() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() {
   local d
-  for run in ud2m-sr ud2m-inpainting; do
-    d=$RUNS/$run; [ -d $d ] && tar czf "$OUT/$MODE-$run.tgz" -C $d .
+  for d in "$RUNS"/ud2m-*; do
+    [ -d "$d" ] && tar czf "$OUT/$MODE-$(basename "$d").tgz" -C "$d" .
   done
   d=$RUNS/ncvsd
   if [ -d $d ]; then  # its checkpoint (213 MB) cannot come back
@@ -43,25 +47,27 @@ train_adapter() {
 if [ "$MODE" = first ]; then
   STAGES=build OUT=$LOG bash bench/gpu.sh > "$LOG/gpu_build.txt" 2>&1 || { tail -60 "$LOG/gpu_build.txt"; pack; exit 1; }
   say "built"
-  STAGES=bench CONFIGS=adm-256-uncond COMPILE= OUT=$LOG timeout 120 bash bench/gpu.sh > "$LOG/gpu_bench.txt" 2>&1
-  say "bench rc=$?"; tail -15 "$LOG/gpu_bench.txt"
+  STAGES=bench CONFIGS=adm-256-uncond COMPILE= OUT=$LOG timeout 150 bash bench/gpu.sh > "$LOG/gpu_bench.txt" 2>&1
+  say "bench rc=$?"; tail -70 "$LOG/gpu_bench.txt"
 fi
 TRAIN=$(( $(left) - 45 ))
-THREADS=$(( $(nproc) / 3 ))
-say "training three runs for $TRAIN s, $THREADS threads each"
-train_adapter sr sr & P1=$!
-train_adapter inpainting inpainting_random & P3=$!
-OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ncvsd --prior models/ud2m-small-64.safetensors \
-  --init-generator models/ud2m-small-64-ncvsd.generator.safetensors \
-  --data .gpu/data/train.txt --crop 64 --batch 64 --steps 1000000 --generator-lr 1e-4 --save-every 500 \
-  --device cuda --out $RUNS/ncvsd --max-time $TRAIN > "$LOG/train_ncvsd.txt" 2>&1 &
-P2=$!
+RUN_COUNT=$(( $(wc -w <<< "$ADAPTERS") + NCVSD ))
+THREADS=$(( $(nproc) / (RUN_COUNT > 0 ? RUN_COUNT : 1) ))
+say "training $RUN_COUNT runs for $TRAIN s, $THREADS threads each"
+PIDS=()
+for spec in $ADAPTERS; do train_adapter "${spec%%:*}" "${spec##*:}" & PIDS+=($!); done
+if [ "$NCVSD" = 1 ]; then
+  OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ncvsd --prior models/ud2m-small-64.safetensors \
+    --init-generator models/ud2m-small-64-ncvsd.generator.safetensors \
+    --data .gpu/data/train.txt --crop 64 --batch 64 --steps 1000000 --generator-lr 1e-4 --save-every 500 \
+    --device cuda --out $RUNS/ncvsd --max-time $TRAIN > "$LOG/train_ncvsd.txt" 2>&1 &
+  PIDS+=($!)
+fi
 if [ "$MODE" = first ]; then
   timeout $(( $(left) - 30 )) build-gpu/tests/ud2m_tests --gtest_filter='Cuda.*:GraphedDenoiser.*' > "$LOG/tests.txt" 2>&1
   say "tests rc=$?"; grep -E "^\[ +(FAILED|PASSED|OK) |Failure|Expected|Which is" "$LOG/tests.txt" | head -60
 fi
-wait $P1; say "ud2m-sr rc=$?"; tail -6 "$LOG/train_ud2m_sr.txt"
-wait $P3; say "ud2m-inpainting rc=$?"; tail -6 "$LOG/train_ud2m_inpainting.txt"
-wait $P2; say "ncvsd rc=$?"; tail -4 "$LOG/train_ncvsd.txt"
+for pid in "${PIDS[@]}"; do wait "$pid"; done
+for log in "$LOG"/train_*.txt; do say "$(basename "$log" .txt):"; tail -4 "$log"; done
 pack
 say "done"
