@@ -9,7 +9,7 @@ the paper's "w/ RAM" variant: N·(K+1) = 12 NFE).
         [--count 12] [--tasks gaussian_deblur sr inpainting_random] \
         [--methods measurement tv ddrm diffpir latino dps ud2m ud2m-init pnp-ncvsd] [--adapter ADAPTER] \
         [--init-adapter ADAPTER] [--generator G] \
-        [--slow-count 4] [--sigma 0.01] [--oversampling 4] [--lpips-weights TRUNK HEADS]
+        [--slow-count 4] [--sigma 0.01] [--oversampling 4] [--lpips-weights TRUNK HEADS] [--samples 1]
 
 Everything goes through the `ud2m` binary: `degrade` writes exact (float)
 measurements, `restore` restores the folder, `eval` scores it. Seconds per
@@ -17,7 +17,8 @@ image are wall time of the `restore` call divided by its images (one process,
 all cores; model loading included). DPS (1000 NFE, with a backward pass each)
 runs on the first --slow-count crops only, which the table says. Writes
 OUT/results.json and OUT/results.md; a later run into the same OUT replaces
-only the (task, method) rows it recomputes.
+only the (task, method) rows it recomputes. --samples N scores each method's
+mean of N posterior samples (`restore --samples N`; N times the NFE).
 """
 import argparse
 import json
@@ -60,7 +61,7 @@ def restore_and_score(args, binary, clean, measurements, out, task, method):
         degrade_all(binary, clean, pred, task, args.sigma, args.oversampling, suffix=".png")
         return score(args, binary, clean, measurements, out, task, method, time.time() - start)
     cmd = [binary, "restore", "-m", measurements, "--method", "ud2m" if method == "ud2m-init" else method,
-           "--out", pred, "--seed", 0]
+           "--out", pred, "--seed", 0, "--samples", args.samples]
     if method == "pnp-ncvsd":
         cmd += ["--model", args.generator]
     elif method != "tv":
@@ -82,7 +83,8 @@ def score(args, binary, clean, measurements, out, task, method, seconds):
         ev += ["--lpips-weights", *args.lpips_weights]
     run(ev)
     scores = json.loads((out / "eval.json").read_text())
-    return {"task": task, "method": method, "sigma": float(args.sigma), "images": n, "nfe": NFE[method],
+    return {"task": task, "method": method, "sigma": float(args.sigma), "images": n,
+            "nfe": NFE[method] * args.samples, "samples": args.samples,
             "seconds_per_image": seconds / n, **{k: scores["mean"][k] for k in scores["mean"]}}
 
 
@@ -132,6 +134,8 @@ def main():
     ap.add_argument("--init-adapter", help="UD2M adapter with a learned initialiser (for ud2m-init)")
     ap.add_argument("--generator", help="NCVSD generator (needed for the pnp-ncvsd method)")
     ap.add_argument("--count", type=int, default=12)
+    ap.add_argument("--samples", type=int, default=1,
+                    help="posterior samples per image; each method's output is their mean")
     ap.add_argument("--slow-count", type=int, default=4)
     ap.add_argument("--sigma", default="0.01")
     ap.add_argument("--oversampling", default="4", help="phase retrieval (the published protocol: 4)")
