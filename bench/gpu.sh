@@ -51,6 +51,7 @@ STAGES=${STAGES:-build test bench}
 CONFIGS=${CONFIGS:-adm-256-uncond adm-ffhq-256}
 COMPILE=${COMPILE-reduce-overhead}  # COMPILE= skips the torch.compile row (~70 s to compile on an H200)
 BUILD=${BUILD:-build-gpu}
+TARGETS=${TARGETS:-ud2m ud2m_tests adm_forward}  # scripts/train_slot.sh builds ud2m alone
 mkdir -p "$OUT"
 T0=$(date +%s)
 elapsed() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
@@ -67,7 +68,7 @@ if [[ " $STAGES " == *" build "* ]]; then
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUD2M_PYTHON="$(command -v python3)" -DTORCH_CUDA_ARCH_LIST=9.0 -DUD2M_CUDA_ARCHITECTURES=90 \
     -DUD2M_BUILD_TESTS=ON -DUD2M_BUILD_BENCH=ON "${gloo[@]}" > "$OUT/cmake.txt" 2>&1 \
     || { tail -40 "$OUT/cmake.txt"; exit 1; }
-  ninja -C "$BUILD" ud2m ud2m_tests adm_forward > "$OUT/build.txt" 2>&1 \
+  ninja -C "$BUILD" $TARGETS > "$OUT/build.txt" 2>&1 \
     || { grep -B2 -A12 "error" "$OUT/build.txt" | head -80; exit 1; }
   elapsed "built"
 fi

@@ -26,14 +26,8 @@ run_dir=.gpu/runs/$RUN
 mkdir -p "$OUT" "$run_dir"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
-if [ ! -x build-gpu/ud2m ]; then
-  gloo=()
-  [[ -d .gpu/include/gloo && ! -d /usr/include/gloo ]] && gloo=(-DUD2M_GLOO_INCLUDE_DIR="$PWD/.gpu/include")
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DUD2M_BUILD_TESTS=OFF -DUD2M_BUILD_BENCH=OFF \
-    -DTORCH_CUDA_ARCH_LIST=9.0 -DUD2M_CUDA_ARCHITECTURES=90 "${gloo[@]}" > "$OUT/cmake.txt" 2>&1 \
-    || { tail -40 "$OUT/cmake.txt"; exit 1; }
-  cmake --build build-gpu --target ud2m -j"$(nproc)" > "$OUT/build.txt" 2>&1 \
-    || { grep -B2 -A12 "error" "$OUT/build.txt" | head -80; exit 1; }
+if [ ! -x build-gpu/ud2m ]; then  # the same configuration as bench/gpu.sh, the binary alone
+  STAGES=build TARGETS=ud2m BUILD=build-gpu OUT="$OUT" bash bench/gpu.sh || exit 1
 fi
 echo "build done after $(( $(date +%s) - T0 )) s"
 LEFT=$(( BUDGET - ($(date +%s) - T0) - 30 ))
