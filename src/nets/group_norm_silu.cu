@@ -62,6 +62,10 @@ int64_t splits_per_group(const GroupNormShape& s) {
   return std::max<int64_t>(1, std::min(wanted, s.pixels / kMinPixelsPerSplit));
 }
 
+// The workspace: the partial moments (three floats each), then the
+// per-(sample, channel) centres and gains.
+int64_t partial_moments_floats(const GroupNormShape& s) { return 3 * s.batch * s.groups * splits_per_group(s); }
+
 // Block (b·groups + g, split): the moments of group g of sample b over one
 // range of its pixels.
 __global__ void partial_moments_kernel(const __nv_bfloat16* x, GroupNormShape s, Moments* partials) {
@@ -127,7 +131,7 @@ void check_launch(const char* what) {
 
 int64_t group_norm_silu_workspace_floats(const GroupNormShape& shape) {
   static_assert(sizeof(Moments) == 3 * sizeof(float), "Moments are three floats");
-  return 3 * shape.batch * shape.groups * splits_per_group(shape) + 2 * shape.batch * shape.channels;
+  return partial_moments_floats(shape) + 2 * shape.batch * shape.channels;
 }
 
 void group_norm_silu_bf16(const void* x, void* y, const GroupNormShape& shape, float eps, const float* scale,
@@ -135,7 +139,7 @@ void group_norm_silu_bf16(const void* x, void* y, const GroupNormShape& shape, f
   const auto on = static_cast<cudaStream_t>(stream);
   const int64_t splits = splits_per_group(shape), channels = shape.batch * shape.channels;
   auto* partials = reinterpret_cast<Moments*>(workspace);
-  float* centre = workspace + 3 * shape.batch * shape.groups * splits;
+  float* centre = workspace + partial_moments_floats(shape);
   float* gain = centre + channels;
   const auto* in = static_cast<const __nv_bfloat16*>(x);
   partial_moments_kernel<<<dim3(shape.batch * shape.groups, splits), kThreads, 0, on>>>(in, shape, partials);

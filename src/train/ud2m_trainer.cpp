@@ -122,7 +122,7 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   network_ = std::make_shared<unrolled::UnrolledNetwork>(
       prior, unrolled::UnrolledOptions{options_.blocks, options_.lora, options_.noise_inflation, options_.learned_init});
   if (start) {
-    unrolled::apply_adapter(*start, *network_, options_.prior, widened);
+    unrolled::apply_adapter(*start, *network_, options_.prior);
     log::info("starting from the adapter '{}' (trained for '{}'; K = {}, LoRA rank {} on {}{})", start->path,
               start->info.task, options_.blocks, options_.lora.rank, options_.lora.placement,
               widened ? "; the residual blocks' LoRA starts at zero" : "");

@@ -51,14 +51,12 @@ AdapterFile read_adapter(const std::string& path) {
   return adapter;
 }
 
-void apply_adapter(const AdapterFile& file, UnrolledNetwork& network, const std::string& prior_name,
-                   bool widened) {
+void apply_adapter(const AdapterFile& file, UnrolledNetwork& network, const std::string& prior_name) {
   const auto& actual = network.base_fingerprint();
   UD2M_CHECK(file.base_fingerprint == actual,
              "the adapter '{}' was trained on another base prior (fingerprint {}) than '{}' ({})", file.path,
              file.base_fingerprint, prior_name, actual);
-  UD2M_CHECK(!widened || !file.options.lora.on_resblocks(),
-             "the adapter '{}' already has LoRA on the residual blocks: there is nothing to widen", file.path);
+  const bool widened = network.options().lora.on_resblocks() && !file.options.lora.on_resblocks();
   std::vector<std::string> new_lora;  // module paths of the residual blocks' LoRA, absent from the file
   if (widened)
     for (const auto& item : network.named_modules())

@@ -39,10 +39,9 @@ AdapterFile read_adapter(const std::string& path);
 
 // Copies the adapter's tensors into `network`, which must be built with
 // `file.options` on the prior the adapter was trained on (`prior_name` names
-// it in the error otherwise). `widened`: the network may also carry LoRA on
-// the residual blocks where the adapter has none; those keep their zero update.
-void apply_adapter(const AdapterFile& file, UnrolledNetwork& network, const std::string& prior_name,
-                   bool widened = false);
+// it in the error otherwise) — or with LoRA on the residual blocks where the
+// adapter has none (widened): those keep their zero update.
+void apply_adapter(const AdapterFile& file, UnrolledNetwork& network, const std::string& prior_name);
 
 // `prior` must be the base the adapter was trained on (checked by fingerprint);
 // it is adapted in place.

@@ -179,7 +179,6 @@ TEST(Ud2mTrain, InitAdapterWidensToTheResidualBlocksWithAZeroUpdate) {
   first.step();
   first.step();
   first.save_checkpoint();
-  const auto trained = adapter_values(first);
 
   auto wide = o;
   wide.lora.placement = "attention+resblocks";
@@ -189,18 +188,16 @@ TEST(Ud2mTrain, InitAdapterWidensToTheResidualBlocksWithAZeroUpdate) {
   EXPECT_EQ(second.network().options().lora.placement, "attention+resblocks");
   std::map<std::string, torch::Tensor> got;
   for (auto& [name, p] : second.network().trainable_parameters()) got[name] = p.detach();
-  int copied = 0, fresh = 0;
-  for (auto [name, p] : first.network().trainable_parameters()) {
+  int fresh = 0;
+  for (auto [name, p] : first.network().trainable_parameters()) {  // the adapter's weights, copied
     ASSERT_TRUE(got.count(name)) << name;
     EXPECT_TRUE(torch::equal(got[name], p.detach())) << name;
-    ++copied;
   }
   for (auto& [name, p] : got)
     if (name.find(".in_lora.B") != std::string::npos || name.find(".out_lora.B") != std::string::npos) {
       EXPECT_EQ(p.abs().max().item<float>(), 0.0f) << name;  // the new LoRA's update starts at zero
       ++fresh;
     }
-  EXPECT_EQ(copied, static_cast<int>(trained.size()));
   EXPECT_GT(fresh, 0);
   // The same function: validation on the same fixed draws gives the same error.
   EXPECT_DOUBLE_EQ(second.validation_mse(), first.validation_mse());
