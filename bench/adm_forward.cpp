@@ -16,6 +16,7 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 
 #include "core/device.hpp"
+#include "core/process.hpp"
 #include "diffusion/graphed_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
@@ -30,6 +31,7 @@ double peak_rss_mib() {
 }
 
 int main(int argc, char** argv) {
+  ud2m::configure_process();  // as the CLI: what is timed is what `ud2m` runs
   std::vector<std::string> positional;
   std::string device_name = "cpu", trace;
   bool cuda_graph = false;

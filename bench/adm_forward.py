@@ -112,8 +112,9 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--rounds", type=int, default=1, help="repeat, alternating which side goes first; keep the best")
     p.add_argument("--compile", metavar="MODE", help="also time the bf16 recipe under torch.compile(mode=MODE)")
-    p.add_argument("--trace", metavar="JSON", help="profile one more pass of the C++ bf16 channels-last row "
-                   "and print where its time goes (bench/op_times.py)")
+    p.add_argument("--trace", metavar="JSON", help="profile one more pass of the C++ channels-last row of "
+                   "--trace-precision and print where its time goes (bench/op_times.py)")
+    p.add_argument("--trace-precision", choices=["fp32", "bf16"], default="bf16")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -165,7 +166,8 @@ def main():
             if device.type == "cuda":
                 runs.append(("ud2m C++ bf16 channels-last, CUDA graph", "bf16", 1, ["--cuda-graph"]))
             if args.trace:
-                runs[2] = (*runs[2][:3], ["--trace", args.trace])
+                traced = 1 if args.trace_precision == "fp32" else 2
+                runs[traced] = (*runs[traced][:3], ["--trace", args.trace])
             for label, dtype, cl, extra in runs:
                 out = subprocess.run([str(binary), str(path), str(size), str(args.batch), dtype, str(cl),
                                       str(args.iters), str(args.threads), str(io), "--device", args.device,

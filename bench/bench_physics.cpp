@@ -3,12 +3,10 @@
 // bench/bench_physics.py (deepinv, same inputs and sizes) and prints ratios.
 #include <torch/torch.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <functional>
 
+#include "fastest_time.hpp"
 #include "physics/blur.hpp"
 #include "physics/downsampling.hpp"
 #include "physics/inpainting.hpp"
@@ -17,18 +15,7 @@
 using namespace ud2m::physics;
 
 namespace {
-// Fastest of `reps` timed runs after two warm-ups, in milliseconds: on a shared
-// machine the minimum is the least disturbed by other processes.
-double time_ms(const std::function<void()>& fn, int reps = 15) {
-  fn(), fn();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    auto start = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-  }
-  return *std::min_element(t.begin(), t.end());
-}
+using ud2m::bench::time_ms;
 
 void report(const std::string& name, const LinearOperator& op, const torch::Tensor& x) {
   torch::NoGradGuard no_grad;

@@ -1,15 +1,14 @@
 // ud2m: posterior sampling for image restoration with diffusion priors.
-#include <ATen/Context.h>
 #include <c10/util/Exception.h>
 
 #include <cstdio>
 
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "core/process.hpp"
 
 int main(int argc, char** argv) {
-  // Subnormal floats (tiny activations) are ~100× slower on x86; they never matter here.
-  at::globalContext().setFlushDenormal(true);
+  ud2m::configure_process();
   CLI::App app{"ud2m: restore degraded images (blur, low resolution, missing pixels, JPEG, phase)\n"
                "by posterior sampling with diffusion-model priors."};
   app.require_subcommand(1);

@@ -11,9 +11,10 @@ class Fp32GroupNormImpl : public torch::nn::Module {
   Fp32GroupNormImpl(int64_t groups, int64_t channels, double eps);
   torch::Tensor forward(const torch::Tensor& x);
   // silu(forward(x)·scale + shift) — the norm-then-activation of a residual
-  // block, `scale` and `shift` (B, C, 1, 1) or undefined (1 and 0). On a GPU,
-  // for bf16 activations outside autograd, one fused kernel pair computes it
-  // in fp32 with a single rounding; elsewhere these very operations run.
+  // block, `scale` and `shift` (B, C, 1, 1) or undefined (1 and 0). Outside
+  // autograd fused kernels compute it in fp32 with a single rounding: on the
+  // CPU for fp32 and bf16 (nets/group_norm_silu_cpu.hpp), on a GPU for bf16;
+  // elsewhere these very operations run.
   torch::Tensor forward_silu(const torch::Tensor& x, const torch::Tensor& scale = {},
                              const torch::Tensor& shift = {});
   torch::Tensor weight, bias;
@@ -23,6 +24,21 @@ class Fp32GroupNormImpl : public torch::nn::Module {
   double eps_;
 };
 TORCH_MODULE(Fp32GroupNorm);
+
+// While one lives on this thread, forward_silu runs the composed ops outside
+// autograd too. Activation recomputation (nets/recompute.cpp) runs a network
+// once without autograd and again with it: both runs must compute the same
+// values, or the gradients belong to a slightly different forward.
+class ComposedOpsOnly {
+ public:
+  ComposedOpsOnly();
+  ~ComposedOpsOnly();
+  ComposedOpsOnly(const ComposedOpsOnly&) = delete;
+  ComposedOpsOnly& operator=(const ComposedOpsOnly&) = delete;
+
+ private:
+  bool previous_;
+};
 
 // Whether this build has the fused GPU kernel (a CUDA LibTorch and nvcc).
 bool fused_group_norm_silu_available();

@@ -3,6 +3,8 @@
 #include <ATen/autocast_mode.h>
 #include <torch/custom_class.h>
 
+#include "nets/fp32_group_norm.hpp"
+
 namespace ud2m::nets {
 
 namespace {
@@ -26,6 +28,7 @@ class Recompute : public torch::autograd::Function<Recompute> {
     ctx->save_for_backward({x});
     ctx->saved_data["f"] = c10::IValue::make_capsule(saved);
     torch::NoGradGuard no_grad;
+    const ComposedOpsOnly same_ops_as_the_recomputation;
     return saved->f(x);
   }
 

@@ -158,20 +158,63 @@ TEST(Fp32GroupNorm, Bf16ActivationsAreNormalisedInFp32) {
   }
 }
 
-// The residual blocks' norm-then-activation: on the CPU exactly the composed
-// operations (the fused GPU kernels are checked against it in test_cuda.cpp).
+// The residual blocks' norm-then-activation. Outside autograd the fused CPU
+// kernel (nets/group_norm_silu_cpu.cpp) must give the composed fp32 ops to
+// float rounding, in both layouts: a mean far from zero (E[x²] − E[x]² would
+// cancel in float), gains that push SiLU's argument to ±100 (its exponential
+// clamps there), and NHWC pixels split across chunks. bf16: one rounding of
+// the fp32 result. Under autograd the composed ops themselves run.
 TEST(Fp32GroupNorm, ForwardSiluIsNormScaleShiftThenSilu) {
-  nets::Fp32GroupNorm norm(8, 32, 1e-5);
+  namespace F = torch::nn::functional;
   torch::manual_seed(4);
-  torch::NoGradGuard no_grad;
-  norm->weight.normal_();
-  norm->bias.normal_();
-  auto scale = 1 + torch::randn({2, 32, 1, 1}), shift = torch::randn({2, 32, 1, 1});
-  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-    auto x = torch::randn({2, 32, 6, 6}).to(dtype);
-    auto s = scale.to(dtype), t = shift.to(dtype);
-    EXPECT_TRUE(torch::equal(norm->forward_silu(x), torch::silu(norm(x))));
-    EXPECT_TRUE(torch::equal(norm->forward_silu(x, s, t), torch::silu(norm(x) * s + t)));
-    EXPECT_FALSE(torch::equal(norm->forward_silu(x, s, t), norm->forward_silu(x)));
+  for (auto [batch, channels, groups, height, width, gain] :
+       {std::tuple{2, 32, 8, 6, 6, 1.0}, std::tuple{1, 64, 32, 23, 19, 1.0}, std::tuple{2, 16, 4, 5, 7, 40.0}}) {
+    SCOPED_TRACE(std::to_string(channels) + " channels, gain " + std::to_string(gain));
+    nets::Fp32GroupNorm norm(groups, channels, 1e-5);
+    norm->weight.data().copy_(gain * (1 + 0.3 * torch::randn({channels})));
+    norm->bias.data().copy_(0.2 * torch::randn({channels}));
+    auto x = 3 * torch::randn({batch, channels, height, width}) + 5;
+    auto scale = 1 + 0.5 * torch::randn({batch, channels, 1, 1}), shift = torch::randn({batch, channels, 1, 1});
+    auto normed = F::group_norm(x.to(torch::kFloat64), F::GroupNormFuncOptions(groups)
+                                                           .weight(norm->weight.to(torch::kFloat64))
+                                                           .bias(norm->bias.to(torch::kFloat64)).eps(1e-5));
+    const auto expected_plain = F::silu(normed);
+    const auto expected_affine = F::silu(normed * scale.to(torch::kFloat64) + shift.to(torch::kFloat64));
+    for (auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+      SCOPED_TRACE(format == torch::MemoryFormat::Contiguous ? "NCHW" : "NHWC");
+      for (auto [dtype, tolerance] : {std::pair{torch::kFloat32, 1e-6}, std::pair{torch::kBFloat16, 0.008}}) {
+        torch::NoGradGuard no_grad;
+        // bf16 rounds x first: the reference sees the same rounded input.
+        auto xd = x.to(dtype).contiguous(format);
+        auto reference_input = xd.to(torch::kFloat64);
+        auto plain_expected = dtype == torch::kFloat32 ? expected_plain
+                                                       : F::silu(F::group_norm(reference_input,
+                                                             F::GroupNormFuncOptions(groups)
+                                                                 .weight(norm->weight.to(torch::kFloat64))
+                                                                 .bias(norm->bias.to(torch::kFloat64)).eps(1e-5)));
+        auto plain = norm->forward_silu(xd);
+        auto affine = norm->forward_silu(xd, scale.to(dtype), shift.to(dtype));
+        EXPECT_EQ(affine.scalar_type(), dtype);
+        EXPECT_TRUE(affine.is_contiguous(format));
+        auto check = [&](const torch::Tensor& got, const torch::Tensor& expected) {
+          auto error = (got.to(torch::kFloat64) - expected).abs();
+          const double scale_of = expected.abs().max().item<double>();
+          // float: a few ulp of the largest value (x·a + s cancels there, as in PyTorch's kernel)
+          const double floor = dtype == torch::kFloat32 ? 1e-6 * scale_of : 0.008 * 1e-3 * scale_of;
+          EXPECT_TRUE((error <= tolerance * expected.abs() + floor).all().item<bool>())
+              << "max error " << error.max().item<double>() << " of " << scale_of;
+        };
+        check(plain, plain_expected);
+        if (dtype == torch::kFloat32) check(affine, expected_affine);
+        EXPECT_FALSE(torch::equal(affine, plain));
+      }
+    }
   }
+  nets::Fp32GroupNorm norm(8, 32, 1e-5);
+  auto x = torch::randn({2, 32, 6, 6}).requires_grad_(true);
+  auto scale = 1 + torch::randn({2, 32, 1, 1}), shift = torch::randn({2, 32, 1, 1});
+  auto y = norm->forward_silu(x, scale, shift);
+  EXPECT_TRUE(torch::equal(y, torch::silu(norm(x) * scale + shift)));
+  y.sum().backward();
+  EXPECT_TRUE(x.grad().defined());
 }
