@@ -116,7 +116,8 @@ def markdown(rows, lpips):
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         nfe = str(r["nfe"]) if r["nfe"] else "— (TV)" if r["method"] == "tv" else "—"
-        cells = [r["task"], f"{r.get('sigma', 0.01):g}", r["method"], nfe,
+        method = r["method"] + (f" (mean of {r['samples']})" if r.get("samples", 1) > 1 else "")
+        cells = [r["task"], f"{r.get('sigma', 0.01):g}", method, nfe,
                  f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"]
         if lpips:
             cells.append(f"{r['lpips']:.3f}")
@@ -169,12 +170,15 @@ def main():
             rows.append(row)
             print(f"{task:18s} {method:8s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  "
                   f"{row['seconds_per_image']:.2f} s/image  ({row['images']} images)", flush=True)
-    # Rows of earlier runs into the same folder stay unless this run redid them.
-    done = {(r["task"], r["method"]) for r in rows}
+    # Rows of earlier runs into the same folder stay unless this run redid them
+    # (a method's means of N samples are rows of their own).
+    def key(r):
+        return r["task"], r["method"], r.get("samples", 1)
+    done = {key(r) for r in rows}
     previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else []
-    rows = [r for r in previous if (r["task"], r["method"]) not in done] + rows
+    rows = [r for r in previous if key(r) not in done] + rows
     order = {m: i for i, m in enumerate(NFE)}
-    rows.sort(key=lambda r: (r["task"], order.get(r["method"], 99)))
+    rows.sort(key=lambda r: (r["task"], order.get(r["method"], 99), r.get("samples", 1)))
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     for task in args.tasks:
         panel(out, task, list(NFE))

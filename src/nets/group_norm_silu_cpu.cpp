@@ -9,10 +9,10 @@
 
 #include "core/error.hpp"
 
-// Each loop below is compiled for the baseline x86-64, AVX2 and AVX-512
-// (x86-64-v3/v4), the one the CPU has picked at load time: these loops are
-// where the time goes, and the baseline's 4-lane vectors would leave the
-// wider units idle.
+// The loops below are compiled three times — baseline x86-64, AVX2 and
+// AVX-512 (x86-64-v3/v4) — and the loader picks the version this CPU runs:
+// the baseline's 4-lane vectors would leave the wider units idle, and a
+// binary built for AVX-512 alone would not start on older CPUs.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define UD2M_VECTOR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #else
