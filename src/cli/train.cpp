@@ -86,6 +86,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--max-time", o->max_seconds,
                   "Stop after this many seconds with a checkpoint; the same command resumes (0: no limit)")
       ->capture_default_str();
+  cmd->add_option("--profile", o->profile,
+                  "Record steps 4-8 of this invocation with PyTorch's profiler into this Chrome trace "
+                  "(python bench/op_times.py TRACE sums it by operator and GPU kernel)");
   cmd->add_option("--generator-lr", ncvsd->generator_lr, "NCVSD: Adam rate of the generator (--lr: the fake score's)")
       ->capture_default_str();
   cmd->add_option("--init-generator", ncvsd->init_generator,
@@ -128,6 +131,7 @@ void add_train_command(CLI::App& app) {
       ncvsd->seed = o->seed;
       ncvsd->save_every = o->save_every;
       ncvsd->max_seconds = o->max_seconds;
+      ncvsd->profile = o->profile;
       ncvsd->device = o->device;
       train::NcvsdTrainer(*ncvsd, nullptr, dist).run();
       return;

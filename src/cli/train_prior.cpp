@@ -39,6 +39,9 @@ void add_train_prior_command(CLI::App& app) {
   cmd->add_option("--max-time", o->max_seconds,
                   "Stop after this many seconds with a checkpoint and sample grid (0: no limit)")
       ->capture_default_str();
+  cmd->add_option("--profile", o->profile,
+                  "Record steps 4-8 of this invocation with PyTorch's profiler into this Chrome trace "
+                  "(python bench/op_times.py TRACE sums it by operator and GPU kernel)");
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data order and noise")->capture_default_str();
   cmd->add_option("--save-every", o->save_every, "Checkpoint period in steps")->capture_default_str();
   cmd->add_option("--sample-every", o->sample_every, "Sample-grid period in steps (0: never)")->capture_default_str();

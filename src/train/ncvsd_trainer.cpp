@@ -20,6 +20,7 @@
 #include "train/dropout_seed.hpp"
 #include "train/ema.hpp"
 #include "train/resume.hpp"
+#include "train/step_profiler.hpp"
 #include "train/time_limit.hpp"
 
 namespace ud2m::train {
@@ -294,13 +295,16 @@ void NcvsdTrainer::run() {
             options_.steps, device_.str());
   Progress progress("train ncvsd", static_cast<int>(options_.steps - step_));
   const TimeLimit time_limit(options_.max_seconds, *dist_, device_);
+  StepProfiler profiler(dist_->is_main() ? options_.profile : std::string(), device_);  // rank 0 speaks for all
   while (step_ < options_.steps) {
     if (time_limit.reached()) {
       log::info("stopping at step {}: the time limit of {} s is reached", step_, options_.max_seconds);
       if (dist_->is_main()) save_checkpoint();
       return;
     }
+    profiler.before_step();
     auto l = step();
+    profiler.after_step();
     progress.step(fmt::format("G {:.1f} fake {:.1f}", l.generator, l.fake));
     if (dist_->is_main() && (step_ % options_.save_every == 0 || step_ == options_.steps)) save_checkpoint();
   }

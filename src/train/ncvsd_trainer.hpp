@@ -47,6 +47,7 @@ struct NcvsdTrainOptions {
   uint64_t seed = 0;
   int save_every = 100;
   double max_seconds = 0;  // this invocation's time limit (not stored): stop with a checkpoint
+  std::string profile;     // this invocation's (not stored): a trace of a few steps (train/step_profiler.hpp)
   std::string device = "cpu";  // this invocation's device (not stored): cpu, cuda or cuda:N
 
   nlohmann::json to_json() const;

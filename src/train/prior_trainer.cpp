@@ -19,6 +19,7 @@
 #include "train/dropout_seed.hpp"
 #include "train/ema.hpp"
 #include "train/resume.hpp"
+#include "train/step_profiler.hpp"
 #include "train/time_limit.hpp"
 #include "samplers/ddim.hpp"
 
@@ -207,6 +208,7 @@ void PriorTrainer::run() {
   std::optional<Progress> progress;
   if (main) progress.emplace("train-prior", static_cast<int>(options_.steps - step_));
   const TimeLimit time_limit(options_.max_seconds, *dist_, device_);
+  StepProfiler profiler(dist_->is_main() ? options_.profile : std::string(), device_);  // rank 0 speaks for all
   double recent = 0;
   while (step_ < options_.steps) {
     if (time_limit.reached()) {
@@ -217,7 +219,9 @@ void PriorTrainer::run() {
       }
       return;
     }
+    profiler.before_step();
     const float loss = step();
+    profiler.after_step();
     recent = step_ == 1 ? loss : 0.98 * recent + 0.02 * loss;
     if (!main) continue;  // rank 0 alone reports and writes files
     progress->step(fmt::format("step {} loss {:.4f}", step_, recent));

@@ -29,6 +29,7 @@ struct PriorTrainOptions {
   std::string device = "cpu";  // "cpu" or "cuda[:i]"; not saved: a resumed run may move
   std::string init;            // start a fresh run from these weights (a prior file of the same config)
   double max_seconds = 0;      // stop (checkpoint, samples) after this wall time; 0: no limit
+  std::string profile;         // this invocation's: a trace of a few steps (train/step_profiler.hpp)
   uint64_t seed = 0;
   int save_every = 250;
   int sample_every = 2000;  // sample grid PNG (0: never)

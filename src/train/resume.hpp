@@ -1,5 +1,5 @@
 // Resuming a training run: the options saved in its checkpoint win, except
-// the step target, output folder, time limit and device, which belong to the
+// the step target, output folder, time limit, device and profile, which belong to the
 // invocation (a rerun may extend the run, run for another while, or move to a
 // GPU: every trainer draws its random numbers on the CPU).
 #pragma once
@@ -22,6 +22,7 @@ bool resume_options(const std::string& checkpoint, const std::string& key, const
   saved.steps = options.steps;
   saved.out_dir = options.out_dir;
   saved.max_seconds = options.max_seconds;
+  saved.profile = options.profile;
   saved.device = options.device;
   options = saved;
   return true;

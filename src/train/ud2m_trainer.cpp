@@ -20,6 +20,7 @@
 #include "train/adam_state.hpp"
 #include "train/autocast.hpp"
 #include "train/resume.hpp"
+#include "train/step_profiler.hpp"
 #include "train/time_limit.hpp"
 #include "ud2m/adapter.hpp"
 #include "ud2m/sampler.hpp"
@@ -373,13 +374,16 @@ void Ud2mTrainer::run() {
   if (validation_history_.empty()) validate();  // the untrained adapter's score, for comparison
   Progress progress("train ud2m", static_cast<int>(options_.steps - step_));
   const TimeLimit time_limit(options_.max_seconds, *dist_, device_);
+  StepProfiler profiler(dist_->is_main() ? options_.profile : std::string(), device_);  // rank 0 speaks for all
   while (step_ < options_.steps) {
     if (time_limit.reached()) {
       log::info("stopping at step {}: the time limit of {} s is reached", step_, options_.max_seconds);
       if (main) save_checkpoint();
       return;
     }
+    profiler.before_step();
     auto l = step();
+    profiler.after_step();
     progress.step(fmt::format("G {:.3f} (l2 {:.3f} adv {:.3f}) D {:.3f}", l.generator, l.l2, l.adversarial,
                               l.discriminator));
     if (step_ % val_every == 0 || step_ == options_.steps) validate();

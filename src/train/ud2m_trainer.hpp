@@ -54,6 +54,7 @@ struct Ud2mTrainOptions {
   // change device when it resumes).
   bool recompute = false;
   double max_seconds = 0;
+  std::string profile;  // a trace of a few steps (train/step_profiler.hpp)
   std::string device = "cpu";  // cpu, cuda or cuda:N: where the networks, operators and losses run
   bool bf16 = true;  // autocast the networks to bf16 (fp32 weights, prox and losses)
   uint64_t seed = 0;

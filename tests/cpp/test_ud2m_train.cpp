@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "core/atomic_file.hpp"
@@ -261,6 +262,30 @@ TEST(Ud2mTrain, TimeLimitStopsWithACheckpointThatTheNextRunResumes) {
     auto meta = read_safetensors((fs::path(out) / "checkpoint.safetensors").string()).metadata;
     auto key = method == "ud2m" ? "ud2m_train_ud2m" : "ud2m_train_ncvsd";
     EXPECT_EQ(nlohmann::json::parse(meta.at(key)).at("step"), 2) << method;
+  }
+}
+
+TEST(Ud2mTrain, ProfileRecordsAFewStepsIntoAChromeTrace) {
+  // --profile: steps 4..8 of the invocation under PyTorch's profiler, saved
+  // whole as a Chrome trace of the step's operators; the run itself goes on.
+  auto dir = test::temp_dir();
+  auto o = test::tiny_ud2m_run(dir);
+  for (std::string method : {"ud2m", "ncvsd"}) {
+    const auto out = dir / method, trace = dir / (method + ".json");
+    auto r = test::run_ud2m("train --method " + method + " --prior " + o.prior + " --data " + o.data + " --out " +
+                            out.string() + " --crop " + (method == "ud2m" ? "32" : "16") +
+                            " --steps 9 --blocks 1 --val-images 1 --save-every 100 " +
+                            "--profile " + trace.string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    ASSERT_TRUE(fs::exists(trace)) << method << r.output;
+    EXPECT_FALSE(fs::exists(trace.string() + ".partial"));
+    std::ifstream in(trace);
+    auto events = nlohmann::json::parse(in).at("traceEvents");
+    int ops = 0;
+    for (const auto& e : events)
+      if (e.contains("name") && e["name"].template get<std::string>().rfind("aten::", 0) == 0) ++ops;
+    EXPECT_GT(ops, 100) << method;  // five steps of forward and backward passes
+    EXPECT_TRUE(fs::exists(out / "checkpoint.safetensors")) << method;  // and the run finished
   }
 }
 
