@@ -11,7 +11,7 @@
 # SLOT: seconds until everything is packed (leave the call's timeout ~20 s more).
 # ADAPTERS: the UD2M runs, NAME:TASK each, continuing models/ud2m-small-64-NAME.adapter.safetensors
 # (LoRA widened to the residual blocks where it had none); NCVSD=0 leaves the
-# generator out. The runs live in /tmp/ud2m-runs/ and resume from there (not
+# generator out; PROFILE=0 skips the step profile of the first adapter run. The runs live in /tmp/ud2m-runs/ and resume from there (not
 # under .gpu: a call that carries .gpu replaces it, runs and all). This is how
 # the shipped SR adapter's last 1,062 steps and the shipped NCVSD generator
 # were trained (2026-11-27, H200). The runs share the cores: processes with a
@@ -36,9 +36,13 @@ pack() {
   tar czf "$OUT/$MODE-logs.tgz" -C /tmp "visit-$MODE"
   ls -la "$OUT"
 }
-# train_adapter NAME TASK: continue the shipped adapter models/ud2m-small-64-NAME.adapter.safetensors
+# train_adapter NAME TASK [profile]: continue the shipped adapter models/ud2m-small-64-NAME.adapter.safetensors;
+# "profile" records its steps 4-8 (train --profile) for the summary printed at the end.
+PROFILE_TRACE=/tmp/ud2m-train-profile.json  # not under $LOG: too big to come back
 train_adapter() {
-  OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ud2m --prior models/ud2m-small-64.safetensors \
+  local profile=()
+  [ "${3:-}" = profile ] && profile=(--profile $PROFILE_TRACE)
+  OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ud2m --prior models/ud2m-small-64.safetensors "${profile[@]}" \
     --data .gpu/data/train.txt --val-data .gpu/data/val.txt --task "$2" --sigma 0.01 \
     --lora-placement attention+resblocks --init-adapter "models/ud2m-small-64-$1.adapter.safetensors" \
     --batch 64 --steps 100000 --w-adv 0.1 --perceptual none --save-every 200 --val-every 200 \
@@ -55,7 +59,8 @@ RUN_COUNT=$(( $(wc -w <<< "$ADAPTERS") + NCVSD ))
 THREADS=$(( $(nproc) / (RUN_COUNT > 0 ? RUN_COUNT : 1) ))
 say "training $RUN_COUNT runs for $TRAIN s, $THREADS threads each"
 PIDS=()
-for spec in $ADAPTERS; do train_adapter "${spec%%:*}" "${spec##*:}" & PIDS+=($!); done
+extra=$([ "${PROFILE:-1}" = 1 ] && echo profile)  # PROFILE=0: no step profile
+for spec in $ADAPTERS; do train_adapter "${spec%%:*}" "${spec##*:}" $extra & PIDS+=($!); extra=; done
 if [ "$NCVSD" = 1 ]; then
   OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ncvsd --prior models/ud2m-small-64.safetensors \
     --init-generator models/ud2m-small-64-ncvsd.generator.safetensors \
@@ -69,5 +74,9 @@ if [ "$MODE" = first ]; then
 fi
 for pid in "${PIDS[@]}"; do wait "$pid"; done
 for log in "$LOG"/train_*.txt; do say "$(basename "$log" .txt):"; tail -4 "$log"; done
+if [ -f $PROFILE_TRACE ]; then  # where a UD2M training step's time goes, by operator and by kernel
+  say "profile of one UD2M run's steps 4-8:"; python3 bench/op_times.py $PROFILE_TRACE --top 25 | tee "$LOG/train_profile.txt"
+  rm -f $PROFILE_TRACE
+fi
 pack
 say "done"
