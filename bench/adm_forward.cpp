@@ -13,13 +13,12 @@
 #include <string>
 #include <vector>
 
-#include <torch/csrc/autograd/profiler_kineto.h>
-
 #include "core/device.hpp"
 #include "core/process.hpp"
 #include "diffusion/graphed_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
+#include "train/step_profiler.hpp"
 
 // This process's peak resident memory (VmHWM; getrusage's maxrss survives exec
 // and would report the Python parent's peak).
@@ -77,17 +76,11 @@ int main(int argc, char** argv) {
   for (int i = 0; i < iters; ++i) net->epsilon(x, t);
   ud2m::synchronize(device);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
-  if (!trace.empty()) {
-    namespace profiler = torch::autograd::profiler;
-    using torch::profiler::impl::ActivityType;
-    const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO, /*shapes=*/true);
-    std::set<ActivityType> activities{ActivityType::CPU};
-    if (device.is_cuda()) activities.insert(ActivityType::CUDA);
-    profiler::prepareProfiler(config, activities);
-    profiler::enableProfiler(config, activities);
+  if (!trace.empty()) {  // one more pass, the profiler's "step"
+    ud2m::train::StepProfiler profiler(trace, device, /*skip=*/0, /*count=*/1);
+    profiler.before_step();
     net->epsilon(x, t);
-    ud2m::synchronize(device);
-    profiler::disableProfiler()->save(trace);
+    profiler.after_step();
   }
   if (positional.size() == 8)
     ud2m::write_safetensors(positional[7] + ".out.safetensors",
