@@ -11,8 +11,9 @@
 # SLOT: seconds until everything is packed (leave the call's timeout ~20 s more).
 # ADAPTERS: the UD2M runs, NAME:TASK each, continuing models/ud2m-small-64-NAME.adapter.safetensors
 # (LoRA widened to the residual blocks where it had none); NCVSD=0 leaves the
-# generator out; PROFILE=0 skips the step profile of the first adapter run. The runs live in /tmp/ud2m-runs/ and resume from there (not
-# under .gpu: a call that carries .gpu replaces it, runs and all). This is how
+# generator out; PROFILE=0 skips the step profile of the first adapter run.
+# The runs live in /tmp/ud2m-runs/ and resume from there (not under .gpu: a
+# call that carries .gpu replaces it, runs and all). This is how
 # the shipped SR adapter's last 1,062 steps and the shipped NCVSD generator
 # were trained (2026-11-27, H200). The runs share the cores: processes with a
 # full-size CPU thread pool each would oversubscribe them.

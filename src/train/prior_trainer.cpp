@@ -208,7 +208,7 @@ void PriorTrainer::run() {
   std::optional<Progress> progress;
   if (main) progress.emplace("train-prior", static_cast<int>(options_.steps - step_));
   const TimeLimit time_limit(options_.max_seconds, *dist_, device_);
-  StepProfiler profiler(dist_->is_main() ? options_.profile : std::string(), device_);  // rank 0 speaks for all
+  StepProfiler profiler(main ? options_.profile : std::string(), device_);  // rank 0 speaks for all
   double recent = 0;
   while (step_ < options_.steps) {
     if (time_limit.reached()) {

@@ -374,7 +374,7 @@ void Ud2mTrainer::run() {
   if (validation_history_.empty()) validate();  // the untrained adapter's score, for comparison
   Progress progress("train ud2m", static_cast<int>(options_.steps - step_));
   const TimeLimit time_limit(options_.max_seconds, *dist_, device_);
-  StepProfiler profiler(dist_->is_main() ? options_.profile : std::string(), device_);  // rank 0 speaks for all
+  StepProfiler profiler(main ? options_.profile : std::string(), device_);  // rank 0 speaks for all
   while (step_ < options_.steps) {
     if (time_limit.reached()) {
       log::info("stopping at step {}: the time limit of {} s is reached", step_, options_.max_seconds);
