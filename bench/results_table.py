@@ -9,7 +9,8 @@ the paper's "w/ RAM" variant: N·(K+1) = 12 NFE).
         [--count 12] [--tasks gaussian_deblur sr inpainting_random] \
         [--methods measurement tv ddrm diffpir latino dps ud2m ud2m-init pnp-ncvsd] [--adapter ADAPTER] \
         [--init-adapter ADAPTER] [--generator G] \
-        [--slow-count 4] [--sigma 0.01] [--oversampling 4] [--lpips-weights TRUNK HEADS] [--samples 1]
+        [--slow-count 4] [--sigma 0.01] [--oversampling 4] [--lpips-weights TRUNK HEADS] [--samples 1] \
+        [--ud2m-steps N] [--ud2m-blocks K]
 
 Everything goes through the `ud2m` binary: `degrade` writes exact (float)
 measurements, `restore` restores the folder, `eval` scores it. Seconds per
@@ -19,6 +20,9 @@ runs on the first --slow-count crops only, which the table says. Writes
 OUT/results.json and OUT/results.md; a later run into the same OUT replaces
 only the (task, method) rows it recomputes. --samples N scores each method's
 mean of N posterior samples (`restore --samples N`; N times the NFE).
+--ud2m-steps N --ud2m-blocks K (together) run UD2M and ud2m-init with N
+sampling steps and K unrolled blocks instead of the adapter's; such rows are
+labelled with their N and K and kept apart from the default ones.
 """
 import argparse
 import json
@@ -70,6 +74,8 @@ def restore_and_score(args, binary, clean, measurements, out, task, method):
         cmd += ["--adapter", args.adapter]
     if method == "ud2m-init":
         cmd += ["--adapter", args.init_adapter]
+    if method.startswith("ud2m") and args.ud2m_steps:
+        cmd += ["--steps", args.ud2m_steps, "--blocks", args.ud2m_blocks]
     start = time.time()
     run(cmd)
     return score(args, binary, clean, measurements, out, task, method, time.time() - start)
@@ -83,9 +89,14 @@ def score(args, binary, clean, measurements, out, task, method, seconds):
         ev += ["--lpips-weights", *args.lpips_weights]
     run(ev)
     scores = json.loads((out / "eval.json").read_text())
-    return {"task": task, "method": method, "sigma": float(args.sigma), "images": n,
-            "nfe": NFE[method] * args.samples, "samples": args.samples,
-            "seconds_per_image": seconds / n, **{k: scores["mean"][k] for k in scores["mean"]}}
+    row = {"task": task, "method": method, "sigma": float(args.sigma), "images": n,
+           "nfe": NFE[method] * args.samples, "samples": args.samples,
+           "seconds_per_image": seconds / n, **{k: scores["mean"][k] for k in scores["mean"]}}
+    if method.startswith("ud2m") and args.ud2m_steps:
+        steps, blocks = args.ud2m_steps, args.ud2m_blocks
+        row["variant"] = f"N={steps}, K={blocks}"
+        row["nfe"] = steps * (blocks + (method == "ud2m-init")) * args.samples
+    return row
 
 
 def subset(src, dst, count):
@@ -116,7 +127,8 @@ def markdown(rows, lpips):
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         nfe = str(r["nfe"]) if r["nfe"] else "— (TV)" if r["method"] == "tv" else "—"
-        method = r["method"] + (f" (mean of {r['samples']})" if r.get("samples", 1) > 1 else "")
+        method = r["method"] + (f" ({r['variant']})" if "variant" in r else "") + \
+            (f" (mean of {r['samples']})" if r.get("samples", 1) > 1 else "")
         cells = [r["task"], f"{r.get('sigma', 0.01):g}", method, nfe,
                  f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"]
         if lpips:
@@ -137,6 +149,8 @@ def main():
     ap.add_argument("--count", type=int, default=12)
     ap.add_argument("--samples", type=int, default=1,
                     help="posterior samples per image; each method's output is their mean")
+    ap.add_argument("--ud2m-steps", type=int, help="UD2M sampling steps N (default: the adapter's)")
+    ap.add_argument("--ud2m-blocks", type=int, help="UD2M unrolled blocks K (default: the adapter's)")
     ap.add_argument("--slow-count", type=int, default=4)
     ap.add_argument("--sigma", default="0.01")
     ap.add_argument("--oversampling", default="4", help="phase retrieval (the published protocol: 4)")
@@ -151,6 +165,8 @@ def main():
         ap.error("the ud2m method needs --adapter")
     if "ud2m-init" in args.methods and not args.init_adapter:
         ap.error("the ud2m-init method needs --init-adapter")
+    if (args.ud2m_steps is None) != (args.ud2m_blocks is None):
+        ap.error("--ud2m-steps and --ud2m-blocks go together")
     if "pnp-ncvsd" in args.methods and not args.generator:
         ap.error("the pnp-ncvsd method needs --generator")
     binary = pathlib.Path(args.build).resolve() / "ud2m"
@@ -171,14 +187,14 @@ def main():
             print(f"{task:18s} {method:8s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  "
                   f"{row['seconds_per_image']:.2f} s/image  ({row['images']} images)", flush=True)
     # Rows of earlier runs into the same folder stay unless this run redid them
-    # (a method's means of N samples are rows of their own).
+    # (a method's means of N samples, and UD2M at another N and K, are rows of their own).
     def key(r):
-        return r["task"], r["method"], r.get("samples", 1)
+        return r["task"], r["method"], r.get("samples", 1), r.get("variant", "")
     done = {key(r) for r in rows}
     previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else []
     rows = [r for r in previous if key(r) not in done] + rows
     order = {m: i for i, m in enumerate(NFE)}
-    rows.sort(key=lambda r: (r["task"], order.get(r["method"], 99), r.get("samples", 1)))
+    rows.sort(key=lambda r: (r["task"], order.get(r["method"], 99), r.get("variant", ""), r.get("samples", 1)))
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     for task in args.tasks:
         panel(out, task, list(NFE))
