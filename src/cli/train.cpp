@@ -37,7 +37,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--crop", o->crop, "Crop size (a multiple of 32)")->capture_default_str();
   cmd->add_option("--batch", o->batch, "Batch size")->capture_default_str();
   cmd->add_option("--steps", o->steps, "Total optimisation steps to reach")->capture_default_str();
-  cmd->add_option("--blocks", o->blocks, "UD2M: Unrolled blocks K")->capture_default_str();
+  auto* blocks_option = cmd->add_option("--blocks", o->blocks, "UD2M: Unrolled blocks K (given with --init-adapter: "
+                                       "overrides the adapter's)")->capture_default_str();
   cmd->add_option("--sample-steps", o->sample_steps, "UD2M: Sampling steps N the adapter is meant for")->capture_default_str();
   cmd->add_option("--lora-rank", o->lora.rank, "UD2M: LoRA rank")->capture_default_str();
   cmd->add_option("--lora-alpha", o->lora.alpha, "UD2M: LoRA alpha (scale alpha/rank)")->capture_default_str();
@@ -54,7 +55,7 @@ void add_train_command(CLI::App& app) {
                   "trained jointly (+1 network evaluation per sampling step; true/false)")
       ->capture_default_str();
   cmd->add_option("--init-adapter", o->init_adapter,
-                  "UD2M: Start from this adapter's weights and settings (K, LoRA, initialiser); with --lora-placement "
+                  "UD2M: Start from this adapter's weights and settings (LoRA, initialiser, and K unless --blocks is given); with --lora-placement "
                   "attention+resblocks an attention-only adapter is widened (the new LoRA starts at zero)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--lr", o->lr, "AdamW learning rate (both networks)")->capture_default_str();
@@ -108,10 +109,11 @@ void add_train_command(CLI::App& app) {
   auto* nproc_option = cmd->add_option(
       "--nproc", *nproc, "Worker processes on this machine (data parallel, Gloo over loopback; or launch "
       "one process per rank with torchrun's variables RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)");
-  cmd->callback([o, method, lpips_weights, perceptual_kind, ncvsd, nproc, nproc_option] {
+  cmd->callback([o, method, lpips_weights, perceptual_kind, ncvsd, nproc, nproc_option, blocks_option] {
     UD2M_CHECK(*method == "ud2m" || *method == "ncvsd", "unknown --method '{}'; available: ud2m, ncvsd", *method);
     UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
     UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
+    o->blocks_given = blocks_option->count() > 0;
     const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
     if (!resume && *nproc > 1) dist::rank_batch(o->batch, *nproc);  // fail before starting anyone
     if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;

@@ -111,10 +111,11 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   if (!resume && !options_.init_adapter.empty()) {
     start = unrolled::read_adapter(options_.init_adapter);
     // The adapter's settings win, except that asking for LoRA on the residual
-    // blocks widens an attention-only adapter (the new LoRA starts at zero).
+    // blocks widens an attention-only adapter (the new LoRA starts at zero)
+    // and that an explicit K wins.
     widened = options_.lora.on_resblocks() && !start->options.lora.on_resblocks();
     const auto placement = options_.lora.placement;
-    options_.blocks = start->options.blocks;
+    if (!options_.blocks_given) options_.blocks = start->options.blocks;
     options_.lora = start->options.lora;
     if (widened) options_.lora.placement = placement;
     options_.noise_inflation = start->options.noise_inflation;

@@ -35,8 +35,11 @@ struct Ud2mTrainOptions {
   double noise_inflation = 1;  // c of the re-noising level ρ₀ (see unrolled.hpp)
   bool learned_init = false;   // the "w/ RAM" variant: a learned initialiser trained jointly
   // Start from this adapter's weights (fine-tuning, or continuing a run whose
-  // checkpoint is gone); its K, LoRA and initialiser settings replace the above.
+  // checkpoint is gone); its K, LoRA and initialiser settings replace the above,
+  // except K when blocks_given (the blocks share their weights, so an adapter
+  // runs at any K: training on at a larger K is a fine-tune of the same file).
   std::string init_adapter;
+  bool blocks_given = false;
   double lr = 1e-4, weight_decay = 0.01;
   // The learned log λ and log ρ scale: two numbers that set how far each block
   // moves towards the data. At lr they crawl (±0.02 in 1,000 steps) while the

@@ -164,6 +164,15 @@ TEST(Ud2mTrain, InitAdapterStartsFromItsWeightsAndSettings) {
   ASSERT_EQ(got.size(), trained.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], trained[i])) << i;
 
+  warm.blocks_given = true;  // an explicit K wins: the same weights, unrolled further
+  warm.out_dir = (dir / "deeper").string();
+  train::Ud2mTrainer deeper(warm);
+  EXPECT_EQ(deeper.network().options().blocks, 3);
+  got = adapter_values(deeper);
+  ASSERT_EQ(got.size(), trained.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], trained[i])) << i;
+  warm.blocks_given = false;
+
   torch::manual_seed(1);  // another base prior: refused by fingerprint
   diffusion::AdmPrior other(nets::AdmConfig::preset("tiny-16"), diffusion::Schedule::linear());
   diffusion::save_prior((dir / "other.safetensors").string(), other);
