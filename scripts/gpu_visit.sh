@@ -9,8 +9,9 @@
 #   MODE=continue SLOT=240 OUT=$OUT bash scripts/gpu_visit.sh   # the same machine, still warm: train on
 #
 # SLOT: seconds until everything is packed (leave the call's timeout ~20 s more).
-# ADAPTERS: the UD2M runs, NAME:TASK each, continuing models/ud2m-small-64-NAME.adapter.safetensors
-# (LoRA widened to the residual blocks where it had none); NCVSD=0 leaves the
+# ADAPTERS: the UD2M runs, NAME:TASK[:NxK] each, continuing models/ud2m-small-64-NAME.adapter.safetensors
+# (LoRA widened to the residual blocks where it had none; NxK, e.g. 1x9: trained
+# for N sampling steps of K blocks instead of the adapter's); NCVSD=0 leaves the
 # generator out; PROFILE=0 skips the step profile of the first adapter run.
 # The runs live in /tmp/ud2m-runs/ and resume from there (not under .gpu: a
 # call that carries .gpu replaces it, runs and all). This is how
@@ -37,13 +38,16 @@ pack() {
   tar czf "$OUT/$MODE-logs.tgz" -C /tmp "visit-$MODE"
   ls -la "$OUT"
 }
-# train_adapter NAME TASK [profile]: continue the shipped adapter models/ud2m-small-64-NAME.adapter.safetensors;
+# train_adapter NAME:TASK[:NxK] [profile]: continue the shipped adapter models/ud2m-small-64-NAME.adapter.safetensors;
 # "profile" records its steps 4-8 (train --profile) for the summary printed at the end.
 PROFILE_TRACE=/tmp/ud2m-train-profile.json  # not under $LOG: too big to come back
 train_adapter() {
-  local profile=()
-  [ "${3:-}" = profile ] && profile=(--profile $PROFILE_TRACE)
-  OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ud2m --prior models/ud2m-small-64.safetensors "${profile[@]}" \
+  local name task shape profile=() unroll=()
+  IFS=: read -r name task shape <<< "$1"
+  [ -n "$shape" ] && unroll=(--sample-steps "${shape%x*}" --blocks "${shape#*x}")
+  [ "${2:-}" = profile ] && profile=(--profile $PROFILE_TRACE)
+  set -- "$name" "$task"
+  OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ud2m --prior models/ud2m-small-64.safetensors "${profile[@]}" "${unroll[@]}" \
     --data .gpu/data/train.txt --val-data .gpu/data/val.txt --task "$2" --sigma 0.01 \
     --lora-placement attention+resblocks --init-adapter "models/ud2m-small-64-$1.adapter.safetensors" \
     --batch 64 --steps 100000 --w-adv 0.1 --perceptual none --save-every 200 --val-every 200 \
@@ -61,7 +65,7 @@ THREADS=$(( $(nproc) / (RUN_COUNT > 0 ? RUN_COUNT : 1) ))
 say "training $RUN_COUNT runs for $TRAIN s, $THREADS threads each"
 PIDS=()
 extra=$([ "${PROFILE:-1}" = 1 ] && echo profile)  # PROFILE=0: no step profile
-for spec in $ADAPTERS; do train_adapter "${spec%%:*}" "${spec##*:}" $extra & PIDS+=($!); extra=; done
+for spec in $ADAPTERS; do train_adapter "$spec" $extra & PIDS+=($!); extra=; done
 if [ "$NCVSD" = 1 ]; then
   OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ncvsd --prior models/ud2m-small-64.safetensors \
     --init-generator models/ud2m-small-64-ncvsd.generator.safetensors \
