@@ -55,8 +55,9 @@ void add_train_command(CLI::App& app) {
                   "trained jointly (+1 network evaluation per sampling step; true/false)")
       ->capture_default_str();
   cmd->add_option("--init-adapter", o->init_adapter,
-                  "UD2M: Start from this adapter's weights and settings (LoRA, initialiser, and K unless --blocks is given); with --lora-placement "
-                  "attention+resblocks an attention-only adapter is widened (the new LoRA starts at zero)")
+                  "UD2M: Start from this adapter's weights and settings (LoRA, initialiser, and K unless --blocks is "
+                  "given); with --lora-placement attention+resblocks an attention-only adapter is widened (the new "
+                  "LoRA starts at zero)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--lr", o->lr, "AdamW learning rate (both networks)")->capture_default_str();
   cmd->add_option("--scalar-lr", o->scalar_lr, "UD2M: learning rate of the learned λ and ρ scale")
