@@ -20,7 +20,7 @@
 # full-size CPU thread pool each would oversubscribe them.
 set -uo pipefail
 T0=$(date +%s); END=$((T0 + ${SLOT:-560})); MODE=${MODE:-first}
-ADAPTERS=${ADAPTERS:-"deblur:gaussian_deblur jpeg:jpeg"}; NCVSD=${NCVSD:-1}
+ADAPTERS=${ADAPTERS:-"sr:sr inpainting:inpainting_random:1x9"}; NCVSD=${NCVSD:-1}
 OUT=${OUT:?set OUT to a folder for the results}
 LOG=/tmp/visit-$MODE; RUNS=/tmp/ud2m-runs; mkdir -p "$LOG" "$RUNS" "$OUT"
 left() { echo $(( END - $(date +%s) )); }
