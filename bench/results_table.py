@@ -56,6 +56,11 @@ def degrade_all(binary, clean, out, task, sigma, oversampling, suffix=".safetens
              out / (image.stem + suffix)])
 
 
+def unroll(args, method):
+    """The (N, K) a UD2M method runs at instead of its adapter's, or None."""
+    return (args.ud2m_steps, args.ud2m_blocks) if method.startswith("ud2m") and args.ud2m_steps else None
+
+
 def restore_and_score(args, binary, clean, measurements, out, task, method):
     pred = out / "restored"
     if method == "measurement":
@@ -74,8 +79,9 @@ def restore_and_score(args, binary, clean, measurements, out, task, method):
         cmd += ["--adapter", args.adapter]
     if method == "ud2m-init":
         cmd += ["--adapter", args.init_adapter]
-    if method.startswith("ud2m") and args.ud2m_steps:
-        cmd += ["--steps", args.ud2m_steps, "--blocks", args.ud2m_blocks]
+    if unroll(args, method):
+        steps, blocks = unroll(args, method)
+        cmd += ["--steps", steps, "--blocks", blocks]
     start = time.time()
     run(cmd)
     return score(args, binary, clean, measurements, out, task, method, time.time() - start)
@@ -92,8 +98,8 @@ def score(args, binary, clean, measurements, out, task, method, seconds):
     row = {"task": task, "method": method, "sigma": float(args.sigma), "images": n,
            "nfe": NFE[method] * args.samples, "samples": args.samples,
            "seconds_per_image": seconds / n, **{k: scores["mean"][k] for k in scores["mean"]}}
-    if method.startswith("ud2m") and args.ud2m_steps:
-        steps, blocks = args.ud2m_steps, args.ud2m_blocks
+    if unroll(args, method):
+        steps, blocks = unroll(args, method)
         row["variant"] = f"N={steps}, K={blocks}"
         row["nfe"] = steps * (blocks + (method == "ud2m-init")) * args.samples
     return row

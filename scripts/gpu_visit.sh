@@ -46,12 +46,11 @@ train_adapter() {
   IFS=: read -r name task shape <<< "$1"
   [ -n "$shape" ] && unroll=(--sample-steps "${shape%x*}" --blocks "${shape#*x}")
   [ "${2:-}" = profile ] && profile=(--profile $PROFILE_TRACE)
-  set -- "$name" "$task"
   OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ud2m --prior models/ud2m-small-64.safetensors "${profile[@]}" "${unroll[@]}" \
-    --data .gpu/data/train.txt --val-data .gpu/data/val.txt --task "$2" --sigma 0.01 \
-    --lora-placement attention+resblocks --init-adapter "models/ud2m-small-64-$1.adapter.safetensors" \
+    --data .gpu/data/train.txt --val-data .gpu/data/val.txt --task "$task" --sigma 0.01 \
+    --lora-placement attention+resblocks --init-adapter "models/ud2m-small-64-$name.adapter.safetensors" \
     --batch 64 --steps 100000 --w-adv 0.1 --perceptual none --save-every 200 --val-every 200 \
-    --device cuda --out "$RUNS/ud2m-$1" --max-time $TRAIN > "$LOG/train_ud2m_$1.txt" 2>&1
+    --device cuda --out "$RUNS/ud2m-$name" --max-time $TRAIN > "$LOG/train_ud2m_$name.txt" 2>&1
 }
 if [ "$MODE" = first ]; then
   STAGES=build OUT=$LOG bash bench/gpu.sh > "$LOG/gpu_build.txt" 2>&1 || { tail -60 "$LOG/gpu_build.txt"; pack; exit 1; }

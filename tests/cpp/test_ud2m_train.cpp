@@ -156,21 +156,22 @@ TEST(Ud2mTrain, InitAdapterStartsFromItsWeightsAndSettings) {
   warm.blocks = 3;
   warm.out_dir = (dir / "warm").string();
   warm.init_adapter = (dir / "run" / "adapter.safetensors").string();
+  auto expect_trained_weights = [&](train::Ud2mTrainer& trainer) {
+    auto got = adapter_values(trainer);
+    ASSERT_EQ(got.size(), trained.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], trained[i])) << i;
+  };
   train::Ud2mTrainer second(warm);
   EXPECT_EQ(second.current_step(), 0);
   EXPECT_EQ(second.network().options().blocks, 2);
   EXPECT_EQ(second.network().options().lora.placement, "attention+resblocks");
-  auto got = adapter_values(second);
-  ASSERT_EQ(got.size(), trained.size());
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], trained[i])) << i;
+  expect_trained_weights(second);
 
   warm.blocks_given = true;  // an explicit K wins: the same weights, unrolled further
   warm.out_dir = (dir / "deeper").string();
   train::Ud2mTrainer deeper(warm);
   EXPECT_EQ(deeper.network().options().blocks, 3);
-  got = adapter_values(deeper);
-  ASSERT_EQ(got.size(), trained.size());
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], trained[i])) << i;
+  expect_trained_weights(deeper);
   warm.blocks_given = false;
 
   torch::manual_seed(1);  // another base prior: refused by fingerprint
