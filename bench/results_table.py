@@ -35,7 +35,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import heldout  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-# Published default NFE per method (TV: iterations, no network).
+# Published default NFE per method (TV: iterations, no network; UD2M's rows
+# take theirs from `restore`'s report).
 NFE = {"measurement": 0, "tv": 0, "ddrm": 20, "diffpir": 100, "latino": 8, "dps": 1000, "ud2m": 9, "ud2m-init": 12,
        "pnp-ncvsd": 49}
 SLOW = {"dps"}
@@ -96,13 +97,18 @@ def score(args, binary, clean, measurements, out, task, method, seconds):
     run(ev)
     scores = json.loads((out / "eval.json").read_text())
     row = {"task": task, "method": method, "sigma": float(args.sigma), "images": n,
-           "nfe": NFE[method] * args.samples, "samples": args.samples,
+           "nfe": nfe_per_sample(pred, method) * args.samples, "samples": args.samples,
            "seconds_per_image": seconds / n, **{k: scores["mean"][k] for k in scores["mean"]}}
     if unroll(args, method):
-        steps, blocks = unroll(args, method)
-        row["variant"] = f"N={steps}, K={blocks}"
-        row["nfe"] = steps * (blocks + (method == "ud2m-init")) * args.samples
+        row["variant"] = "N={}, K={}".format(*unroll(args, method))
     return row
+
+
+def nfe_per_sample(pred, method):
+    """UD2M's NFE is its adapter's N × K (N × (K+1) with an initialiser), as `restore` reports it."""
+    if method.startswith("ud2m"):
+        return json.loads(next(pred.glob("*.json")).read_text())["settings"]["nfe"]
+    return NFE[method]
 
 
 def subset(src, dst, count):

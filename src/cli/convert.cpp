@@ -1,9 +1,11 @@
-// ud2m convert: any prior ud2m can load -> one self-describing safetensors file.
+// ud2m convert: any prior ud2m can load -> one self-describing safetensors file;
+// a UD2M adapter -> the same adapter with another default N steps × K blocks.
 #include "cli/commands.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "diffusion/prior.hpp"
 #include "nets/adm_unet.hpp"
+#include "ud2m/adapter.hpp"
 
 namespace ud2m::cli {
 namespace {
@@ -11,9 +13,18 @@ namespace {
 struct ConvertArgs {
   std::string in, out, dtype = "fp32";
   diffusion::LoadOptions load;
+  std::optional<int> steps, blocks;  // adapters only
 };
 
 void run_convert(const ConvertArgs& args) {
+  if (unrolled::is_adapter_file(args.in)) {
+    unrolled::write_with_default_unroll(args.in, args.out, args.steps, args.blocks);
+    const auto adapter = unrolled::read_adapter(args.out);
+    log::info("wrote '{}': UD2M adapter for {}, restoring with N = {} steps x K = {} blocks by default", args.out,
+              adapter.info.task, adapter.info.steps, adapter.options.blocks);
+    return;
+  }
+  UD2M_CHECK(!args.steps && !args.blocks, "--steps and --blocks apply to UD2M adapters; '{}' is not one", args.in);
   const torch::ScalarType dtype = args.dtype == "bf16" ? torch::kBFloat16
                                   : args.dtype == "fp16" ? torch::kFloat16
                                                          : torch::kFloat32;
@@ -31,7 +42,8 @@ void add_convert_command(CLI::App& app) {
       "convert",
       "Convert a prior (guided-diffusion .pt, pytorch_diffusion DDPM .ckpt, Lightning .ckpt, diffusers folder or\n"
       ".bin/.safetensors, EDM2 network pickle .pkl) into a ud2m .safetensors file that names its architecture, so\n"
-      "--model needs nothing else. Pickles are read as data: no code from them runs.");
+      "--model needs nothing else. Pickles are read as data: no code from them runs. Given a UD2M adapter, writes\n"
+      "it with --steps N / --blocks K as the setting `restore` uses when it is not told.");
   cmd->add_option("in", args->in, "Original checkpoint file or diffusers model folder")->required()->check(CLI::ExistingPath);
   cmd->add_option("out", args->out, "Output .safetensors")->required();
   cmd->add_option("--dtype", args->dtype, "Storage dtype of the weights")
@@ -47,6 +59,8 @@ void add_convert_command(CLI::App& app) {
                   "Class-conditional models (EDM2 ImageNet): the class the prior samples, stored in the file; -1: "
                   "none (EDM2's zero label vector)")
       ->capture_default_str();
+  cmd->add_option("--steps", args->steps, "UD2M adapters: default sampling steps N");
+  cmd->add_option("--blocks", args->blocks, "UD2M adapters: default unrolled blocks K (they share their weights)");
   cmd->callback([args] { run_convert(*args); });
 }
 

@@ -66,7 +66,7 @@ torch::Tensor restore_with_prior(const DemoArgs& args, const physics::Degradatio
 }
 
 // The UD2M network the demo runs with the task's adapter (the shipped ones:
-// N = 3 steps of K = 3 blocks, 9 NFE), or none where the prior, an adapter
+// N = 1 step of K = 9 blocks, 9 NFE), or none where the prior, an adapter
 // that fits it, or an operator UD2M takes is missing. Built before anything is
 // written, so that a wrong --adapter fails without leaving outputs behind.
 struct Ud2mSetup {

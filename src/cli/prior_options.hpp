@@ -13,6 +13,7 @@
 
 #include "core/device.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "diffusion/graphed_denoiser.hpp"
 #include "diffusion/offloaded_denoiser.hpp"
 #include "diffusion/padded_denoiser.hpp"
@@ -29,6 +30,25 @@ inline void add_precision_option(CLI::App& cmd, std::string& precision) {
                  "with AVX-512 bf16)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
+}
+
+// bf16 asked for where it is slow: said once, and the command goes on.
+inline void warn_if_bf16_is_slow(const torch::Device& device, const std::string& option) {
+  if (!has_fast_bf16(device))
+    log::warn("{}: this CPU has no AVX-512, so PyTorch runs bf16 convolutions as reference loops, ~50x slower "
+              "than fp32 here", option);
+}
+
+// The trainers' --bf16: autocast where bf16 is fast, unless told.
+inline std::string bf16_help(const std::string& what) {
+  return "bf16 autocast" + (what.empty() ? "" : " " + what) +
+         " (true/false; default: true on GPUs and on CPUs with AVX-512, false elsewhere)";
+}
+
+inline bool resolve_bf16(const CLI::Option& option, bool given, const torch::Device& device) {
+  if (option.count() == 0) return has_fast_bf16(device);
+  if (given) warn_if_bf16_is_slow(device, "--bf16 true");
+  return given;
 }
 
 // Call once the prior is final (after an adapter's LoRA is folded into it).
@@ -60,6 +80,7 @@ inline void add_device_option(CLI::App& cmd, std::string& device,
 inline torch::Device place_prior(diffusion::Prior& prior, const std::string& device_name,
                                  const std::string& precision) {
   const auto device = parse_device(device_name);
+  if (precision == "bf16") warn_if_bf16_is_slow(device, "--precision bf16");
   prior.module().to(device);
   apply_precision(prior, precision);
   return device;
@@ -69,6 +90,7 @@ inline torch::Device place_prior(diffusion::Prior& prior, const std::string& dev
 inline torch::Device place_generator(ncvsd::ConditionalDenoiser& generator, const std::string& device_name,
                                      const std::string& precision) {
   const auto device = parse_device(device_name);
+  if (precision == "bf16") warn_if_bf16_is_slow(device, "--precision bf16");
   generator->to(device);
   if (precision == "bf16") nets::cast_for_inference(*generator, torch::kBFloat16, /*channels_last=*/true);
   return device;

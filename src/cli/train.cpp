@@ -80,7 +80,7 @@ void add_train_command(CLI::App& app) {
                   "UD2M: recompute each prior call in the backward pass instead of keeping its activations "
                   "(memory for large priors/crops; ~1.3x slower; true/false)")
       ->capture_default_str();
-  cmd->add_option("--bf16", o->bf16, "bf16 autocast of the networks (true/false)")->capture_default_str();
+  auto* bf16_option = cmd->add_option("--bf16", o->bf16, bf16_help("of the networks"));
   add_device_option(*cmd, o->device,
                     "cpu, or cuda / cuda:N: train there (random draws stay on the CPU, so a run resumes on either)");
   cmd->add_option("--seed", o->seed, "Seed of initialisation, data, operators and noise")->capture_default_str();
@@ -110,7 +110,7 @@ void add_train_command(CLI::App& app) {
   auto* nproc_option = cmd->add_option(
       "--nproc", *nproc, "Worker processes on this machine (data parallel, Gloo over loopback; or launch "
       "one process per rank with torchrun's variables RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)");
-  cmd->callback([o, method, lpips_weights, perceptual_kind, ncvsd, nproc, nproc_option, blocks_option] {
+  cmd->callback([o, method, lpips_weights, perceptual_kind, ncvsd, nproc, nproc_option, blocks_option, bf16_option] {
     UD2M_CHECK(*method == "ud2m" || *method == "ncvsd", "unknown --method '{}'; available: ud2m, ncvsd", *method);
     UD2M_CHECK(o->blocks > 0, "--blocks K must be positive, not {}", o->blocks);
     UD2M_CHECK(o->sample_steps > 0, "--sample-steps N must be positive, not {}", o->sample_steps);
@@ -119,6 +119,7 @@ void add_train_command(CLI::App& app) {
     if (!resume && *nproc > 1) dist::rank_batch(o->batch, *nproc);  // fail before starting anyone
     if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
     const auto device = parse_device(o->device);
+    o->bf16 = resolve_bf16(*bf16_option, o->bf16, device);
     auto dist = dist::DistContext::from_environment(device);
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     if (*method == "ncvsd") {

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "cli/prior_options.hpp"
 #include "core/device.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -31,7 +32,7 @@ void add_train_prior_command(CLI::App& app) {
   cmd->add_option("--lr", o->lr, "AdamW learning rate")->capture_default_str();
   cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay")->capture_default_str();
   cmd->add_option("--ema", o->ema_decay, "EMA decay")->capture_default_str();
-  cmd->add_option("--bf16", o->bf16, "bf16 autocast (true/false)")->capture_default_str();
+  auto* bf16_option = cmd->add_option("--bf16", o->bf16, bf16_help(""));
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N (a resumed run may change device)")
       ->capture_default_str();
   cmd->add_option("--init", o->init, "Start a new run from this prior's weights (same --config)")
@@ -48,12 +49,14 @@ void add_train_prior_command(CLI::App& app) {
   auto nproc = std::make_shared<int>(1);
   auto* nproc_option = cmd->add_option(
       "--nproc", *nproc, "Worker processes on this machine (data parallel, Gloo over loopback)");
-  cmd->callback([o, nproc, nproc_option] {
+  cmd->callback([o, nproc, nproc_option, bf16_option] {
     const bool resume = std::filesystem::exists(o->out_dir + "/checkpoint.safetensors");
     UD2M_CHECK(!o->data.empty() || resume, "--data is required unless --out holds a checkpoint to resume");
     if (!resume && *nproc > 1) dist::rank_batch(o->batch, *nproc);  // fail before starting anyone
     if (dist::run_local_workers_if_requested(*nproc, nproc_option->count() > 0)) return;
-    auto dist = dist::DistContext::from_environment(parse_device(o->device));
+    const auto device = parse_device(o->device);
+    o->bf16 = resolve_bf16(*bf16_option, o->bf16, device);
+    auto dist = dist::DistContext::from_environment(device);
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     train::PriorTrainer(*o, nullptr, dist).run();
   });

@@ -30,6 +30,17 @@ torch::Device parse_device(const std::string& name) {
   return *device;
 }
 
+bool has_fast_bf16(const torch::Device& device) {
+  if (device.is_cuda()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
+}
+
 void synchronize(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
 }

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "core/device.hpp"
 #include "diffusion/prior.hpp"
 #include "dist/context.hpp"
 #include "ncvsd/networks.hpp"
@@ -43,7 +44,7 @@ struct NcvsdTrainOptions {
   double lr = 1e-4;            // fake score
   double generator_lr = 2e-5;  // generator
   double ema_decay = 0.999;
-  bool bf16 = true;
+  bool bf16 = has_fast_bf16(torch::kCPU);  // where bf16 is fast (the CLI: on its --device)
   uint64_t seed = 0;
   int save_every = 100;
   double max_seconds = 0;  // this invocation's time limit (not stored): stop with a checkpoint

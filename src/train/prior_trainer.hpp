@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device.hpp"
 #include "diffusion/prior.hpp"
 #include "dist/context.hpp"
 #include "train/crop_dataset.hpp"
@@ -25,7 +26,7 @@ struct PriorTrainOptions {
   double weight_decay = 0.0;
   double ema_decay = 0.999;
   double grad_clip = 1.0;
-  bool bf16 = true;  // autocast matmuls/convolutions to bf16 (fp32 master weights)
+  bool bf16 = has_fast_bf16(torch::kCPU);  // autocast matmuls/convolutions to bf16 (fp32 master weights)
   std::string device = "cpu";  // "cpu" or "cuda[:i]"; not saved: a resumed run may move
   std::string init;            // start a fresh run from these weights (a prior file of the same config)
   double max_seconds = 0;      // stop (checkpoint, samples) after this wall time; 0: no limit

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "core/device.hpp"
 #include "dist/context.hpp"
 #include "nets/discriminator.hpp"
 #include "physics/degradation.hpp"
@@ -59,7 +60,7 @@ struct Ud2mTrainOptions {
   double max_seconds = 0;
   std::string profile;  // a trace of a few steps (train/step_profiler.hpp)
   std::string device = "cpu";  // cpu, cuda or cuda:N: where the networks, operators and losses run
-  bool bf16 = true;  // autocast the networks to bf16 (fp32 weights, prox and losses)
+  bool bf16 = has_fast_bf16(torch::kCPU);  // autocast the networks to bf16 (fp32 weights, prox and losses)
   uint64_t seed = 0;
   int save_every = 100;
 

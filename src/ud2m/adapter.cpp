@@ -1,6 +1,7 @@
 #include "ud2m/adapter.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include "core/error.hpp"
 #include "io/safetensors.hpp"
@@ -29,13 +30,48 @@ void save_adapter(const std::string& path, UnrolledNetwork& network, const Adapt
   write_safetensors(path, tensors, {{kMetadataKey, meta.dump()}});
 }
 
+namespace {
+
+// The adapter's metadata: an object whose format is "ud2m-adapter" if the file is one.
+nlohmann::json adapter_metadata(const Metadata& metadata) {
+  auto it = metadata.find(kMetadataKey);
+  if (it == metadata.end()) return {};
+  return nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+}
+
+bool is_adapter(const nlohmann::json& meta) { return meta.is_object() && meta.value("format", "") == "ud2m-adapter"; }
+
+nlohmann::json checked_adapter_metadata(const TensorFile& file, const std::string& path) {
+  auto meta = adapter_metadata(file.metadata);
+  UD2M_CHECK(is_adapter(meta), "'{}' is not a UD2M adapter (no ud2m-adapter metadata)", path);
+  return meta;
+}
+
+}  // namespace
+
+bool is_adapter_file(const std::string& path) {
+  try {
+    return is_adapter(adapter_metadata(SafetensorsReader(path).metadata()));
+  } catch (const std::exception&) {  // not a safetensors file
+    return false;
+  }
+}
+
+void write_with_default_unroll(const std::string& in, const std::string& out, std::optional<int> steps,
+                               std::optional<int> blocks) {
+  auto file = read_safetensors(in);
+  auto meta = checked_adapter_metadata(file, in);
+  if (steps) meta["steps"] = *steps;
+  if (blocks) meta["blocks"] = *blocks;
+  UD2M_CHECK(meta.value("steps", 3) > 0 && meta.value("blocks", 3) > 0,
+             "an adapter's N steps and K blocks must be positive (got {} x {})", meta.value("steps", 3),
+             meta.value("blocks", 3));
+  write_safetensors(out, file.tensors, {{kMetadataKey, meta.dump()}});
+}
+
 AdapterFile read_adapter(const std::string& path) {
   auto file = read_safetensors(path);
-  auto it = file.metadata.find(kMetadataKey);
-  nlohmann::json meta;
-  if (it != file.metadata.end()) meta = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
-  UD2M_CHECK(meta.is_object() && meta.value("format", "") == "ud2m-adapter",
-             "'{}' is not a UD2M adapter (no ud2m-adapter metadata)", path);
+  const auto meta = checked_adapter_metadata(file, path);
   AdapterFile adapter;
   adapter.path = path;
   adapter.base_fingerprint = meta.value("base_fingerprint", "");

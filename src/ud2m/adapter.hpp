@@ -3,6 +3,7 @@
 // the base prior by fingerprint, the task it was trained for (or "general"),
 // K and N. A few hundred KiB (~1 MiB with an initialiser).
 #pragma once
+#include <optional>
 #include <string>
 
 #include "io/safetensors.hpp"
@@ -36,6 +37,13 @@ struct AdapterFile {
 };
 
 AdapterFile read_adapter(const std::string& path);
+bool is_adapter_file(const std::string& path);
+
+// Copies the adapter `in` to `out` with N steps × K blocks (where given) as
+// the setting it restores with by default: the blocks share their weights, so
+// any N × K runs with the same tensors. Tensors and training record are kept.
+void write_with_default_unroll(const std::string& in, const std::string& out, std::optional<int> steps,
+                               std::optional<int> blocks);
 
 // Copies the adapter's tensors into `network`, which must be built with
 // `file.options` on the prior the adapter was trained on (`prior_name` names

@@ -4,6 +4,9 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
@@ -151,6 +154,21 @@ TEST(Device, UnknownOrAbsentDevicesFailClearly) {
   EXPECT_THROW_MSG(parse_device("gpu"), "unknown device 'gpu'");
   EXPECT_THROW_MSG(parse_device("cudax"), "unknown device 'cudax'");
   if (!torch::cuda::is_available()) EXPECT_THROW_MSG(parse_device("cuda"), "no CUDA GPU is usable here");
+}
+
+TEST(Device, Bf16CountsAsFastOnGpusAndOnCpusWithAvx512) {
+  // Checked against the kernel's own list of this CPU's flags.
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::set<std::string> flags;
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string word; words >> word;) flags.insert(word);
+    break;
+  }
+  if (flags.empty()) GTEST_SKIP() << "no CPU flags in /proc/cpuinfo";
+  EXPECT_EQ(has_fast_bf16(torch::kCPU), flags.count("avx512bw") && flags.count("avx512vl") && flags.count("avx512dq"));
+  EXPECT_TRUE(has_fast_bf16(torch::Device(torch::kCUDA, 0)));
 }
 
 TEST(Device, NoiseIsTheSameWhereverItIsDelivered) {

@@ -508,6 +508,52 @@ TEST(Ud2mCli, RestoresWithAnAdapterAndRefusesBadRequests) {
   EXPECT_NE(r.output.find("another base prior"), std::string::npos) << r.output;
 }
 
+TEST(Ud2mCli, ConvertSetsTheUnrollAnAdapterRestoresWithByDefault) {
+  // `convert --steps N --blocks K` changes only the default: the same tensors
+  // and training record, and restoring with the new file equals restoring
+  // with the old one told N and K.
+  auto dir = test::temp_dir();
+  const auto prior_path = save_prior_and_image(dir);
+  unrolled::UnrolledNetwork net(diffusion::load_prior(prior_path), {});
+  perturb_trainable(net, 6);
+  const auto old_path = (dir / "a.safetensors").string(), new_path = (dir / "b.safetensors").string();
+  unrolled::save_adapter(old_path, net, {"gaussian_deblur", 3, {{"step", 42}}});
+  auto r = test::run_ud2m("convert " + old_path + " " + new_path + " --steps 1 --blocks 5");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto before = unrolled::read_adapter(old_path), after = unrolled::read_adapter(new_path);
+  EXPECT_EQ(after.info.steps, 1);
+  EXPECT_EQ(after.options.blocks, 5);
+  EXPECT_EQ(after.info.task, "gaussian_deblur");
+  EXPECT_EQ(after.info.training, before.info.training);
+  ASSERT_EQ(after.tensors.size(), before.tensors.size());
+  for (const auto& [name, value] : before.tensors) EXPECT_TRUE(torch::equal(after.tensors.at(name), value)) << name;
+
+  r = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.02 " + (dir / "clean.png").string() + " " +
+                     (dir / "y.safetensors").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto restore = [&](const std::string& adapter, const std::string& extra, const std::string& out) {
+    auto run = test::run_ud2m("restore -m " + (dir / "y.safetensors").string() + " --method ud2m --model " +
+                              prior_path + " --adapter " + adapter + extra + " --bit-depth 16 --out " +
+                              (dir / out).string());
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    return nlohmann::json::parse(read_file((dir / fs::path(out).replace_extension(".json")).string()));
+  };
+  EXPECT_EQ(restore(old_path, " --steps 1 --blocks 5", "told.png").at("settings").at("nfe"), 5);
+  EXPECT_EQ(restore(new_path, "", "default.png").at("settings").at("nfe"), 5);
+  EXPECT_TRUE(torch::equal(read_image((dir / "told.png").string()), read_image((dir / "default.png").string())));
+
+  struct Case {
+    std::string args, message;
+  };
+  for (const auto& c : std::vector<Case>{{old_path + " --steps 0", "must be positive"},
+                                         {prior_path + " --blocks 9", "apply to UD2M adapters"}}) {
+    r = test::run_ud2m("convert " + c.args + " " + (dir / "refused.safetensors").string());
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << ": " << r.output;
+    EXPECT_FALSE(fs::exists(dir / "refused.safetensors")) << c.args;
+  }
+}
+
 TEST(Ud2mCli, Bf16RestoreStaysCloseToFp32AndIsRefusedWhereItCannotApply) {
   auto dir = test::temp_dir();
   const auto prior_path = save_prior_and_image(dir);

@@ -6,10 +6,12 @@
 #include <map>
 
 #include "core/atomic_file.hpp"
+#include "core/device.hpp"
 #include "diffusion/prior.hpp"
 #include "test_util.hpp"
 #include "tiny_runs.hpp"
 #include "train/ud2m_trainer.hpp"
+#include "ud2m/adapter.hpp"
 
 using namespace ud2m;
 namespace fs = std::filesystem;
@@ -222,6 +224,9 @@ TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "adapter.safetensors"));
   EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "loss.csv"));
+  // Not told, it autocasts to bf16 only where bf16 is fast.
+  const auto trained = unrolled::read_adapter((fs::path(o.out_dir) / "adapter.safetensors").string());
+  EXPECT_EQ(trained.info.training.at("options").at("bf16").get<bool>(), has_fast_bf16(torch::kCPU));
   // Without LPIPS weights the prior's own features are the perceptual term.
   EXPECT_NE(r.output.find("perceptual term: prior features"), std::string::npos) << r.output;
   // Validated before training and at the end: two rows after the header.
