@@ -18,8 +18,7 @@ struct ConvertArgs {
 
 void run_convert(const ConvertArgs& args) {
   if (unrolled::is_adapter_file(args.in)) {
-    unrolled::write_with_default_unroll(args.in, args.out, args.steps, args.blocks);
-    const auto adapter = unrolled::read_adapter(args.out);
+    const auto adapter = unrolled::write_with_default_unroll(args.in, args.out, args.steps, args.blocks);
     log::info("wrote '{}': UD2M adapter for {}, restoring with N = {} steps x K = {} blocks by default", args.out,
               adapter.info.task, adapter.info.steps, adapter.options.blocks);
     return;

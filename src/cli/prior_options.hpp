@@ -45,10 +45,10 @@ inline std::string bf16_help(const std::string& what) {
          " (true/false; default: true on GPUs and on CPUs with AVX-512, false elsewhere)";
 }
 
-inline bool resolve_bf16(const CLI::Option& option, bool given, const torch::Device& device) {
+inline bool resolve_bf16(const CLI::Option& option, bool value, const torch::Device& device) {
   if (option.count() == 0) return has_fast_bf16(device);
-  if (given) warn_if_bf16_is_slow(device, "--bf16 true");
-  return given;
+  if (value) warn_if_bf16_is_slow(device, "--bf16 true");
+  return value;
 }
 
 // Call once the prior is final (after an adapter's LoRA is folded into it).
@@ -76,11 +76,17 @@ inline void add_device_option(CLI::App& cmd, std::string& device,
       ->capture_default_str();
 }
 
+// --device, checked against --precision: bf16 where it is slow gets a warning.
+inline torch::Device inference_device(const std::string& device_name, const std::string& precision) {
+  const auto device = parse_device(device_name);
+  if (precision == "bf16") warn_if_bf16_is_slow(device, "--precision bf16");
+  return device;
+}
+
 // Moves the prior to the device, then sets its precision; returns the device.
 inline torch::Device place_prior(diffusion::Prior& prior, const std::string& device_name,
                                  const std::string& precision) {
-  const auto device = parse_device(device_name);
-  if (precision == "bf16") warn_if_bf16_is_slow(device, "--precision bf16");
+  const auto device = inference_device(device_name, precision);
   prior.module().to(device);
   apply_precision(prior, precision);
   return device;
@@ -89,8 +95,7 @@ inline torch::Device place_prior(diffusion::Prior& prior, const std::string& dev
 // The same for an NCVSD generator (an ADM network underneath).
 inline torch::Device place_generator(ncvsd::ConditionalDenoiser& generator, const std::string& device_name,
                                      const std::string& precision) {
-  const auto device = parse_device(device_name);
-  if (precision == "bf16") warn_if_bf16_is_slow(device, "--precision bf16");
+  const auto device = inference_device(device_name, precision);
   generator->to(device);
   if (precision == "bf16") nets::cast_for_inference(*generator, torch::kBFloat16, /*channels_last=*/true);
   return device;

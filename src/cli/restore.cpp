@@ -73,6 +73,8 @@ struct RestoreArgs {
   double dps_zeta = samplers::DpsOptions{}.zeta;
   double latino_delta = samplers::LatinoOptions{}.delta;
   samplers::LangevinOptions langevin;
+  // PnP-NCVSD's annealing and likelihood (the published presets' knobs); < 0: the default.
+  double pnp_rho = -1, pnp_ema_decay = -1, pnp_ema_below = -1, pnp_likelihood_sigma = -1;
   int bit_depth = 8;
   std::string precision = "fp32", device = "cpu";
   int tile = -1;  // twice the prior's training size
@@ -134,6 +136,19 @@ void check_prior_fits(const Context& c, const Measurement& m) {
              c.args.model, channels, m.image_shape[1]);
 }
 
+samplers::PnpNcvsdOptions pnp_ncvsd_options(const RestoreArgs& args, const physics::Operator& op, int nfe) {
+  samplers::PnpNcvsdOptions o;
+  o.steps = nfe;
+  o.langevin = args.langevin;
+  // The published phase-retrieval preset averages the x0's only at the end.
+  if (!op.is_linear()) o.ema_below = 0.2;
+  if (args.pnp_rho >= 0) o.rho = args.pnp_rho;
+  if (args.pnp_ema_decay >= 0) o.ema_decay = args.pnp_ema_decay;
+  if (args.pnp_ema_below >= 0) o.ema_below = args.pnp_ema_below;
+  if (args.pnp_likelihood_sigma >= 0) o.likelihood_sigma = args.pnp_likelihood_sigma;
+  return o;
+}
+
 // One posterior sample with the chosen diffusion sampler.
 using Sampler = std::function<torch::Tensor(torch::Generator&, const samplers::StepCallback&)>;
 
@@ -143,11 +158,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
   if (method == "pnp-ncvsd") {
     auto& op = *m.degradation.op;
     check_noisy(m, "PnP-NCVSD");
-    samplers::PnpNcvsdOptions o;
-    o.steps = c.nfe;
-    o.langevin = c.args.langevin;
-    // The published phase-retrieval preset averages the x0's only at the end.
-    if (!op.is_linear()) o.ema_below = 0.2;
+    const auto o = pnp_ncvsd_options(c.args, op, c.nfe);
     auto generator = c.generator;
     const int64_t multiple = generator->size_multiple();
     const auto tiling = tiling_for(c.args.tile, generator->image_size(), multiple);
@@ -163,7 +174,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
               return samplers::pnp_ncvsd(g, op, m.y, sigma, m.image_shape, o, rng, cb);
             },
             {{"sigma_min", o.sigma_min}, {"sigma_max", o.sigma_max}, {"rho", o.rho}, {"ema_decay", o.ema_decay},
-             {"ema_below", o.ema_below},
+             {"ema_below", o.ema_below}, {"likelihood_sigma", o.likelihood_sigma > 0 ? o.likelihood_sigma : sigma},
              {"likelihood_step", op.is_linear() ? "perturb-and-MAP (exact)" : "unadjusted Langevin"},
              {"langevin",
               {{"steps", o.langevin.steps},
@@ -228,6 +239,23 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
           {{"delta", o.delta}}};
 }
 
+// The prior, ticking the progress bar at each network evaluation: a UD2M
+// step holds K of them, so counting steps would show "1/1" at N = 1, K = 9.
+class CountedDenoiser : public diffusion::Denoiser {
+ public:
+  CountedDenoiser(diffusion::DenoiserPtr inner, Progress& progress) : inner_(std::move(inner)), progress_(progress) {}
+  torch::Tensor epsilon(const torch::Tensor& x_t, const torch::Tensor& t) override {
+    auto epsilon = inner_->epsilon(x_t, t);
+    progress_.step();
+    return epsilon;
+  }
+  const diffusion::Schedule& schedule() const override { return inner_->schedule(); }
+
+ private:
+  diffusion::DenoiserPtr inner_;
+  Progress& progress_;
+};
+
 Restoration restore_diffusion(const Context& c, const Measurement& m) {
   check_prior_fits(c, m);
   auto [sample, settings] = make_sampler(c, m);
@@ -239,7 +267,7 @@ Restoration restore_diffusion(const Context& c, const Measurement& m) {
       UD2M_CHECK(torch::isfinite(x0).all().item<bool>(),
                  "{} produced NaN or infinite values at step {} (timestep {}) of sample {}", c.args.method, step + 1,
                  t, s + 1);
-      c.progress->step();
+      if (c.args.method != "ud2m") c.progress->step();  // UD2M's prior ticks it (CountedDenoiser)
     });
     r.samples.push_back(x.clamp(-1, 1));
   }
@@ -388,7 +416,7 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   else if (args.method != "tv")
     prior = diffusion::load_prior(args.model);
   unrolled::LoadedAdapter adapter;
-  int progress_per_sample = nfe;
+  int progress_per_sample = nfe, ud2m_steps = 0;
   if (args.method == "ud2m") {
     UD2M_CHECK(!nfe_given, "UD2M's cost is set by --steps N and --blocks K (NFE = N x K, or N x (K+1) with a "
                            "learned initialiser), not --nfe");
@@ -400,23 +428,24 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
     adapter.network->fold_lora();  // restoring trains nothing: run at the base network's cost
     if (args.ud2m_blocks > 0) adapter.network->set_blocks(args.ud2m_blocks);
     if (args.noise_inflation != 0) adapter.network->set_noise_inflation(args.noise_inflation);
-    progress_per_sample = args.ud2m_steps > 0 ? args.ud2m_steps : adapter.info.steps;
-    nfe = progress_per_sample * adapter.network->evaluations();
+    ud2m_steps = args.ud2m_steps > 0 ? args.ud2m_steps : adapter.info.steps;
+    nfe = ud2m_steps * adapter.network->evaluations();
+    progress_per_sample = ud2m_steps * adapter.network->options().blocks;  // prior evaluations
   }
   UD2M_CHECK(prior || generator || args.precision == "fp32",
              "--precision {} applies to the methods that run a network, not {}", args.precision, args.method);
   UD2M_CHECK(prior || generator || args.device == "cpu",
              "--device {} applies to the methods that run a network, not {}", args.device, args.method);
   if (generator) place_generator(generator, args.device, args.precision);
+  const int samples = args.method == "tv" ? 1 : args.samples;
+  Progress progress("restore (" + args.method + ")", progress_per_sample * samples * static_cast<int>(jobs.size()));
   diffusion::DenoiserPtr denoiser;
   if (prior) {
     // after the fold: LoRA goes in at full precision
     denoiser = prior_denoiser(prior, place_prior(*prior, args.device, args.precision), args.tile);
-    if (adapter.network) adapter.network->set_denoiser(denoiser);
+    if (adapter.network) adapter.network->set_denoiser(std::make_shared<CountedDenoiser>(denoiser, progress));
   }
-  const int samples = args.method == "tv" ? 1 : args.samples;
-  Progress progress("restore (" + args.method + ")", progress_per_sample * samples * static_cast<int>(jobs.size()));
-  Context context{args, nfe, prior, denoiser, &progress, adapter, progress_per_sample, generator, task};
+  Context context{args, nfe, prior, denoiser, &progress, adapter, ud2m_steps, generator, task};
   std::vector<double> psnrs;
   for (auto& job : jobs) {
     auto report = restore_one(context, job);
@@ -490,6 +519,15 @@ void add_restore_command(CLI::App& app) {
                   "PnP-NCVSD: preconditioned, Metropolis-adjusted Langevin where the operator offers a "
                   "preconditioner (phase retrieval: its Fourier curvature; true/false; experimental)")
       ->capture_default_str();
+  cmd->add_option("--pnp-rho", args->pnp_rho,
+                  "PnP-NCVSD: the Karras grid's rho (larger: more steps at low noise; default 2)");
+  cmd->add_option("--pnp-ema-decay", args->pnp_ema_decay,
+                  "PnP-NCVSD: the output averages the x0's as avg <- d*avg + (1-d)*x0 (0: the last x0; default 0.6)");
+  cmd->add_option("--pnp-ema-below", args->pnp_ema_below,
+                  "PnP-NCVSD: average only once the noise level is below this (default 100; nonlinear operators 0.2)");
+  cmd->add_option("--pnp-likelihood-sigma", args->pnp_likelihood_sigma,
+                  "PnP-NCVSD: noise std the likelihood step assumes, in [0, 1] image units (the published presets "
+                  "tune it per task; default: the measurement's)");
   cmd->add_option("--latino-delta", args->latino_delta, "LATINO prox step scale δ")->capture_default_str();
   cmd->add_option("--bit-depth", args->bit_depth, "PNG bit depth of the output: 8 or 16")
       ->check(CLI::IsMember({8, 16}))

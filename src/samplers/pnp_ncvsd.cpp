@@ -134,10 +134,12 @@ torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Oper
   UD2M_CHECK(sigma > 0, "PnP-NCVSD needs a positive measurement noise level, not {}", sigma);
   UD2M_CHECK(options.ema_decay >= 0 && options.ema_decay < 1, "the x0 EMA decay must be in [0, 1), not {}",
              options.ema_decay);
+  UD2M_CHECK(options.likelihood_sigma >= 0, "the likelihood sigma must be >= 0 (0: the measurement's), not {}",
+             options.likelihood_sigma);
   torch::NoGradGuard no_grad;
   UD2M_CHECK(options.steps >= 1, "PnP-NCVSD needs at least 1 step, not {}", options.steps);
   const auto sigmas = karras_sigmas(options.steps + 1, options.sigma_min, options.sigma_max, options.rho);
-  const double sigma_y = 2 * sigma;  // model units
+  const double sigma_y = 2 * (options.likelihood_sigma > 0 ? options.likelihood_sigma : sigma);  // model units
   auto u = sigmas[0] * gaussian(image_shape, rng, y.options());
   torch::Tensor average;
   for (int i = 0; i < options.steps; ++i) {

@@ -9,8 +9,8 @@
 // published (50–100 steps).
 // Returns the last x0, by default an EMA of the x0's (the published pixel-space
 // presets: decay 0.6 from the second step on; phase retrieval only below σ 0.2).
-// Unlike the published code, the likelihood step uses the true measurement
-// noise σ_y (it uses a tuned √(β/2) per task).
+// The likelihood step uses the true measurement noise σ_y by default; the
+// published presets use a tuned σ' = √(β/2) per task instead (likelihood_sigma).
 #pragma once
 #include <functional>
 
@@ -48,6 +48,9 @@ struct PnpNcvsdOptions {
   double sigma_min = 0.002, sigma_max = 80, rho = 2;
   double ema_below = 100;   // average the x0's once σ_i is below this ...
   double ema_decay = 0.6;   // ... as x̄ ← decay·x̄ + (1 − decay)·x0 (0: no averaging)
+  // σ of the Gaussian likelihood in the likelihood step, in [0, 1] image
+  // units; 0: the measurement's own σ. A smaller one pulls u harder to the data.
+  double likelihood_sigma = 0;
   LangevinOptions langevin;  // nonlinear operators only
   // Clamp each x0 to the data range [-1, 1], the prior's support (as
   // guided-diffusion's clip_denoised). An imperfect generator's out-of-range

@@ -47,31 +47,7 @@ nlohmann::json checked_adapter_metadata(const TensorFile& file, const std::strin
   return meta;
 }
 
-}  // namespace
-
-bool is_adapter_file(const std::string& path) {
-  try {
-    return is_adapter(adapter_metadata(SafetensorsReader(path).metadata()));
-  } catch (const std::exception&) {  // not a safetensors file
-    return false;
-  }
-}
-
-void write_with_default_unroll(const std::string& in, const std::string& out, std::optional<int> steps,
-                               std::optional<int> blocks) {
-  auto file = read_safetensors(in);
-  auto meta = checked_adapter_metadata(file, in);
-  if (steps) meta["steps"] = *steps;
-  if (blocks) meta["blocks"] = *blocks;
-  UD2M_CHECK(meta.value("steps", 3) > 0 && meta.value("blocks", 3) > 0,
-             "an adapter's N steps and K blocks must be positive (got {} x {})", meta.value("steps", 3),
-             meta.value("blocks", 3));
-  write_safetensors(out, file.tensors, {{kMetadataKey, meta.dump()}});
-}
-
-AdapterFile read_adapter(const std::string& path) {
-  auto file = read_safetensors(path);
-  const auto meta = checked_adapter_metadata(file, path);
+AdapterFile adapter_from(const nlohmann::json& meta, TensorMap tensors, const std::string& path) {
   AdapterFile adapter;
   adapter.path = path;
   adapter.base_fingerprint = meta.value("base_fingerprint", "");
@@ -83,8 +59,37 @@ AdapterFile read_adapter(const std::string& path) {
   options.noise_inflation = meta.value("noise_inflation", options.noise_inflation);
   options.learned_init = meta.value("learned_init", false);
   adapter.info = {meta.value("task", "general"), meta.value("steps", 3), meta.value("training", nlohmann::json())};
-  adapter.tensors = std::move(file.tensors);
+  adapter.tensors = std::move(tensors);
   return adapter;
+}
+
+}  // namespace
+
+bool is_adapter_file(const std::string& path) {
+  try {
+    return is_adapter(adapter_metadata(SafetensorsReader(path).metadata()));
+  } catch (const std::exception&) {  // not a safetensors file
+    return false;
+  }
+}
+
+AdapterFile write_with_default_unroll(const std::string& in, const std::string& out, std::optional<int> steps,
+                                      std::optional<int> blocks) {
+  auto file = read_safetensors(in);
+  auto meta = checked_adapter_metadata(file, in);
+  if (steps) meta["steps"] = *steps;
+  if (blocks) meta["blocks"] = *blocks;
+  UD2M_CHECK(meta.value("steps", 3) > 0 && meta.value("blocks", 3) > 0,
+             "an adapter's N steps and K blocks must be positive (got {} x {})", meta.value("steps", 3),
+             meta.value("blocks", 3));
+  write_safetensors(out, file.tensors, {{kMetadataKey, meta.dump()}});
+  return adapter_from(meta, std::move(file.tensors), out);
+}
+
+AdapterFile read_adapter(const std::string& path) {
+  auto file = read_safetensors(path);
+  const auto meta = checked_adapter_metadata(file, path);
+  return adapter_from(meta, std::move(file.tensors), path);
 }
 
 void apply_adapter(const AdapterFile& file, UnrolledNetwork& network, const std::string& prior_name) {

@@ -42,8 +42,9 @@ bool is_adapter_file(const std::string& path);
 // Copies the adapter `in` to `out` with N steps × K blocks (where given) as
 // the setting it restores with by default: the blocks share their weights, so
 // any N × K runs with the same tensors. Tensors and training record are kept.
-void write_with_default_unroll(const std::string& in, const std::string& out, std::optional<int> steps,
-                               std::optional<int> blocks);
+// Returns the adapter as written.
+AdapterFile write_with_default_unroll(const std::string& in, const std::string& out, std::optional<int> steps,
+                                      std::optional<int> blocks);
 
 // Copies the adapter's tensors into `network`, which must be built with
 // `file.options` on the prior the adapter was trained on (`prior_name` names

@@ -541,6 +541,13 @@ TEST(PnpNcvsd, LangevinStepOnJpegUsesTheDeclaredBoundAndApproachesTheData) {
   }
 }
 
+// The ideal generative denoiser of a Gaussian prior: exact samples of p(x0 | u).
+samplers::GenerativeDenoiser exact_generator(const diffusion::StationaryGaussianPrior& prior) {
+  return [&prior](const torch::Tensor& u, double sigma, torch::Generator& rng) {
+    return prior.sample_given(u, sigma, rng);
+  };
+}
+
 // With the exact generative denoiser of the correlated Gaussian prior the
 // split Gibbs chain targets p(x0 | y) with noise σ_y² + σ², so it reaches the
 // exact posterior as σ anneals slowly enough to 0. Measured in the holes (200
@@ -549,9 +556,7 @@ TEST(PnpNcvsd, LangevinStepOnJpegUsesTheDeclaredBoundAndApproachesTheData) {
 // published count) are far from equilibrium on 70 %-missing inpainting.
 TEST(PnpNcvsd, ExactGeneratorConvergesToTheCorrelatedInpaintingPosterior) {
   auto toy = make_correlated_toy(16, 0.7, 0.025, 200);
-  auto generator = [&](const torch::Tensor& u, double sigma, torch::Generator& rng) {
-    return toy.prior->sample_given(u, sigma, rng);
-  };
+  auto generator = exact_generator(*toy.prior);
   std::vector<HoleReport> reports;
   for (int steps : {49, 200, 1000}) {
     samplers::PnpNcvsdOptions options;
@@ -570,16 +575,47 @@ TEST(PnpNcvsd, ExactGeneratorConvergesToTheCorrelatedInpaintingPosterior) {
   EXPECT_NEAR(reports[2].var_ratio, 1.0, 0.3);
 }
 
+// x0 ~ N(0, I), y = x0 + noise: the posterior under a likelihood std s (model
+// units) is N(y/(1+s²), s²/(1+s²)) per pixel, whatever noise made y. With the
+// exact generator, PnP-NCVSD told likelihood_sigma samples that one (up to
+// annealing: the chain stops mixing once its coupling level falls below s,
+// which 1000 steps keep to a few percent; 100 leave the variance ~2x).
+TEST(PnpNcvsd, LikelihoodSigmaSetsThePosteriorItSamples) {
+  diffusion::StationaryGaussianPrior prior(torch::ones({8, 8}));
+  physics::Identity op;
+  auto generator = exact_generator(prior);
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(3);
+  auto y = torch::randn({100, 1, 8, 8}, rng);
+  for (double likelihood_sigma : {0.0, 0.25}) {
+    samplers::PnpNcvsdOptions options;
+    options.steps = 1000;
+    options.ema_decay = 0;
+    options.clip_x0 = false;
+    options.likelihood_sigma = likelihood_sigma;
+    const double s = 2 * (likelihood_sigma > 0 ? likelihood_sigma : 0.05);  // model units
+    auto x = samplers::pnp_ncvsd(generator, op, y, 0.05, {100, 1, 8, 8}, options, rng);
+    const double slope = ((x * y).sum() / (y * y).sum()).item<double>();
+    auto residual = x - slope * y;
+    const double variance_ratio = residual.var().item<double>() / (s * s / (1 + s * s));
+    std::printf("likelihood sigma %.2f: E[x | y] = %.4f y (exact %.4f), variance %.2f x exact\n", likelihood_sigma,
+                slope, 1 / (1 + s * s), variance_ratio);
+    EXPECT_NEAR(slope, 1 / (1 + s * s), 0.03) << likelihood_sigma;
+    EXPECT_GT(variance_ratio, 0.9) << likelihood_sigma;
+    EXPECT_LT(variance_ratio, 1.25) << likelihood_sigma;
+  }
+}
+
 TEST(PnpNcvsd, RefusesBadSettings) {
   diffusion::StationaryGaussianPrior prior(torch::ones({8, 8}));
   physics::Identity op;
-  auto generator = [&](const torch::Tensor& u, double sigma, torch::Generator& rng) {
-    return prior.sample_given(u, sigma, rng);
-  };
+  auto generator = exact_generator(prior);
   auto rng = at::make_generator<at::CPUGeneratorImpl>(0);
   auto y = torch::zeros({1, 1, 8, 8});
   EXPECT_THROW_MSG(samplers::pnp_ncvsd(generator, op, y, 0.0, {1, 1, 8, 8}, {}, rng), "positive measurement noise");
   samplers::PnpNcvsdOptions options;
   options.steps = 0;
   EXPECT_THROW_MSG(samplers::pnp_ncvsd(generator, op, y, 0.05, {1, 1, 8, 8}, options, rng), "at least 1 step");
+  options.steps = 4;
+  options.likelihood_sigma = -0.1;
+  EXPECT_THROW_MSG(samplers::pnp_ncvsd(generator, op, y, 0.05, {1, 1, 8, 8}, options, rng), "likelihood sigma");
 }
