@@ -200,6 +200,15 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
                      (dir / "y.png").string() + " --out " + (dir / "x_bf16.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(nlohmann::json::parse(read_file((dir / "x_bf16.json").string())).at("precision"), "bf16");
+  // The likelihood σ' of the task's preset (deblurring: half the measurement's), unless told.
+  auto likelihood_sigma = [&](const std::string& report) {
+    return nlohmann::json::parse(read_file((dir / report).string())).at("settings").at("likelihood_sigma").get<double>();
+  };
+  EXPECT_DOUBLE_EQ(likelihood_sigma("x.json"), 0.025);
+  r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator + " --nfe 2 --pnp-likelihood-sigma 0.04 -m " +
+                     (dir / "y.png").string() + " --out " + (dir / "x_told.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_DOUBLE_EQ(likelihood_sigma("x_told.json"), 0.04);
   // A nonlinear operator: phase retrieval, through the Langevin likelihood step.
   r = test::run_ud2m("degrade --task phase_retrieval --oversampling 2 --sigma 0.05 " + crop + " " +
                      (dir / "y_pr.safetensors").string());
@@ -209,6 +218,7 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto sidecar = nlohmann::json::parse(read_file((dir / "x_pr.json").string()));
   EXPECT_NE(sidecar.dump().find("unadjusted Langevin"), std::string::npos) << sidecar.dump(2);
+  EXPECT_DOUBLE_EQ(likelihood_sigma("x_pr.json"), 0.05);
   // The wrong kind of file for each method, and bad step counts.
   r = test::run_ud2m("restore --method ddrm --model " + generator + " -m " + (dir / "y.png").string() + " --out " +
                      (dir / "z.png").string());
