@@ -75,6 +75,7 @@ struct RestoreArgs {
   samplers::LangevinOptions langevin;
   // PnP-NCVSD's annealing and likelihood (the published presets' knobs); < 0: the default.
   double pnp_rho = -1, pnp_ema_decay = -1, pnp_ema_below = -1, pnp_likelihood_sigma = -1;
+  std::optional<bool> pnp_fit_amplitudes;  // default: for phase retrieval
   int bit_depth = 8;
   std::string precision = "fp32", device = "cpu";
   int tile = -1;  // twice the prior's training size
@@ -112,7 +113,7 @@ struct Context {
   const RestoreArgs& args;
   int nfe;
   std::shared_ptr<diffusion::Prior> prior;  // null for tv
-  diffusion::DenoiserPtr denoiser;          // the prior, or the prior on a GPU
+  diffusion::DenoiserPtr denoiser;          // the prior (on its device), counting its evaluations
   Progress* progress;
   unrolled::LoadedAdapter adapter;  // ud2m only
   int ud2m_steps = 0;
@@ -157,7 +158,9 @@ samplers::PnpNcvsdOptions pnp_ncvsd_options(const RestoreArgs& args, const Measu
   if (args.pnp_rho >= 0) o.rho = args.pnp_rho;
   if (args.pnp_ema_decay >= 0) o.ema_decay = args.pnp_ema_decay;
   if (args.pnp_ema_below >= 0) o.ema_below = args.pnp_ema_below;
-  if (args.pnp_likelihood_sigma > 0) o.likelihood_sigma = args.pnp_likelihood_sigma;
+  if (args.pnp_likelihood_sigma >= 0)  // 0: the measurement's own (as in the sampler), written out for the report
+    o.likelihood_sigma = args.pnp_likelihood_sigma > 0 ? args.pnp_likelihood_sigma : m.degradation.noise.sigma;
+  o.fit_amplitudes = args.pnp_fit_amplitudes.value_or(m.degradation.op->name() == "phase_retrieval");
   return o;
 }
 
@@ -187,6 +190,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
             },
             {{"sigma_min", o.sigma_min}, {"sigma_max", o.sigma_max}, {"rho", o.rho}, {"ema_decay", o.ema_decay},
              {"ema_below", o.ema_below}, {"likelihood_sigma", o.likelihood_sigma},
+             {"fit_amplitudes", o.fit_amplitudes},
              {"likelihood_step", op.is_linear() ? "perturb-and-MAP (exact)" : "unadjusted Langevin"},
              {"langevin",
               {{"steps", o.langevin.steps},
@@ -251,8 +255,8 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
           {{"delta", o.delta}}};
 }
 
-// The prior, ticking the progress bar at each network evaluation: a UD2M
-// step holds K of them, so counting steps would show "1/1" at N = 1, K = 9.
+// The prior, ticking the progress bar at each network evaluation (what NFE
+// counts): a UD2M step holds K of them, the other samplers' steps one each.
 class CountedDenoiser : public diffusion::Denoiser {
  public:
   CountedDenoiser(diffusion::DenoiserPtr inner, Progress& progress) : inner_(std::move(inner)), progress_(progress) {}
@@ -279,7 +283,7 @@ Restoration restore_diffusion(const Context& c, const Measurement& m) {
       UD2M_CHECK(torch::isfinite(x0).all().item<bool>(),
                  "{} produced NaN or infinite values at step {} (timestep {}) of sample {}", c.args.method, step + 1,
                  t, s + 1);
-      if (c.args.method != "ud2m") c.progress->step();  // UD2M's prior ticks it (CountedDenoiser)
+      if (!c.prior) c.progress->step();  // the generator's evaluations; a prior's tick in CountedDenoiser
     });
     r.samples.push_back(x.clamp(-1, 1));
   }
@@ -454,8 +458,9 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   diffusion::DenoiserPtr denoiser;
   if (prior) {
     // after the fold: LoRA goes in at full precision
-    denoiser = prior_denoiser(prior, place_prior(*prior, args.device, args.precision), args.tile);
-    if (adapter.network) adapter.network->set_denoiser(std::make_shared<CountedDenoiser>(denoiser, progress));
+    denoiser = std::make_shared<CountedDenoiser>(
+        prior_denoiser(prior, place_prior(*prior, args.device, args.precision), args.tile), progress);
+    if (adapter.network) adapter.network->set_denoiser(denoiser);
   }
   Context context{args, nfe, prior, denoiser, &progress, adapter, ud2m_steps, generator, task};
   std::vector<double> psnrs;
@@ -541,10 +546,13 @@ void add_restore_command(CLI::App& app) {
                   "PnP-NCVSD: average only once the noise level is below this (default 100; nonlinear operators 0.2)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--pnp-likelihood-sigma", args->pnp_likelihood_sigma,
-                  "PnP-NCVSD: noise std the likelihood step assumes, in [0, 1] image units (default: the task's preset, "
-                  "as the published code: 0.5x the measurement's for gaussian_deblur, 0.25x for sr, 4x for jpeg, 1x "
-                  "otherwise)")
+                  "PnP-NCVSD: noise std the likelihood step assumes, in [0, 1] image units (0: the measurement's own; "
+                  "default: the task's preset, as the published code: 0.5x the measurement's for gaussian_deblur, "
+                  "0.25x for sr, 4x for jpeg, 1x otherwise)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--pnp-fit-amplitudes", args->pnp_fit_amplitudes,
+                  "PnP-NCVSD, intensity measurements: fit the amplitudes sqrt(y) in the likelihood step, "
+                  "--pnp-likelihood-sigma then in amplitude units (true/false; default: true for phase_retrieval)");
   cmd->add_option("--latino-delta", args->latino_delta, "LATINO prox step scale δ")->capture_default_str();
   cmd->add_option("--bit-depth", args->bit_depth, "PNG bit depth of the output: 8 or 16")
       ->check(CLI::IsMember({8, 16}))

@@ -79,11 +79,12 @@ AdapterFile write_with_default_unroll(const std::string& in, const std::string& 
   auto meta = checked_adapter_metadata(file, in);
   if (steps) meta["steps"] = *steps;
   if (blocks) meta["blocks"] = *blocks;
-  UD2M_CHECK(meta.value("steps", 3) > 0 && meta.value("blocks", 3) > 0,
-             "an adapter's N steps and K blocks must be positive (got {} x {})", meta.value("steps", 3),
-             meta.value("blocks", 3));
-  write_safetensors(out, file.tensors, {{kMetadataKey, meta.dump()}});
-  return adapter_from(meta, std::move(file.tensors), out);
+  auto adapter = adapter_from(meta, std::move(file.tensors), out);
+  UD2M_CHECK(adapter.info.steps > 0 && adapter.options.blocks > 0,
+             "an adapter's N steps and K blocks must be positive (got {} x {})", adapter.info.steps,
+             adapter.options.blocks);
+  write_safetensors(out, adapter.tensors, {{kMetadataKey, meta.dump()}});
+  return adapter;
 }
 
 AdapterFile read_adapter(const std::string& path) {

@@ -209,6 +209,10 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
                      (dir / "y.png").string() + " --out " + (dir / "x_told.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_DOUBLE_EQ(likelihood_sigma("x_told.json"), 0.04);
+  r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator + " --nfe 2 --pnp-likelihood-sigma 0 -m " +
+                     (dir / "y.png").string() + " --out " + (dir / "x_own.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_DOUBLE_EQ(likelihood_sigma("x_own.json"), 0.05);  // 0: the measurement's own
   // A nonlinear operator: phase retrieval, through the Langevin likelihood step.
   r = test::run_ud2m("degrade --task phase_retrieval --oversampling 2 --sigma 0.05 " + crop + " " +
                      (dir / "y_pr.safetensors").string());
@@ -219,6 +223,8 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
   auto sidecar = nlohmann::json::parse(read_file((dir / "x_pr.json").string()));
   EXPECT_NE(sidecar.dump().find("unadjusted Langevin"), std::string::npos) << sidecar.dump(2);
   EXPECT_DOUBLE_EQ(likelihood_sigma("x_pr.json"), 0.05);
+  EXPECT_TRUE(sidecar.at("settings").at("fit_amplitudes").get<bool>()) << sidecar.dump(2);
+  EXPECT_FALSE(nlohmann::json::parse(read_file((dir / "x.json").string())).at("settings").at("fit_amplitudes"));
   // The wrong kind of file for each method, and bad step counts.
   r = test::run_ud2m("restore --method ddrm --model " + generator + " -m " + (dir / "y.png").string() + " --out " +
                      (dir / "z.png").string());
