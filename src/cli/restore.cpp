@@ -22,6 +22,7 @@
 #include "metrics/metrics.hpp"
 #include "metrics/posterior.hpp"
 #include "ncvsd/networks.hpp"
+#include "physics/square_root.hpp"
 #include "samplers/ddrm.hpp"
 #include "samplers/diffpir.hpp"
 #include "samplers/dps.hpp"
@@ -75,7 +76,7 @@ struct RestoreArgs {
   samplers::LangevinOptions langevin;
   // PnP-NCVSD's annealing and likelihood (the published presets' knobs); < 0: the default.
   double pnp_rho = -1, pnp_ema_decay = -1, pnp_ema_below = -1, pnp_likelihood_sigma = -1;
-  std::optional<bool> pnp_fit_amplitudes;  // default: for phase retrieval
+  std::optional<bool> fit_amplitudes;  // DPS and PnP-NCVSD; default: for phase retrieval
   int bit_depth = 8;
   std::string precision = "fp32", device = "cpu";
   int tile = -1;  // twice the prior's training size
@@ -137,6 +138,24 @@ void check_prior_fits(const Context& c, const Measurement& m) {
              c.args.model, channels, m.image_shape[1]);
 }
 
+// What a likelihood-based sampler (DPS, PnP-NCVSD) fits: phase retrieval's
+// intensities as amplitudes, √y against √A(x) (physics/square_root.hpp),
+// unless --fit-amplitudes false.
+struct Likelihood {
+  physics::OperatorPtr op;
+  torch::Tensor y;
+  bool amplitudes;
+};
+
+Likelihood likelihood_to_fit(const RestoreArgs& args, const Measurement& m) {
+  const auto& op = m.degradation.op;
+  const bool amplitudes = args.fit_amplitudes.value_or(op->name() == "phase_retrieval");
+  if (!amplitudes) return {op, m.y, false};
+  UD2M_CHECK(!op->is_linear(), "--fit-amplitudes is for intensity measurements (phase retrieval), not '{}'",
+             op->name());
+  return {std::make_shared<physics::SquareRoot>(op), m.y.clamp_min(0).sqrt(), true};
+}
+
 // PnP-NCVSD's likelihood σ' as a multiple of the measurement's σ, per task:
 // the published code keeps a preset per task whose σ' = √(β/2) is 0.45–0.77
 // of the true noise; these were chosen on 12 validation crops (README).
@@ -160,7 +179,6 @@ samplers::PnpNcvsdOptions pnp_ncvsd_options(const RestoreArgs& args, const Measu
   if (args.pnp_ema_below >= 0) o.ema_below = args.pnp_ema_below;
   if (args.pnp_likelihood_sigma >= 0)  // 0: the measurement's own (as in the sampler), written out for the report
     o.likelihood_sigma = args.pnp_likelihood_sigma > 0 ? args.pnp_likelihood_sigma : m.degradation.noise.sigma;
-  o.fit_amplitudes = args.pnp_fit_amplitudes.value_or(m.degradation.op->name() == "phase_retrieval");
   return o;
 }
 
@@ -185,18 +203,19 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
       auto x = ncvsd::generate(generator, padded, torch::full({u.size(0)}, level, padded.options()), rng, tiling);
       return diffusion::crop_to(x, u.size(-2), u.size(-1)).to(u.device());
     };
-    return {[&op, &m, o, sigma, g](torch::Generator& rng, const samplers::StepCallback& cb) {
-              return samplers::pnp_ncvsd(g, op, m.y, sigma, m.image_shape, o, rng, cb);
+    const auto fit = likelihood_to_fit(c.args, m);
+    return {[&m, fit, o, sigma, g](torch::Generator& rng, const samplers::StepCallback& cb) {
+              return samplers::pnp_ncvsd(g, *fit.op, fit.y, sigma, m.image_shape, o, rng, cb);
             },
             {{"sigma_min", o.sigma_min}, {"sigma_max", o.sigma_max}, {"rho", o.rho}, {"ema_decay", o.ema_decay},
              {"ema_below", o.ema_below}, {"likelihood_sigma", o.likelihood_sigma},
-             {"fit_amplitudes", o.fit_amplitudes},
+             {"fit_amplitudes", fit.amplitudes},
              {"likelihood_step", op.is_linear() ? "perturb-and-MAP (exact)" : "unadjusted Langevin"},
              {"langevin",
               {{"steps", o.langevin.steps},
                {"tau", o.langevin.tau},
-               {"preconditioned", o.langevin.precondition && op.langevin_preconditioner(m.y.new_zeros(m.image_shape),
-                                                                                        1, 1).has_value()}}}}};
+               {"preconditioned", o.langevin.precondition && fit.op->langevin_preconditioner(
+                                                            m.y.new_zeros(m.image_shape), 1, 1).has_value()}}}}};
   }
   auto& prior = *c.denoiser;
   if (method == "diffpir") {
@@ -221,10 +240,11 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
     samplers::DpsOptions o;
     o.steps = c.nfe;
     o.zeta = c.args.dps_zeta;
-    return {[&, o](torch::Generator& rng, const samplers::StepCallback& cb) {
-              return samplers::dps(prior, *m.degradation.op, m.y, m.image_shape, o, rng, cb);
+    const auto fit = likelihood_to_fit(c.args, m);
+    return {[&, o, fit](torch::Generator& rng, const samplers::StepCallback& cb) {
+              return samplers::dps(prior, *fit.op, fit.y, m.image_shape, o, rng, cb);
             },
-            {{"zeta", o.zeta}}};
+            {{"zeta", o.zeta}, {"fit_amplitudes", fit.amplitudes}}};
   }
   if (method == "ud2m") {
     auto& op = *m.degradation.op;  // linear, or JPEG (unrolled::initial_estimate refuses others)
@@ -414,6 +434,8 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   UD2M_CHECK(args.samples > 0, "--samples must be positive, not {}", args.samples);
   UD2M_CHECK(args.method == "tv" || !args.model.empty(), "--method {} needs a {}: --model FILE", args.method,
              args.method == "pnp-ncvsd" ? "generator (from `ud2m train --method ncvsd`)" : "prior");
+  UD2M_CHECK(!args.fit_amplitudes || args.method == "dps" || args.method == "pnp-ncvsd",
+             "--fit-amplitudes applies to dps and pnp-ncvsd, not {}", args.method);
   const auto task = described_task(args);
   const bool folder = fs::is_directory(args.measurement);
   std::vector<Job> jobs;
@@ -550,9 +572,9 @@ void add_restore_command(CLI::App& app) {
                   "default: the task's preset, as the published code: 0.5x the measurement's for gaussian_deblur, "
                   "0.25x for sr, 4x for jpeg, 1x otherwise)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--pnp-fit-amplitudes", args->pnp_fit_amplitudes,
-                  "PnP-NCVSD, intensity measurements: fit the amplitudes sqrt(y) in the likelihood step, "
-                  "--pnp-likelihood-sigma then in amplitude units (true/false; default: true for phase_retrieval)");
+  cmd->add_option("--fit-amplitudes", args->fit_amplitudes,
+                  "DPS and PnP-NCVSD on intensity measurements: fit the amplitudes sqrt(y) with sqrt(A(x)) "
+                  "(--pnp-likelihood-sigma then in amplitude units; true/false; default: true for phase_retrieval)");
   cmd->add_option("--latino-delta", args->latino_delta, "LATINO prox step scale δ")->capture_default_str();
   cmd->add_option("--bit-depth", args->bit_depth, "PNG bit depth of the output: 8 or 16")
       ->check(CLI::IsMember({8, 16}))

@@ -11,6 +11,7 @@
 #include "physics/jpeg.hpp"
 #include "physics/phase_retrieval.hpp"
 #include "physics/serialize.hpp"
+#include "physics/square_root.hpp"
 
 namespace ud2m::physics {
 
@@ -32,6 +33,7 @@ OperatorPtr operator_from_json(const nlohmann::json& j) {
   if (type == "inpainting") return Inpainting::from_json(j);
   if (type == "jpeg") return JpegCompression::from_json(j);
   if (type == "phase_retrieval") return PhaseRetrieval::from_json(j);
+  if (type == "square_root") return std::make_shared<SquareRoot>(operator_from_json(json_get<nlohmann::json>(j, "of", type)));
   if (type == "composition")
     return std::make_shared<Composition>(linear_from_json(json_get<nlohmann::json>(j, "outer", "composition")),
                                          linear_from_json(json_get<nlohmann::json>(j, "inner", "composition")));

@@ -128,13 +128,6 @@ torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch:
   return u;
 }
 
-torch::Tensor SquareRootOf::forward(const torch::Tensor& x) const {
-  // The ε keeps the gradient finite where A(x) = 0: for A = |z|² it is z/√(|z|² + ε), of modulus ≤ 1.
-  return (inner_.forward(x) + 1e-12).sqrt();
-}
-
-nlohmann::json SquareRootOf::to_json() const { return {{"type", name()}, {"of", inner_.to_json()}}; }
-
 torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Operator& op, const torch::Tensor& y,
                         double sigma, const std::vector<int64_t>& image_shape, const PnpNcvsdOptions& options,
                         torch::Generator& rng, const StepCallback& on_step) {
@@ -143,17 +136,11 @@ torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Oper
              options.ema_decay);
   UD2M_CHECK(options.likelihood_sigma >= 0, "the likelihood sigma must be >= 0 (0: the measurement's), not {}",
              options.likelihood_sigma);
-  auto* linear = dynamic_cast<const physics::LinearOperator*>(&op);
-  UD2M_CHECK(!options.fit_amplitudes || !linear,
-             "fitting amplitudes is for nonlinear intensity measurements (phase retrieval), not the linear '{}'",
-             op.name());
   torch::NoGradGuard no_grad;
   UD2M_CHECK(options.steps >= 1, "PnP-NCVSD needs at least 1 step, not {}", options.steps);
   const auto sigmas = karras_sigmas(options.steps + 1, options.sigma_min, options.sigma_max, options.rho);
   const double sigma_y = 2 * (options.likelihood_sigma > 0 ? options.likelihood_sigma : sigma);  // model units
-  const SquareRootOf amplitudes(op);
-  const physics::Operator& fitted = options.fit_amplitudes ? amplitudes : op;
-  const auto y_fitted = options.fit_amplitudes ? y.clamp_min(0).sqrt() : y;
+  auto* linear = dynamic_cast<const physics::LinearOperator*>(&op);
   auto u = sigmas[0] * gaussian(image_shape, rng, y.options());
   torch::Tensor average;
   for (int i = 0; i < options.steps; ++i) {
@@ -164,7 +151,7 @@ torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Oper
     if (on_step) on_step(i, -1, average);
     if (i + 1 == options.steps) break;
     u = linear ? sample_likelihood_step(*linear, x0, y, sigma_y, sigmas[i + 1], rng)
-               : langevin_likelihood_step(fitted, x0, y_fitted, sigma_y, sigmas[i + 1], options.langevin, rng);
+               : langevin_likelihood_step(op, x0, y, sigma_y, sigmas[i + 1], options.langevin, rng);
   }
   return average;
 }

@@ -11,8 +11,6 @@
 // presets: decay 0.6 from the second step on; phase retrieval only below σ 0.2).
 // The likelihood step uses the true measurement noise σ_y by default; the
 // published presets use a tuned σ' = √(β/2) per task instead (likelihood_sigma).
-// For intensity measurements (phase retrieval) it can fit amplitudes instead
-// (fit_amplitudes), as the published protocol measures them.
 #pragma once
 #include <functional>
 
@@ -53,14 +51,6 @@ struct PnpNcvsdOptions {
   // σ of the Gaussian likelihood in the likelihood step, in [0, 1] image
   // units; 0: the measurement's own σ. A smaller one pulls u harder to the data.
   double likelihood_sigma = 0;
-  // Nonlinear intensity measurements y = |z(u)|² (phase retrieval): the
-  // likelihood step fits the amplitudes √y with √A(u), likelihood_sigma then
-  // in amplitude units. The intensities' curvature |z(ω)|²/σ² spans orders of
-  // magnitude (the bright low frequencies against the weak high ones), so
-  // Langevin steps sized for the stiffest direction leave the rest unmoved;
-  // the amplitudes' is at most 1/σ'² in every direction (|z| has a unit
-  // gradient in z), so every direction converges at the same rate.
-  bool fit_amplitudes = false;
   LangevinOptions langevin;  // nonlinear operators only
   // Clamp each x0 to the data range [-1, 1], the prior's support (as
   // guided-diffusion's clip_denoised). An imperfect generator's out-of-range
@@ -87,20 +77,6 @@ torch::Tensor langevin_likelihood_step(const physics::Operator& op, const torch:
 // iteration: J v by central differences, Jᵀw by autograd. The maximum over
 // the batch.
 double jacobian_gram_norm(const physics::Operator& op, const torch::Tensor& x, int iterations, torch::Generator& rng);
-
-// √A(x) for a non-negative operator A: the amplitudes of intensity
-// measurements, which fit_amplitudes fits. It refers to `inner`, which must outlive it.
-class SquareRootOf : public physics::Operator {
- public:
-  explicit SquareRootOf(const physics::Operator& inner) : inner_(inner) {}
-  torch::Tensor forward(const torch::Tensor& x) const override;
-  std::vector<int64_t> output_shape(const std::vector<int64_t>& s) const override { return inner_.output_shape(s); }
-  nlohmann::json to_json() const override;
-  std::string name() const override { return "square_root"; }
-
- private:
-  const physics::Operator& inner_;
-};
 
 // sigma: measurement noise std in [0, 1] image units (> 0).
 torch::Tensor pnp_ncvsd(const GenerativeDenoiser& generator, const physics::Operator& op, const torch::Tensor& y,

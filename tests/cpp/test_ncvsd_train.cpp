@@ -225,6 +225,17 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
   EXPECT_DOUBLE_EQ(likelihood_sigma("x_pr.json"), 0.05);
   EXPECT_TRUE(sidecar.at("settings").at("fit_amplitudes").get<bool>()) << sidecar.dump(2);
   EXPECT_FALSE(nlohmann::json::parse(read_file((dir / "x.json").string())).at("settings").at("fit_amplitudes"));
+  // Amplitudes are for intensity measurements, and only DPS and PnP-NCVSD fit them.
+  r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator + " --fit-amplitudes true -m " +
+                     (dir / "y.png").string() + " --out " + (dir / "z.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--fit-amplitudes is for intensity measurements (phase retrieval), not 'circular_blur'"),
+            std::string::npos) << r.output;
+  r = test::run_ud2m("restore --method ddrm --model " + o.teacher + " --fit-amplitudes true -m " +
+                     (dir / "y_pr.safetensors").string() + " --out " + (dir / "z.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--fit-amplitudes applies to dps and pnp-ncvsd, not ddrm"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "z.png"));
   // The wrong kind of file for each method, and bad step counts.
   r = test::run_ud2m("restore --method ddrm --model " + generator + " -m " + (dir / "y.png").string() + " --out " +
                      (dir / "z.png").string());

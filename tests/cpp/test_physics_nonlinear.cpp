@@ -1,8 +1,11 @@
 // JPEG (surrogate vs the real codec) and phase retrieval (gradient vs finite differences).
 #include "core/image.hpp"
 #include "io/safetensors.hpp"
+#include "physics/degradation.hpp"
+#include "physics/identity.hpp"
 #include "physics/jpeg.hpp"
 #include "physics/phase_retrieval.hpp"
+#include "physics/square_root.hpp"
 #include "test_util.hpp"
 
 using namespace ud2m::physics;
@@ -106,4 +109,30 @@ TEST(PhysicsPhaseRetrieval, ShapesAndParseval) {
   // A black image measures nothing, and an image and its negative differ.
   EXPECT_EQ(op.forward(-torch::ones({1, 3, 8, 6})).abs().max().item<double>(), 0.0);
   EXPECT_GT((op.forward(-x) - y).abs().max().item<double>(), 1e-2);
+}
+
+// Amplitudes √A of phase retrieval's intensities: |F(P v)| itself, a gradient
+// that finite differences confirm and that stays finite (zero) where the
+// spectrum vanishes, and a JSON description that rebuilds it.
+TEST(PhysicsSquareRoot, AmplitudesOfPhaseRetrieval) {
+  auto intensities = std::make_shared<PhaseRetrieval>(6, 5, 2, false, 0);
+  SquareRoot op(intensities);
+  auto rng = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto x = at::randn({1, 2, 6, 5}, rng, f64);
+  auto spectrum = torch::fft::fft2((x + 1) / 2, std::vector<int64_t>{12, 10}, {-2, -1}, "ortho");
+  EXPECT_LT((op.forward(x) - spectrum.abs()).abs().max().item<double>(), 1e-9);
+  auto y = op.forward(at::randn({1, 2, 6, 5}, rng, f64));
+  auto v = at::randn({1, 2, 6, 5}, rng, f64);
+  auto f = [&](const torch::Tensor& u) { return 0.5 * (op.forward(u) - y).pow(2).sum().item<double>(); };
+  const double h = 1e-6, fd = (f(x + h * v) - f(x - h * v)) / (2 * h);
+  EXPECT_NEAR((op.data_grad(x, y) * v).sum().item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd)));
+  auto black = -torch::ones({1, 2, 6, 5}, f64);  // every |z| = 0, where √ has no slope
+  auto at_black = op.data_grad(black, y);
+  EXPECT_TRUE(torch::isfinite(at_black).all().item<bool>());
+  EXPECT_LT(at_black.abs().max().item<double>(), 1e-3);
+  auto rebuilt = operator_from_json(op.to_json());
+  EXPECT_EQ(rebuilt->name(), "square_root");
+  EXPECT_TRUE(torch::equal(rebuilt->forward(x), op.forward(x)));
+  EXPECT_THROW_MSG(SquareRoot(std::make_shared<Identity>()), "not the linear 'identity'");
 }
