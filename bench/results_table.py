@@ -10,7 +10,7 @@ the paper's "w/ RAM" variant: N·(K+1) = 12 NFE).
         [--methods measurement tv ddrm diffpir latino dps ud2m ud2m-init pnp-ncvsd] [--adapter ADAPTER] \
         [--init-adapter ADAPTER] [--generator G] \
         [--slow-count 4] [--sigma 0.01] [--oversampling 4] [--lpips-weights TRUNK HEADS] [--samples 1] \
-        [--ud2m-steps N] [--ud2m-blocks K]
+        [--estimate mean|best-fit] [--ud2m-steps N] [--ud2m-blocks K]
 
 Everything goes through the `ud2m` binary: `degrade` writes exact (float)
 measurements, `restore` restores the folder, `eval` scores it. Seconds per
@@ -19,7 +19,9 @@ all cores; model loading included). DPS (1000 NFE, with a backward pass each)
 runs on the first --slow-count crops only, which the table says. Writes
 OUT/results.json and OUT/results.md; a later run into the same OUT replaces
 only the (task, method) rows it recomputes. --samples N scores each method's
-mean of N posterior samples (`restore --samples N`; N times the NFE).
+mean of N posterior samples (`restore --samples N`; N times the NFE), or
+with --estimate best-fit the sample that fits the data best (phase
+retrieval's published best of 4, judged by the data).
 --ud2m-steps N --ud2m-blocks K (together) run UD2M and ud2m-init with N
 sampling steps and K unrolled blocks instead of the adapter's; such rows are
 labelled with their N and K and kept apart from the default ones.
@@ -71,7 +73,7 @@ def restore_and_score(args, binary, clean, measurements, out, task, method):
         degrade_all(binary, clean, pred, task, args.sigma, args.oversampling, suffix=".png")
         return score(args, binary, clean, measurements, out, task, method, time.time() - start)
     cmd = [binary, "restore", "-m", measurements, "--method", "ud2m" if method == "ud2m-init" else method,
-           "--out", pred, "--seed", 0, "--samples", args.samples]
+           "--out", pred, "--seed", 0, "--samples", args.samples, "--estimate", args.estimate]
     if method == "pnp-ncvsd":
         cmd += ["--model", args.generator]
     elif method != "tv":
@@ -101,6 +103,8 @@ def score(args, binary, clean, measurements, out, task, method, seconds):
            "seconds_per_image": seconds / n, **{k: scores["mean"][k] for k in scores["mean"]}}
     if unroll(args, method):
         row["variant"] = "N={}, K={}".format(*unroll(args, method))
+    if args.estimate != "mean" and args.samples > 1:
+        row["estimate"] = args.estimate
     return row
 
 
@@ -140,7 +144,8 @@ def markdown(rows, lpips):
     for r in rows:
         nfe = str(r["nfe"]) if r["nfe"] else "— (TV)" if r["method"] == "tv" else "—"
         method = r["method"] + (f" ({r['variant']})" if "variant" in r else "") + \
-            (f" (mean of {r['samples']})" if r.get("samples", 1) > 1 else "")
+            (f" ({'best fit' if r.get('estimate') == 'best-fit' else 'mean'} of {r['samples']})"
+             if r.get("samples", 1) > 1 else "")
         cells = [r["task"], f"{r.get('sigma', 0.01):g}", method, nfe,
                  f"{r['psnr']:.2f}", f"{r['ssim']:.3f}"]
         if lpips:
@@ -160,7 +165,9 @@ def main():
     ap.add_argument("--generator", help="NCVSD generator (needed for the pnp-ncvsd method)")
     ap.add_argument("--count", type=int, default=12)
     ap.add_argument("--samples", type=int, default=1,
-                    help="posterior samples per image; each method's output is their mean")
+                    help="posterior samples per image; each method's output is their mean (or see --estimate)")
+    ap.add_argument("--estimate", default="mean", choices=["mean", "best-fit"],
+                    help="with several samples: their mean, or the one whose A(x) is closest to y")
     ap.add_argument("--ud2m-steps", type=int, help="UD2M sampling steps N (default: the adapter's)")
     ap.add_argument("--ud2m-blocks", type=int, help="UD2M unrolled blocks K (default: the adapter's)")
     ap.add_argument("--slow-count", type=int, default=4)
@@ -201,7 +208,7 @@ def main():
     # Rows of earlier runs into the same folder stay unless this run redid them
     # (a method's means of N samples, and UD2M at another N and K, are rows of their own).
     def key(r):
-        return r["task"], r["method"], r.get("samples", 1), r.get("variant", "")
+        return r["task"], r["method"], r.get("samples", 1), r.get("variant", ""), r.get("estimate", "mean")
     done = {key(r) for r in rows}
     previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else []
     rows = [r for r in previous if key(r) not in done] + rows

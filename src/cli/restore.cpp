@@ -138,9 +138,11 @@ void check_prior_fits(const Context& c, const Measurement& m) {
              c.args.model, channels, m.image_shape[1]);
 }
 
-// What a likelihood-based sampler (DPS, PnP-NCVSD) fits: phase retrieval's
-// intensities as amplitudes, √y against √A(x) (physics/square_root.hpp),
-// unless --fit-amplitudes false.
+// What a likelihood-based sampler (DPS, PnP-NCVSD) fits: y and A(x), or
+// intensities as amplitudes, √y against √A(x) (physics/square_root.hpp).
+// PnP-NCVSD fits phase retrieval's amplitudes by default (its Langevin steps
+// need their even curvature: README); DPS only when told (--fit-amplitudes
+// true), the evidence for it being two validation crops.
 struct Likelihood {
   physics::OperatorPtr op;
   torch::Tensor y;
@@ -149,7 +151,8 @@ struct Likelihood {
 
 Likelihood likelihood_to_fit(const RestoreArgs& args, const Measurement& m) {
   const auto& op = m.degradation.op;
-  const bool amplitudes = args.fit_amplitudes.value_or(op->name() == "phase_retrieval");
+  const bool amplitudes =
+      args.fit_amplitudes.value_or(args.method == "pnp-ncvsd" && op->name() == "phase_retrieval");
   if (!amplitudes) return {op, m.y, false};
   UD2M_CHECK(!op->is_linear(), "--fit-amplitudes is for intensity measurements (phase retrieval), not '{}'",
              op->name());
@@ -556,7 +559,8 @@ void add_restore_command(CLI::App& app) {
                   "(0 < tau < 1)")->capture_default_str();
   cmd->add_option("--langevin-precondition", args->langevin.precondition,
                   "PnP-NCVSD: preconditioned, Metropolis-adjusted Langevin where the operator offers a "
-                  "preconditioner (phase retrieval: its Fourier curvature; true/false; experimental)")
+                  "preconditioner (phase retrieval with --fit-amplitudes false: its Fourier curvature; true/false; "
+                  "experimental)")
       ->capture_default_str();
   cmd->add_option("--pnp-rho", args->pnp_rho,
                   "PnP-NCVSD: the Karras grid's rho (larger: more steps at low noise; default 2)")
@@ -574,7 +578,8 @@ void add_restore_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--fit-amplitudes", args->fit_amplitudes,
                   "DPS and PnP-NCVSD on intensity measurements: fit the amplitudes sqrt(y) with sqrt(A(x)) "
-                  "(--pnp-likelihood-sigma then in amplitude units; true/false; default: true for phase_retrieval)");
+                  "(--pnp-likelihood-sigma then in amplitude units; true/false; default: true for pnp-ncvsd on "
+                  "phase_retrieval)");
   cmd->add_option("--latino-delta", args->latino_delta, "LATINO prox step scale δ")->capture_default_str();
   cmd->add_option("--bit-depth", args->bit_depth, "PNG bit depth of the output: 8 or 16")
       ->check(CLI::IsMember({8, 16}))

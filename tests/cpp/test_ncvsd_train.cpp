@@ -223,8 +223,18 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
   auto sidecar = nlohmann::json::parse(read_file((dir / "x_pr.json").string()));
   EXPECT_NE(sidecar.dump().find("unadjusted Langevin"), std::string::npos) << sidecar.dump(2);
   EXPECT_DOUBLE_EQ(likelihood_sigma("x_pr.json"), 0.05);
-  EXPECT_TRUE(sidecar.at("settings").at("fit_amplitudes").get<bool>()) << sidecar.dump(2);
-  EXPECT_FALSE(nlohmann::json::parse(read_file((dir / "x.json").string())).at("settings").at("fit_amplitudes"));
+  auto fits_amplitudes = [&](const std::string& report) {
+    return nlohmann::json::parse(read_file((dir / report).string())).at("settings").at("fit_amplitudes").get<bool>();
+  };
+  EXPECT_TRUE(fits_amplitudes("x_pr.json"));
+  EXPECT_FALSE(fits_amplitudes("x.json"));
+  // DPS fits phase retrieval's intensities unless told to fit amplitudes.
+  for (const std::string flag : {"", "--fit-amplitudes true"}) {
+    r = test::run_ud2m("restore --method dps --nfe 2 --model " + o.teacher + " " + flag + " -m " +
+                       (dir / "y_pr.safetensors").string() + " --out " + (dir / "x_dps.png").string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(fits_amplitudes("x_dps.json"), !flag.empty()) << flag;
+  }
   // Amplitudes are for intensity measurements, and only DPS and PnP-NCVSD fit them.
   r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator + " --fit-amplitudes true -m " +
                      (dir / "y.png").string() + " --out " + (dir / "z.png").string());
