@@ -76,7 +76,7 @@ struct RestoreArgs {
   samplers::LangevinOptions langevin;
   // PnP-NCVSD's annealing and likelihood (the published presets' knobs); < 0: the default.
   double pnp_rho = -1, pnp_ema_decay = -1, pnp_ema_below = -1, pnp_likelihood_sigma = -1;
-  std::optional<bool> fit_amplitudes;  // DPS and PnP-NCVSD; default: for phase retrieval
+  std::optional<bool> fit_amplitudes;  // DPS and PnP-NCVSD; default: PnP-NCVSD on phase retrieval
   int bit_depth = 8;
   std::string precision = "fp32", device = "cpu";
   int tile = -1;  // twice the prior's training size

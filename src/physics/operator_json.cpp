@@ -33,7 +33,8 @@ OperatorPtr operator_from_json(const nlohmann::json& j) {
   if (type == "inpainting") return Inpainting::from_json(j);
   if (type == "jpeg") return JpegCompression::from_json(j);
   if (type == "phase_retrieval") return PhaseRetrieval::from_json(j);
-  if (type == "square_root") return std::make_shared<SquareRoot>(operator_from_json(json_get<nlohmann::json>(j, "of", type)));
+  if (type == "square_root")
+    return std::make_shared<SquareRoot>(operator_from_json(json_get<nlohmann::json>(j, "of", "square_root")));
   if (type == "composition")
     return std::make_shared<Composition>(linear_from_json(json_get<nlohmann::json>(j, "outer", "composition")),
                                          linear_from_json(json_get<nlohmann::json>(j, "inner", "composition")));

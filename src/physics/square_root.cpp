@@ -5,8 +5,9 @@
 namespace ud2m::physics {
 
 SquareRoot::SquareRoot(OperatorPtr inner) : inner_(std::move(inner)) {
-  UD2M_CHECK(inner_ && !inner_->is_linear(), "square_root is for non-negative nonlinear operators (intensities){}",
-             inner_ ? ", not the linear '" + inner_->name() + "'" : "");
+  UD2M_CHECK(inner_ != nullptr, "square_root needs an operator");
+  UD2M_CHECK(!inner_->is_linear(),
+             "square_root is for non-negative nonlinear operators (intensities), not the linear '{}'", inner_->name());
 }
 
 torch::Tensor SquareRoot::forward(const torch::Tensor& x) const {

@@ -19,7 +19,6 @@ class SquareRoot : public Operator {
   std::vector<int64_t> output_shape(const std::vector<int64_t>& s) const override { return inner_->output_shape(s); }
   nlohmann::json to_json() const override;
   std::string name() const override { return "square_root"; }
-  const Operator& inner() const { return *inner_; }
 
  private:
   OperatorPtr inner_;
