@@ -4,6 +4,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "diffusion/prior.hpp"
+#include "ncvsd/networks.hpp"
 #include "nets/adm_unet.hpp"
 #include "ud2m/adapter.hpp"
 
@@ -27,6 +28,13 @@ void run_convert(const ConvertArgs& args) {
   const torch::ScalarType dtype = args.dtype == "bf16" ? torch::kBFloat16
                                   : args.dtype == "fp16" ? torch::kFloat16
                                                          : torch::kFloat32;
+  if (ncvsd::is_generator_file(args.in)) {
+    auto generator = ncvsd::load_generator(args.in, args.load.class_label);
+    ncvsd::save_generator(args.out, *generator, {{"converted_from", args.in}}, dtype);
+    log::info("wrote '{}': NCVSD generator, {} ({} parameters, {})", args.out,
+              generator->description().value("arch", ""), nets::count_parameters(*generator), args.dtype);
+    return;
+  }
   auto prior = diffusion::load_prior(args.in, args.load);
   diffusion::save_prior(args.out, *prior, dtype, {{"converted_from", args.in}});
   log::info("wrote '{}': {} ({} parameters, {})", args.out, prior->description().value("arch", ""),
@@ -40,7 +48,8 @@ void add_convert_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "convert",
       "Convert a prior (guided-diffusion .pt, pytorch_diffusion DDPM .ckpt, Lightning .ckpt, diffusers folder or\n"
-      ".bin/.safetensors, EDM2 network pickle .pkl) into a ud2m .safetensors file that names its architecture, so\n"
+      ".bin/.safetensors, EDM2 network pickle .pkl) or an NCVSD generator (NCVSD's network pickle .pkl) into a\n"
+      "ud2m .safetensors file that names its architecture, so\n"
       "--model needs nothing else. Pickles are read as data: no code from them runs. Given a UD2M adapter, writes\n"
       "it with --steps N / --blocks K as the setting `restore` uses when it is not told.");
   cmd->add_option("in", args->in, "Original checkpoint file or diffusers model folder")->required()->check(CLI::ExistingPath);
@@ -55,7 +64,8 @@ void add_convert_command(CLI::App& app) {
                   "CIFAR-10: 32)")
       ->capture_default_str();
   cmd->add_option("--class", args->load.class_label,
-                  "Class-conditional models (EDM2 ImageNet): the class the prior samples, stored in the file; -1: "
+                  "Class-conditional models (EDM2 ImageNet priors, NCVSD generators): the class the model samples, stored "
+                  "in the file; -1: "
                   "none (EDM2's zero label vector)")
       ->capture_default_str();
   cmd->add_option("--steps", args->steps, "UD2M adapters: default sampling steps N");

@@ -92,10 +92,13 @@ inline torch::Device place_prior(diffusion::Prior& prior, const std::string& dev
   return device;
 }
 
-// The same for an NCVSD generator (an ADM network underneath).
-inline torch::Device place_generator(ncvsd::ConditionalDenoiser& generator, const std::string& device_name,
+// The same for an NCVSD generator.
+inline torch::Device place_generator(ncvsd::GeneratorNet& generator, const std::string& device_name,
                                      const std::string& precision) {
   const auto device = inference_device(device_name, precision);
+  UD2M_CHECK(precision != "bf16" || generator->runs_in_weight_dtype(),
+             "bf16 inference is implemented for ADM generators; this one is '{}' (use fp32)",
+             generator->description().value("arch", "?"));
   generator->to(device);
   if (precision == "bf16") nets::cast_for_inference(*generator, torch::kBFloat16, /*channels_last=*/true);
   return device;

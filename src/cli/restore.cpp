@@ -118,7 +118,7 @@ struct Context {
   Progress* progress;
   unrolled::LoadedAdapter adapter;  // ud2m only
   int ud2m_steps = 0;
-  ncvsd::ConditionalDenoiser generator{nullptr};  // pnp-ncvsd only
+  ncvsd::GeneratorNet generator{nullptr};  // pnp-ncvsd only
   std::optional<physics::TaskSpec> task;          // --task: no sidecar
 };
 
@@ -203,7 +203,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
     samplers::GenerativeDenoiser g = [generator, multiple, tiling, device](const torch::Tensor& u, double level,
                                                                            torch::Generator& rng) mutable {
       auto padded = diffusion::pad_to_multiple(u, multiple).to(device);
-      auto x = ncvsd::generate(generator, padded, torch::full({u.size(0)}, level, padded.options()), rng, tiling);
+      auto x = ncvsd::generate(*generator, padded, torch::full({u.size(0)}, level, padded.options()), rng, tiling);
       return diffusion::crop_to(x, u.size(-2), u.size(-1)).to(u.device());
     };
     const auto fit = likelihood_to_fit(c.args, m);
@@ -451,7 +451,7 @@ void run_restore(const RestoreArgs& args, bool nfe_given) {
   }
   int nfe = nfe_given ? args.nfe : method->second.default_nfe;
   std::shared_ptr<diffusion::Prior> prior;
-  ncvsd::ConditionalDenoiser generator{nullptr};
+  ncvsd::GeneratorNet generator{nullptr};
   if (args.method == "pnp-ncvsd")
     generator = ncvsd::load_generator(args.model);
   else if (args.method != "tv")
@@ -527,7 +527,8 @@ void add_restore_command(CLI::App& app) {
   for (auto& [name, m] : methods())
     method_help += "\n  " + name + ": " + m.summary + " (default NFE " + std::to_string(m.default_nfe) + ")";
   cmd->add_option("--method", args->method, method_help)->capture_default_str();
-  cmd->add_option("--model", args->model, "Diffusion prior (ud2m file, original checkpoint, diffusers folder)");
+  cmd->add_option("--model", args->model, "Diffusion prior (ud2m file, original checkpoint, diffusers folder); for pnp-ncvsd an NCVSD "
+                 "generator (from `train --method ncvsd`, or NCVSD's network pickle .pkl)");
   auto* nfe = cmd->add_option("--nfe", args->nfe, "Network evaluations per sample (TV: iterations); default: the "
                               "method's published setting");
   cmd->add_option("--samples", args->samples, "Posterior samples; the output is their mean, the panel shows their std")

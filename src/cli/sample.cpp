@@ -46,14 +46,14 @@ void run_sample(const SampleArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   if (args.method == "ncvsd") {
-    auto generator = ncvsd::load_generator(args.model);
+    auto generator = ncvsd::load_generator(args.model, args.class_label);
     const auto device = place_generator(generator, args.device, args.precision);
     UD2M_CHECK(args.size > 0, "--size is required with --method ncvsd (the generator works at any multiple of 32)");
     auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
     torch::NoGradGuard no_grad;
     auto indices = args.indices.empty() ? ncvsd::default_indices(args.steps) : args.indices;
     auto x =
-        ncvsd::generate_images(generator, {args.n, generator->channels(), args.size, args.size}, indices, rng, device);
+        ncvsd::generate_images(*generator, {args.n, generator->channels(), args.size, args.size}, indices, rng, device);
     write_samples(args, x.cpu(), seconds());
     return;
   }
@@ -82,7 +82,7 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--model", args->model, "Prior file, or an NCVSD generator for --method ncvsd")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--method", args->method, "ddim (a prior) or ncvsd (a generator from `train --method ncvsd`)")
+  cmd->add_option("--method", args->method, "ddim (a prior) or ncvsd (a generator from `train --method ncvsd`, or NCVSD's own .pkl)")
       ->capture_default_str()
       ->check(CLI::IsMember({"ddim", "ncvsd"}));
   cmd->add_option("--steps", args->steps, "DDIM steps (network evaluations); NCVSD: 1, 2 or 4")->capture_default_str();
@@ -91,7 +91,8 @@ void add_sample_command(CLI::App& app) {
                   "the grid; e.g. 0,10,20,30,39 (the published 4-step set). Overrides --steps")
       ->delimiter(',');
   cmd->add_option("--class", args->class_label,
-                  "Class-conditional priors (EDM2 ImageNet): the class to sample (-1: the file's own, or none)");
+                  "Class-conditional models (EDM2 ImageNet priors, NCVSD ImageNet generators): the class to sample (-1: "
+                  "the file's own, or none)");
   cmd->add_option("--eta", args->eta, "DDIM η: 0 deterministic, 1 ancestral")->capture_default_str();
   cmd->add_option("--n", args->n, "Number of samples")->capture_default_str();
   cmd->add_option("--size", args->size, "Image size (default: the model's training size)");

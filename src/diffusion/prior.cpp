@@ -71,6 +71,10 @@ PriorPtr load_edm2_pickle(const std::string& path, const LoadOptions& options) {
   opaque.opaque_records = true;
   auto file = read_checkpoint(path, opaque);
   auto weights = nets::edm2_state_dict(file);
+  UD2M_CHECK(!nets::looks_like_edm2_controlnet(weights),
+             "'{}' is an NCVSD generator, not a prior: use it with `restore --method pnp-ncvsd` or `sample "
+             "--method ncvsd`",
+             path);
   UD2M_CHECK(nets::looks_like_edm2(weights), "'{}' is a pickle without an EDM2 network in it (no 'ema' Precond "
              "module with unet.out_gain and unet.emb_fourier.freqs)", path);
   return edm2_prior(weights, file.metadata, path, options);

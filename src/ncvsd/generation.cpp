@@ -18,7 +18,7 @@ std::vector<int> default_indices(int steps) {
   }
 }
 
-torch::Tensor generate_images(ConditionalDenoiser& generator, const std::vector<int64_t>& shape,
+torch::Tensor generate_images(GeneratorNetImpl& generator, const std::vector<int64_t>& shape,
                               const std::vector<int>& indices, torch::Generator& rng, const torch::Device& device) {
   const auto levels = generation_levels();
   UD2M_CHECK(indices.size() >= 2, "NCVSD generation needs at least two level indices (one step), not {}",

@@ -20,7 +20,7 @@ std::vector<double> generation_levels();
 std::vector<int> default_indices(int steps);
 
 // The images come back on `device` (where the generator is), drawn from the CPU generator rng.
-torch::Tensor generate_images(ConditionalDenoiser& generator, const std::vector<int64_t>& shape,
+torch::Tensor generate_images(GeneratorNetImpl& generator, const std::vector<int64_t>& shape,
                               const std::vector<int>& indices, torch::Generator& rng,
                               const torch::Device& device = torch::kCPU);
 

@@ -82,19 +82,47 @@ torch::Tensor ConditionalDenoiserImpl::forward(const torch::Tensor& x, const tor
   return x - per_sample(level, x) * eps.to(x.dtype());
 }
 
-torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+nlohmann::json ConditionalDenoiserImpl::description() const {
+  return {{"arch", "adm"}, {"config", net_->config().to_json()}, {"schedule", schedule_.to_json()},
+          {"noise_injection", kNoiseInjection}};
+}
+
+Edm2GeneratorImpl::Edm2GeneratorImpl(const nets::Edm2Config& config, double noise_injection, int class_label)
+    : noise_injection_(noise_injection), class_label_(class_label) {
+  UD2M_CHECK(noise_injection >= 0, "an NCVSD generator's noise injection must be >= 0, not {}", noise_injection);
+  UD2M_CHECK(class_label < config.label_dim, "class {} does not exist: the NCVSD generator has {} classes",
+             class_label, config.label_dim);
+  net_ = register_module("net", nets::Edm2ControlNet(config));
+}
+
+torch::Tensor Edm2GeneratorImpl::forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
+                                         const torch::Tensor& sigma) {
+  torch::Tensor labels;  // none: EDM2's zero label vector
+  if (class_label_ >= 0)
+    labels = torch::one_hot(torch::full({x.size(0)}, class_label_, torch::kLong), net_->config().label_dim)
+                 .to(torch::kFloat32)
+                 .to(x.device());
+  return net_->forward(x, level, y, sigma, labels).to(x.scalar_type());
+}
+
+nlohmann::json Edm2GeneratorImpl::description() const {
+  return {{"arch", "edm2-controlnet"}, {"config", net_->config().to_json()},
+          {"noise_injection", noise_injection_}, {"class_label", class_label_}};
+}
+
+torch::Tensor generate(GeneratorNetImpl& generator, const torch::Tensor& y, const torch::Tensor& sigma,
                        torch::Generator& rng) {
   return generate(generator, y, sigma, gaussian(y.sizes(), rng, y.options()));
 }
 
-torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+torch::Tensor generate(GeneratorNetImpl& generator, const torch::Tensor& y, const torch::Tensor& sigma,
                        const torch::Tensor& z) {
-  auto level = (1 + kNoiseInjection) * sigma;
+  auto level = (1 + generator.noise_injection()) * sigma;
   auto extra = per_sample((level.pow(2) - sigma.pow(2)).sqrt(), y);
-  return generator->forward(y + extra * z, level, y, sigma);
+  return generator.forward(y + extra * z, level, y, sigma);
 }
 
-torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+torch::Tensor generate(GeneratorNetImpl& generator, const torch::Tensor& y, const torch::Tensor& sigma,
                        torch::Generator& rng, const std::optional<diffusion::Tiling>& tiling) {
   auto z = gaussian(y.sizes(), rng, y.options());
   if (!tiling || !tiling->applies_to(y)) return generate(generator, y, sigma, z);
@@ -104,34 +132,97 @@ torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, c
   });
 }
 
-void save_generator(const std::string& path, ConditionalDenoiser& generator, const nlohmann::json& extra,
+void save_generator(const std::string& path, GeneratorNetImpl& generator, const nlohmann::json& extra,
                     torch::ScalarType dtype) {
   TensorMap weights;
-  for (auto& [name, t] : nets::state_dict(*generator->net())) weights[name] = t.detach().to(dtype).contiguous();
-  nlohmann::json meta = {{"format", kFormat},
-                         {"version", 1},
-                         {"arch", "adm"},
-                         {"config", generator->net()->config().to_json()},
-                         {"schedule", generator->schedule().to_json()},
-                         {"noise_injection", kNoiseInjection}};
+  for (auto& [name, t] : nets::state_dict(generator.network())) weights[name] = t.detach().to(dtype).contiguous();
+  nlohmann::json meta = {{"format", kFormat}, {"version", 1}};
+  meta.update(generator.description());
   if (!extra.is_null()) meta.update(extra);  // the default {} is a null json
   write_safetensors(path, weights, {{kMetadataKey, meta.dump()}});
 }
 
-ConditionalDenoiser load_generator(const std::string& path) {
-  auto file = read_safetensors(path);
+namespace {
+
+// NCVSD's snapshot: the GenerativeDenoiser's PrecondCondition under "model.",
+// its γ a plain attribute of the pickled object.
+GeneratorNet load_ncvsd_pickle(const std::string& path, int class_label) {
+  CheckpointOptions opaque;
+  opaque.opaque_records = true;
+  auto file = read_checkpoint(path, opaque);
+  auto weights = nets::edm2_state_dict(file);
+  UD2M_CHECK(nets::looks_like_edm2_controlnet(weights),
+             "'{}' is a pickle without an NCVSD generator in it (no 'ema' GenerativeDenoiser holding a "
+             "PrecondCondition)",
+             path);
+  double gamma = kNoiseInjection;
+  if (auto it = file.metadata.find("ema.gamma"); it != file.metadata.end()) {
+    auto stored = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+    UD2M_CHECK(stored.is_number(), "'{}': the generator's gamma is '{}', not a number", path, it->second);
+    gamma = stored;
+  }
+  Edm2Generator generator(nets::infer_edm2_controlnet_config(weights, file.metadata, path), gamma, class_label);
+  TensorMap network;
+  for (auto& [name, t] : weights)
+    if (name.rfind("model.", 0) == 0) network[name.substr(6)] = t.to(torch::kFloat32);
+  nets::load_state_dict(*generator->net(), network, path);
+  generator->eval();
+  return as_generator_net(generator.ptr());
+}
+
+nlohmann::json generator_metadata(const TensorFile& file, const std::string& path) {
   UD2M_CHECK(file.metadata.count(kMetadataKey), "'{}' has no ud2m metadata: not an NCVSD generator", path);
   auto meta = nlohmann::json::parse(file.metadata.at(kMetadataKey));
   UD2M_CHECK(meta.value("format", "") == kFormat,
              "'{}' is not an NCVSD generator (format '{}'; train one with `ud2m train --method ncvsd`)", path,
              meta.value("format", ""));
-  ConditionalDenoiser generator(nets::AdmConfig::from_json(meta.at("config")),
-                                diffusion::Schedule::from_json(meta.at("schedule")));
+  return meta;
+}
+
+}  // namespace
+
+GeneratorNet load_generator(const std::string& path, int class_label) {
+  if (detect_checkpoint_file_format(path) == CheckpointFormat::Pickle) return load_ncvsd_pickle(path, class_label);
+  auto file = read_safetensors(path);
+  const auto meta = generator_metadata(file, path);
+  const auto arch = meta.value("arch", "adm");  // files written before the published architecture had none
+  GeneratorNet generator{nullptr};
+  if (arch == "adm") {
+    UD2M_CHECK(class_label < 0, "class {} does not exist: the NCVSD generator '{}' is unconditional", class_label,
+               path);
+    generator = as_generator_net(std::make_shared<ConditionalDenoiserImpl>(
+        nets::AdmConfig::from_json(meta.at("config")), diffusion::Schedule::from_json(meta.at("schedule"))));
+  } else if (arch == "edm2-controlnet") {
+    const int stored_class = meta.value("class_label", -1);
+    generator = as_generator_net(std::make_shared<Edm2GeneratorImpl>(
+        nets::Edm2Config::from_json(meta.at("config")), meta.value("noise_injection", kNoiseInjection),
+        class_label >= 0 ? class_label : stored_class));
+  } else {
+    fail("'{}': unknown NCVSD generator architecture '{}' (known: adm, edm2-controlnet)", path, arch);
+  }
   TensorMap weights;
   for (auto& [name, t] : file.tensors) weights[name] = t.to(torch::kFloat32);
-  nets::load_state_dict(*generator->net(), weights, path);
+  nets::load_state_dict(generator->network(), weights, path);
   generator->eval();
   return generator;
+}
+
+bool is_generator_file(const std::string& path) {
+  switch (detect_checkpoint_file_format(path)) {
+    case CheckpointFormat::Pickle: {
+      CheckpointOptions opaque;
+      opaque.opaque_records = true;
+      return nets::looks_like_edm2_controlnet(nets::edm2_state_dict(read_checkpoint(path, opaque)));
+    }
+    case CheckpointFormat::Safetensors: {
+      auto file = read_safetensors(path);
+      auto it = file.metadata.find(kMetadataKey);
+      if (it == file.metadata.end()) return false;
+      auto meta = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+      return meta.is_object() && meta.value("format", "") == kFormat;
+    }
+    default: return false;
+  }
 }
 
 }  // namespace ud2m::ncvsd

@@ -1,4 +1,5 @@
-// NCVSD's networks, built from an ε-prediction ADM teacher (our priors).
+// NCVSD's networks: ours, built from an ε-prediction ADM teacher (our priors),
+// and the published generator (EDM2 + ControlNet branch), read from NCVSD's pickles.
 //
 // Every network here is an x0-denoiser at a continuous VE level: x = x0 + level·n
 // is fed to the ε-network as x/√(1+level²) at the continuous timestep whose
@@ -17,8 +18,36 @@
 
 #include "diffusion/prior.hpp"
 #include "diffusion/tiled_denoiser.hpp"
+#include "nets/edm2_unet.hpp"
 
 namespace ud2m::ncvsd {
+
+constexpr double kNoiseInjection = 0.414;  // γ: the generator sees y at (1+γ)σ
+
+// What generation and PnP-NCVSD need of a generator network: an x0-denoiser at
+// a continuous level, conditioned on the observation y at its level σ.
+class GeneratorNetImpl : public torch::nn::Module {
+ public:
+  // x0 estimate of x at `level` (N,), given y at `sigma` (N,).
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
+                                const torch::Tensor& sigma) = 0;
+  virtual int channels() const = 0;
+  virtual int image_size() const = 0;     // training resolution
+  virtual int size_multiple() const = 0;  // input sides must be multiples of this
+  virtual double noise_injection() const { return kNoiseInjection; }
+  // Whether activations follow the weights' dtype (so bf16 weights mean bf16 inference).
+  virtual bool runs_in_weight_dtype() const = 0;
+  // The network whose state dict a generator file stores, and the metadata naming it.
+  virtual torch::nn::Module& network() = 0;
+  virtual nlohmann::json description() const = 0;
+};
+TORCH_MODULE(GeneratorNet);
+
+// Any generator network, seen through the interface.
+template <class Impl>
+GeneratorNet as_generator_net(std::shared_ptr<Impl> impl) {
+  return GeneratorNet(std::shared_ptr<GeneratorNetImpl>(std::move(impl)));
+}
 
 // The teacher: E[x0 | x0 + level·n = x] from an unconditional prior.
 torch::Tensor prior_x0(diffusion::Prior& prior, const torch::Tensor& x, const torch::Tensor& level);
@@ -39,22 +68,23 @@ TORCH_MODULE(LogVariance);
 // An unconditional ADM configuration with the two conditioning inputs added.
 nets::AdmConfig conditional_config(nets::AdmConfig unconditional);
 
-class ConditionalDenoiserImpl : public torch::nn::Module {
+class ConditionalDenoiserImpl : public GeneratorNetImpl {
  public:
   // A copy of the teacher with the two conditioning inputs added.
   explicit ConditionalDenoiserImpl(diffusion::AdmPrior& teacher);
   // An empty network of a saved configuration (weights loaded afterwards).
   ConditionalDenoiserImpl(const nets::AdmConfig& conditional_config, diffusion::Schedule schedule);
 
-  // x0 estimate of x at `level` (N,), given y at `sigma` (N,).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
-                        const torch::Tensor& sigma);
+                        const torch::Tensor& sigma) override;
   nets::AdmUNet& net() { return net_; }
   const diffusion::Schedule& schedule() const { return schedule_; }
-  int channels() const { return (net_->config().in_channels - 1) / 2; }
-  int image_size() const { return net_->config().image_size; }  // training resolution
-  // Input sizes must be multiples of this (the U-Net halves the resolution).
-  int size_multiple() const { return 1 << (net_->config().channel_mult.size() - 1); }
+  int channels() const override { return (net_->config().in_channels - 1) / 2; }
+  int image_size() const override { return net_->config().image_size; }
+  int size_multiple() const override { return 1 << (net_->config().channel_mult.size() - 1); }
+  bool runs_in_weight_dtype() const override { return true; }
+  torch::nn::Module& network() override { return *net_; }
+  nlohmann::json description() const override;
 
  private:
   nets::AdmUNet net_{nullptr};
@@ -62,25 +92,53 @@ class ConditionalDenoiserImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ConditionalDenoiser);
 
-constexpr double kNoiseInjection = 0.414;  // γ: the generator sees y at (1+γ)σ
+// The published generator (NCVSD's PrecondCondition): the EDM2 U-Net with a
+// ControlNet encoder for y, EDM preconditioning at each input's level, and the
+// noise injection γ its pickle stores. Class-conditional networks see one class
+// (or EDM2's zero label vector).
+class Edm2GeneratorImpl : public GeneratorNetImpl {
+ public:
+  Edm2GeneratorImpl(const nets::Edm2Config& config, double noise_injection, int class_label = -1);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
+                        const torch::Tensor& sigma) override;
+  nets::Edm2ControlNet& net() { return net_; }
+  int channels() const override { return net_->config().img_channels; }
+  int image_size() const override { return net_->config().img_resolution; }
+  int size_multiple() const override { return 1 << (net_->config().channel_mult.size() - 1); }
+  double noise_injection() const override { return noise_injection_; }
+  bool runs_in_weight_dtype() const override { return false; }  // fp32 activations, as EDM2 priors
+  torch::nn::Module& network() override { return *net_; }
+  nlohmann::json description() const override;
+
+ private:
+  nets::Edm2ControlNet net_{nullptr};
+  double noise_injection_;
+  int class_label_;
+};
+TORCH_MODULE(Edm2Generator);
 
 // The generative denoiser G(y, σ, z): a sample of p(x0 | y) for y = x0 + σn.
 // Injects fresh noise up to σ̂ = (1+γ)σ and denoises there, conditioned on y.
-torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+torch::Tensor generate(GeneratorNetImpl& generator, const torch::Tensor& y, const torch::Tensor& sigma,
                        torch::Generator& rng);
 // The same with the standard normal draw z (shaped like y) given.
-torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+torch::Tensor generate(GeneratorNetImpl& generator, const torch::Tensor& y, const torch::Tensor& sigma,
                        const torch::Tensor& z);
 // The first, over overlapping tiles of a large y (diffusion/tiled_denoiser.hpp)
 // with one z drawn for the whole image, so overlapping tiles share their noise.
-torch::Tensor generate(ConditionalDenoiser& generator, const torch::Tensor& y, const torch::Tensor& sigma,
+torch::Tensor generate(GeneratorNetImpl& generator, const torch::Tensor& y, const torch::Tensor& sigma,
                        torch::Generator& rng, const std::optional<diffusion::Tiling>& tiling);
 
-// Generator files: weights (bf16 by default) + metadata naming the format,
-// the conditional ADM config and the schedule. Written atomically.
-void save_generator(const std::string& path, ConditionalDenoiser& generator, const nlohmann::json& extra = {},
+// Generator files: weights (bf16 by default) + metadata naming the format and
+// the architecture with its config (and schedule, for ours). Written atomically.
+void save_generator(const std::string& path, GeneratorNetImpl& generator, const nlohmann::json& extra = {},
                     torch::ScalarType dtype = torch::kBFloat16);
+// A generator file, or one of NCVSD's network pickles (`snapshot-*.pkl`,
+// `ncvsd-*.pkl`: an EasyDict whose `ema` is the fp16 GenerativeDenoiser), read
+// without running it. class_label picks the class of a class-conditional one.
 // (A generator given where a prior is expected fails in load_prior, which names its format.)
-ConditionalDenoiser load_generator(const std::string& path);
+GeneratorNet load_generator(const std::string& path, int class_label = -1);
+// Whether `path` is something load_generator reads (not a prior).
+bool is_generator_file(const std::string& path);
 
 }  // namespace ud2m::ncvsd

@@ -141,12 +141,105 @@ class Edm2BlockImpl : public torch::nn::Module {
       attn_proj{nullptr};
 };
 
-// ---- the U-Net -------------------------------------------------------------
+// ---- the U-Net ------------------------------------------------------------
 
 namespace {
+
 void add(torch::nn::ModuleDict& dict, const std::string& name, std::shared_ptr<torch::nn::Module> module) {
   dict->update({{name, std::move(module)}});
 }
+
+std::string tag(int res) { return std::to_string(res) + "x" + std::to_string(res); }
+
+// Builds the encoder and decoder halves with EDM2's layer names.
+struct Edm2Layers {
+  const Edm2Config& c;
+
+  Edm2Block block(int in, int out, bool decoder, const std::string& mode, bool attention) const {
+    return Edm2Block(std::make_shared<Edm2BlockImpl>(in, out, c.emb_dim(), decoder, mode, attention, c));
+  }
+  bool has_attention(int res) const {
+    return std::find(c.attn_resolutions.begin(), c.attn_resolutions.end(), res) != c.attn_resolutions.end();
+  }
+
+  int channels(size_t level) const { return c.model_channels * c.channel_mult[level]; }
+
+  // Each encoder layer's output channels: the skips the decoder consumes.
+  std::vector<int> skip_channels() const {
+    std::vector<int> skips;
+    for (size_t level = 0; level < c.channel_mult.size(); ++level) {
+      skips.push_back(channels(level == 0 ? 0 : level - 1));  // the input conv, or a down-sampling block
+      skips.insert(skips.end(), c.num_blocks, channels(level));
+    }
+    return skips;
+  }
+
+  void add_encoder(torch::nn::ModuleDict& enc) const {
+    int cout = c.img_channels + 1;  // the input gets a constant channel of ones
+    for (size_t level = 0; level < c.channel_mult.size(); ++level) {
+      const int res = c.img_resolution >> level;
+      if (level == 0) {
+        add(enc, tag(res) + "_conv", MPConv(cout, channels(0), std::vector<int64_t>{3, 3}).ptr());
+        cout = channels(0);
+      } else {
+        add(enc, tag(res) + "_down", block(cout, cout, false, "down", false).ptr());
+      }
+      for (int idx = 0; idx < c.num_blocks; ++idx) {
+        add(enc, tag(res) + "_block" + std::to_string(idx),
+            block(cout, channels(level), false, "keep", has_attention(res)).ptr());
+        cout = channels(level);
+      }
+    }
+  }
+
+  // Returns the decoder's output channels.
+  int add_decoder(torch::nn::ModuleDict& dec) const {
+    auto skips = skip_channels();
+    int cout = skips.back();
+    for (int level = static_cast<int>(c.channel_mult.size()) - 1; level >= 0; --level) {
+      const int res = c.img_resolution >> level, channels = this->channels(level);
+      if (level == static_cast<int>(c.channel_mult.size()) - 1) {
+        add(dec, tag(res) + "_in0", block(cout, cout, true, "keep", true).ptr());
+        add(dec, tag(res) + "_in1", block(cout, cout, true, "keep", false).ptr());
+      } else {
+        add(dec, tag(res) + "_up", block(cout, cout, true, "up", false).ptr());
+      }
+      for (int idx = 0; idx <= c.num_blocks; ++idx) {
+        const int cin = cout + skips.back();
+        skips.pop_back();
+        add(dec, tag(res) + "_block" + std::to_string(idx), block(cin, channels, true, "keep", has_attention(res)).ptr());
+        cout = channels;
+      }
+    }
+    return cout;
+  }
+};
+
+std::vector<torch::Tensor> run_encoder(torch::nn::ModuleDict& enc, const torch::Tensor& input,
+                                       const torch::Tensor& emb) {
+  auto x = torch::cat({input, torch::ones_like(input.narrow(1, 0, 1))}, 1);
+  std::vector<torch::Tensor> skips;
+  for (const auto& [name, module] : enc->items()) {
+    if (auto conv = module->as<MPConvImpl>()) x = conv->forward(x);
+    else x = module->as<Edm2BlockImpl>()->forward(x, emb);
+    skips.push_back(x);
+  }
+  return skips;
+}
+
+// Each "block" layer concatenates the last remaining skip.
+torch::Tensor run_decoder(torch::nn::ModuleDict& dec, torch::Tensor x, std::vector<torch::Tensor> skips,
+                          const torch::Tensor& emb, double concat_balance) {
+  for (const auto& [name, module] : dec->items()) {
+    if (name.find("block") != std::string::npos) {
+      x = mp_cat(x, skips.back(), concat_balance);
+      skips.pop_back();
+    }
+    x = module->as<Edm2BlockImpl>()->forward(x, emb);
+  }
+  return x;
+}
+
 }  // namespace
 
 int Edm2Config::noise_dim() const { return noise_channels > 0 ? noise_channels : model_channels * channel_mult.at(0); }
@@ -155,89 +248,59 @@ int Edm2Config::emb_dim() const {
   return emb_channels > 0 ? emb_channels : model_channels * *std::max_element(channel_mult.begin(), channel_mult.end());
 }
 
-Edm2UNetImpl::Edm2UNetImpl(const Edm2Config& c) : config_(c) {
+Edm2StemImpl::Edm2StemImpl(const Edm2Config& c) : config_(c) {
   UD2M_CHECK(!c.channel_mult.empty() && c.num_blocks > 0 && c.model_channels > 0,
              "EDM2 config: channel_mult, num_blocks and model_channels must be positive");
-  const int cemb = c.emb_dim();
-  out_gain = register_parameter("out_gain", torch::zeros({}));
   emb_fourier = register_module("emb_fourier", MPFourier(c.noise_dim()));
-  emb_noise = register_module("emb_noise", MPConv(c.noise_dim(), cemb, std::vector<int64_t>{}));
-  if (c.label_dim > 0) emb_label = register_module("emb_label", MPConv(c.label_dim, cemb, std::vector<int64_t>{}));
-  auto has_attention = [&](int res) {
-    return std::find(c.attn_resolutions.begin(), c.attn_resolutions.end(), res) != c.attn_resolutions.end();
-  };
-  auto block = [&](int in, int out, bool decoder, const std::string& mode, bool attention) {
-    return Edm2Block(std::make_shared<Edm2BlockImpl>(in, out, cemb, decoder, mode, attention, c));
-  };
+  emb_noise = register_module("emb_noise", MPConv(c.noise_dim(), c.emb_dim(), std::vector<int64_t>{}));
+  if (c.label_dim > 0)
+    emb_label = register_module("emb_label", MPConv(c.label_dim, c.emb_dim(), std::vector<int64_t>{}));
+}
 
+torch::Tensor Edm2StemImpl::embedding(const torch::Tensor& noise_labels, const torch::Tensor& class_labels) {
+  auto emb = emb_noise(emb_fourier(noise_labels));
+  if (emb_label) {
+    auto labels = class_labels.defined() ? class_labels.to(emb.scalar_type())
+                                         : torch::zeros({noise_labels.size(0), config_.label_dim}, emb.options());
+    emb = mp_sum(emb, emb_label(labels * std::sqrt(static_cast<double>(config_.label_dim))), config_.label_balance);
+  }
+  return mp_silu(emb);
+}
+
+Edm2UNetImpl::Edm2UNetImpl(const Edm2Config& c) : Edm2StemImpl(c) {
+  out_gain = register_parameter("out_gain", torch::zeros({}));
+  const Edm2Layers layers{c};
   enc = register_module("enc", torch::nn::ModuleDict());
-  std::vector<int> skips;
-  int cout = c.img_channels + 1;  // the input gets a constant channel of ones
-  for (size_t level = 0; level < c.channel_mult.size(); ++level) {
-    const int res = c.img_resolution >> level, channels = c.model_channels * c.channel_mult[level];
-    const std::string tag = std::to_string(res) + "x" + std::to_string(res);
-    if (level == 0) {
-      add(enc, tag + "_conv", MPConv(cout, channels, std::vector<int64_t>{3, 3}).ptr());
-      cout = channels;
-    } else {
-      add(enc, tag + "_down", block(cout, cout, false, "down", false).ptr());
-    }
-    skips.push_back(cout);
-    for (int idx = 0; idx < c.num_blocks; ++idx) {
-      add(enc, tag + "_block" + std::to_string(idx), block(cout, channels, false, "keep", has_attention(res)).ptr());
-      cout = channels;
-      skips.push_back(cout);
-    }
-  }
-
+  layers.add_encoder(enc);
   dec = register_module("dec", torch::nn::ModuleDict());
-  for (int level = static_cast<int>(c.channel_mult.size()) - 1; level >= 0; --level) {
-    const int res = c.img_resolution >> level, channels = c.model_channels * c.channel_mult[level];
-    const std::string tag = std::to_string(res) + "x" + std::to_string(res);
-    if (level == static_cast<int>(c.channel_mult.size()) - 1) {
-      add(dec, tag + "_in0", block(cout, cout, true, "keep", true).ptr());
-      add(dec, tag + "_in1", block(cout, cout, true, "keep", false).ptr());
-    } else {
-      add(dec, tag + "_up", block(cout, cout, true, "up", false).ptr());
-    }
-    for (int idx = 0; idx <= c.num_blocks; ++idx) {
-      const int cin = cout + skips.back();
-      skips.pop_back();
-      add(dec, tag + "_block" + std::to_string(idx), block(cin, channels, true, "keep", has_attention(res)).ptr());
-      cout = channels;
-    }
-  }
-  out_conv = register_module("out_conv", MPConv(cout, c.img_channels, std::vector<int64_t>{3, 3}));
+  out_conv = register_module("out_conv", MPConv(layers.add_decoder(dec), c.img_channels,
+                                                std::vector<int64_t>{3, 3}));
 }
 
 torch::Tensor Edm2UNetImpl::forward(const torch::Tensor& input, const torch::Tensor& noise_labels,
                                     const torch::Tensor& class_labels) {
-  auto emb = emb_noise(emb_fourier(noise_labels));
-  if (emb_label) {
-    auto labels = class_labels.defined() ? class_labels.to(emb.scalar_type())
-                                         : torch::zeros({input.size(0), config_.label_dim}, emb.options());
-    emb = mp_sum(emb, emb_label(labels * std::sqrt(static_cast<double>(config_.label_dim))), config_.label_balance);
-  }
-  emb = mp_silu(emb);
-
-  auto x = torch::cat({input, torch::ones_like(input.narrow(1, 0, 1))}, 1);
-  std::vector<torch::Tensor> skips;
-  for (const auto& [name, module] : enc->items()) {
-    if (auto conv = module->as<MPConvImpl>()) x = conv->forward(x);
-    else x = module->as<Edm2BlockImpl>()->forward(x, emb);
-    skips.push_back(x);
-  }
-  for (const auto& [name, module] : dec->items()) {
-    if (name.find("block") != std::string::npos) {
-      x = mp_cat(x, skips.back(), config_.concat_balance);
-      skips.pop_back();
-    }
-    x = module->as<Edm2BlockImpl>()->forward(x, emb);
-  }
-  return out_conv(x, out_gain);
+  auto emb = embedding(noise_labels, class_labels);
+  auto skips = run_encoder(enc, input, emb);
+  auto x = skips.back();  // the encoder's output is also its last skip
+  return out_conv(run_decoder(dec, x, std::move(skips), emb, config_.concat_balance), out_gain);
 }
 
 // ---- preconditioning -------------------------------------------------------
+
+namespace {
+
+// EDM's input and output scalings at level σ (N,), as (N, 1, 1, 1) columns, and c_noise (N,).
+struct EdmScaling {
+  torch::Tensor c_skip, c_out, c_in, c_noise;
+};
+
+EdmScaling edm_scaling(const torch::Tensor& sigma, double sd) {
+  auto s = sigma.to(torch::kFloat32).reshape({-1, 1, 1, 1});
+  return {sd * sd / (s * s + sd * sd), s * sd / (s * s + sd * sd).sqrt(), 1 / (s * s + sd * sd).sqrt(),
+          s.flatten().log() / 4};
+}
+
+}  // namespace
 
 Edm2NetImpl::Edm2NetImpl(const Edm2Config& c) : config_(c) {
   unet = register_module("unet", Edm2UNet(c));
@@ -247,19 +310,78 @@ Edm2NetImpl::Edm2NetImpl(const Edm2Config& c) : config_(c) {
 
 torch::Tensor Edm2NetImpl::forward(const torch::Tensor& x, const torch::Tensor& sigma,
                                    const torch::Tensor& class_labels) {
-  const double sd = config_.sigma_data;
-  auto s = sigma.to(torch::kFloat32).reshape({-1, 1, 1, 1});
-  auto c_skip = sd * sd / (s * s + sd * sd);
-  auto c_out = s * sd / (s * s + sd * sd).sqrt();
-  auto c_in = 1 / (s * s + sd * sd).sqrt();
-  auto c_noise = s.flatten().log() / 4;
+  const auto k = edm_scaling(sigma, config_.sigma_data);
   auto x32 = x.to(torch::kFloat32);
-  auto f = unet(c_in * x32, c_noise, class_labels);
-  return c_skip * x32 + c_out * f.to(torch::kFloat32);
+  auto f = unet(k.c_in * x32, k.c_noise, class_labels);
+  return k.c_skip * x32 + k.c_out * f.to(torch::kFloat32);
 }
 
 torch::Tensor Edm2NetImpl::logvar(const torch::Tensor& sigma) {
   auto c_noise = sigma.to(torch::kFloat32).flatten().log() / 4;
+  return logvar_linear(logvar_fourier(c_noise)).reshape({-1});
+}
+
+// ---- NCVSD's ControlNet generator --------------------------------------------
+
+Edm2EncoderImpl::Edm2EncoderImpl(const Edm2Config& c) : Edm2StemImpl(c) {
+  enc = register_module("enc", torch::nn::ModuleDict());
+  Edm2Layers{c}.add_encoder(enc);
+}
+
+std::vector<torch::Tensor> Edm2EncoderImpl::forward(const torch::Tensor& x, const torch::Tensor& noise_labels,
+                                                    const torch::Tensor& class_labels) {
+  return run_encoder(enc, x, embedding(noise_labels, class_labels));
+}
+
+Edm2DecoderImpl::Edm2DecoderImpl(const Edm2Config& c) : Edm2StemImpl(c) {
+  const Edm2Layers layers{c};
+  out_gain = register_parameter("out_gain", torch::zeros({}));
+  additional_x_weight = register_parameter("additional_x_weight", torch::zeros({1}));
+  additional_skips_weight =
+      register_parameter("additional_skips_weight", torch::zeros({static_cast<int64_t>(layers.skip_channels().size())}));
+  dec = register_module("dec", torch::nn::ModuleDict());
+  out_conv = register_module("out_conv", MPConv(layers.add_decoder(dec), c.img_channels,
+                                                std::vector<int64_t>{3, 3}));
+}
+
+torch::Tensor Edm2DecoderImpl::forward(std::vector<torch::Tensor> skips, const std::vector<torch::Tensor>& control,
+                                       const torch::Tensor& noise_labels, const torch::Tensor& class_labels) {
+  UD2M_CHECK(control.size() == skips.size(), "the ControlNet branch gave {} skips, the encoder {}", control.size(),
+             skips.size());
+  // The mixing weights are kept in [0, 1] (the reference clips them on every call).
+  auto mix = [](const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& weight) {
+    auto t = weight.clamp(0, 1).to(a.scalar_type());
+    return torch::lerp(a, b, t) / ((1 - t).square() + t.square()).sqrt();
+  };
+  // The encoders' outputs mix with one weight, each pair of skips with its own
+  // (the outputs are also the last skips, mixed there with that skip's weight).
+  auto x = mix(skips.back(), control.back(), additional_x_weight);
+  for (size_t i = 0; i < skips.size(); ++i)
+    skips[i] = mix(skips[i], control[i], additional_skips_weight[static_cast<int64_t>(i)]);
+  auto emb = embedding(noise_labels, class_labels);
+  return out_conv(run_decoder(dec, x, std::move(skips), emb, config_.concat_balance), out_gain);
+}
+
+Edm2ControlNetImpl::Edm2ControlNetImpl(const Edm2Config& c) : config_(c) {
+  ctrl = register_module("ctrl", Edm2Encoder(c));
+  enc = register_module("enc", Edm2Encoder(c));
+  dec = register_module("dec", Edm2Decoder(c));
+  logvar_fourier = register_module("logvar_fourier", MPFourier(c.logvar_channels));
+  logvar_linear = register_module("logvar_linear", MPConv(c.logvar_channels, 1, std::vector<int64_t>{}));
+}
+
+torch::Tensor Edm2ControlNetImpl::forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
+                                          const torch::Tensor& sigma_y, const torch::Tensor& class_labels) {
+  const auto ky = edm_scaling(sigma_y, config_.sigma_data), kx = edm_scaling(level, config_.sigma_data);
+  auto x32 = x.to(torch::kFloat32);
+  auto control = ctrl(ky.c_in * y.to(torch::kFloat32), ky.c_noise, class_labels);
+  auto skips = enc(kx.c_in * x32, kx.c_noise, class_labels);
+  auto f = dec(std::move(skips), control, kx.c_noise, class_labels);
+  return kx.c_skip * x32 + kx.c_out * f.to(torch::kFloat32);
+}
+
+torch::Tensor Edm2ControlNetImpl::logvar(const torch::Tensor& level) {
+  auto c_noise = level.to(torch::kFloat32).flatten().log() / 4;
   return logvar_linear(logvar_fourier(c_noise)).reshape({-1});
 }
 
@@ -348,6 +470,24 @@ TensorMap edm2_state_dict(const TensorFile& file) {
 
 bool looks_like_edm2(const TensorMap& weights) {
   return weights.count("unet.out_gain") && weights.count("unet.emb_fourier.freqs");
+}
+
+bool looks_like_edm2_controlnet(const TensorMap& weights) {
+  return weights.count("model.ctrl.emb_fourier.freqs") && weights.count("model.dec.additional_x_weight");
+}
+
+Edm2Config infer_edm2_controlnet_config(const TensorMap& weights, const Metadata& metadata,
+                                        const std::string& source) {
+  UD2M_CHECK(looks_like_edm2_controlnet(weights),
+             "'{}' holds no NCVSD generator network (no model.ctrl / model.dec.additional_x_weight)", source);
+  // Its main encoder and log-variance head are laid out as an EDM2 Precond's U-Net's.
+  TensorMap as_precond;
+  for (auto& [name, t] : weights) {
+    if (name.rfind("model.enc.", 0) == 0) as_precond["unet." + name.substr(10)] = t;
+    if (name.rfind("model.logvar_", 0) == 0) as_precond[name.substr(6)] = t;
+  }
+  as_precond["unet.out_gain"] = torch::zeros({});  // a marker infer_edm2_config looks for; the decoder's loads later
+  return infer_edm2_config(as_precond, metadata, source);
 }
 
 Edm2Config infer_edm2_config(const TensorMap& weights, const Metadata& metadata, const std::string& source) {

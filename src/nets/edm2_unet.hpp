@@ -66,7 +66,23 @@ TORCH_MODULE(MPFourier);
 class Edm2BlockImpl;
 using Edm2Block = torch::nn::ModuleHolder<Edm2BlockImpl>;
 
-class Edm2UNetImpl : public torch::nn::Module {
+// What every EDM2 U-Net variant starts with: the embedding of the noise level
+// (and class), under EDM2's names emb_fourier / emb_noise / emb_label.
+class Edm2StemImpl : public torch::nn::Module {
+ public:
+  const Edm2Config& config() const { return config_; }
+
+ protected:
+  explicit Edm2StemImpl(const Edm2Config& config);
+  // noise_labels: (N,) c_noise; class_labels: (N, label_dim) or undefined (zeros).
+  torch::Tensor embedding(const torch::Tensor& noise_labels, const torch::Tensor& class_labels);
+
+  Edm2Config config_;
+  MPFourier emb_fourier{nullptr};
+  MPConv emb_noise{nullptr}, emb_label{nullptr};
+};
+
+class Edm2UNetImpl : public Edm2StemImpl {
  public:
   explicit Edm2UNetImpl(const Edm2Config& config);
   // x: (N, C, H, W) already scaled by c_in; noise_labels: (N,) c_noise;
@@ -74,10 +90,8 @@ class Edm2UNetImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& noise_labels, const torch::Tensor& class_labels);
 
  private:
-  Edm2Config config_;
   torch::Tensor out_gain;
-  MPFourier emb_fourier{nullptr};
-  MPConv emb_noise{nullptr}, emb_label{nullptr}, out_conv{nullptr};
+  MPConv out_conv{nullptr};
   torch::nn::ModuleDict enc{nullptr}, dec{nullptr};
 };
 TORCH_MODULE(Edm2UNet);
@@ -101,6 +115,56 @@ class Edm2NetImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Edm2Net);
 
+// ---- NCVSD's generator network (github xypeng9903/ncvsd, PrecondCondition) --
+// The EDM2 U-Net split in two, plus a second encoder (a ControlNet branch) for
+// the noisy observation y at its level σ_y: the decoder mixes the branch's
+// output and skips into the main encoder's with learned weights in [0, 1].
+
+// The U-Net's encoder half: returns every layer's output (the skips; the last is x).
+class Edm2EncoderImpl : public Edm2StemImpl {
+ public:
+  explicit Edm2EncoderImpl(const Edm2Config& config);
+  std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& noise_labels,
+                                     const torch::Tensor& class_labels);
+
+ private:
+  torch::nn::ModuleDict enc{nullptr};
+};
+TORCH_MODULE(Edm2Encoder);
+
+// The decoder half, mixing a ControlNet branch's skips into the encoder's.
+class Edm2DecoderImpl : public Edm2StemImpl {
+ public:
+  explicit Edm2DecoderImpl(const Edm2Config& config);
+  torch::Tensor forward(std::vector<torch::Tensor> skips, const std::vector<torch::Tensor>& control,
+                        const torch::Tensor& noise_labels, const torch::Tensor& class_labels);
+
+ private:
+  torch::Tensor out_gain, additional_x_weight, additional_skips_weight;
+  MPConv out_conv{nullptr};
+  torch::nn::ModuleDict dec{nullptr};
+};
+TORCH_MODULE(Edm2Decoder);
+
+// D(x; level | y, σ_y, class) = c_skip x + c_out F(...), EDM preconditioning at
+// each input's own level, plus the log-variance u(level).
+class Edm2ControlNetImpl : public torch::nn::Module {
+ public:
+  explicit Edm2ControlNetImpl(const Edm2Config& config);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
+                        const torch::Tensor& sigma_y, const torch::Tensor& class_labels = {});
+  torch::Tensor logvar(const torch::Tensor& level);  // (N,)
+  const Edm2Config& config() const { return config_; }
+
+ private:
+  Edm2Config config_;
+  Edm2Encoder ctrl{nullptr}, enc{nullptr};
+  Edm2Decoder dec{nullptr};
+  MPFourier logvar_fourier{nullptr};
+  MPConv logvar_linear{nullptr};
+};
+TORCH_MODULE(Edm2ControlNet);
+
 // The network weights of an EDM2 network pickle (an EasyDict whose "ema" entry
 // is the Precond module; read it with opaque records), as a state dict with
 // EDM2's own names ("unet.enc.64x64_conv.weight", ...). A file that is already
@@ -111,5 +175,10 @@ TensorMap edm2_state_dict(const TensorFile& file);
 // defaults, and a pickle's stored constructor arguments override them.
 Edm2Config infer_edm2_config(const TensorMap& weights, const Metadata& metadata, const std::string& source);
 bool looks_like_edm2(const TensorMap& weights);
+// The same for NCVSD's generator: weights named as the GenerativeDenoiser
+// holds them ("model.ctrl.enc.64x64_conv.weight", ...).
+bool looks_like_edm2_controlnet(const TensorMap& weights);
+Edm2Config infer_edm2_controlnet_config(const TensorMap& weights, const Metadata& metadata,
+                                        const std::string& source);
 
 }  // namespace ud2m::nets

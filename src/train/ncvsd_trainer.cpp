@@ -136,7 +136,10 @@ void NcvsdTrainer::make_student() {
 }
 
 void NcvsdTrainer::start_from_generator(const std::string& path) {
-  auto start = ncvsd::load_generator(path);
+  auto start = std::dynamic_pointer_cast<ncvsd::ConditionalDenoiserImpl>(ncvsd::load_generator(path).ptr());
+  UD2M_CHECK(start, "the generator '{}' is NCVSD's published architecture (EDM2 + ControlNet), which samples and "
+             "restores but does not train here: distillation starts from ADM generators (`train --method ncvsd`)",
+             path);
   UD2M_CHECK(start->net()->config().to_json() == generator_->net()->config().to_json(),
              "the generator '{}' is not of the student's architecture (its config: {}; the student's: {})", path,
              start->net()->config().to_json().dump(), generator_->net()->config().to_json().dump());
@@ -175,7 +178,7 @@ NcvsdLosses NcvsdTrainer::step() {
     {
       torch::NoGradGuard no_grad;
       Bf16Autocast autocast(device_.type(), options_.bf16);
-      sample = ncvsd::generate(generator_, y, sigma, normal_like(y)).to(torch::kFloat32);
+      sample = ncvsd::generate(*generator_, y, sigma, normal_like(y)).to(torch::kFloat32);
     }
     auto t = levels(-0.8, 1.6);
     auto x_t = noisy(sample, t);
@@ -197,7 +200,7 @@ NcvsdLosses NcvsdTrainer::step() {
     torch::Tensor sample;
     {
       Bf16Autocast autocast(device_.type(), options_.bf16);
-      sample = ncvsd::generate(generator_, y, sigma, normal_like(y)).to(torch::kFloat32);
+      sample = ncvsd::generate(*generator_, y, sigma, normal_like(y)).to(torch::kFloat32);
     }
     auto t = levels(0.4, 2.0);
     auto x_t = noisy(sample.detach(), t);
@@ -245,7 +248,7 @@ void NcvsdTrainer::save_checkpoint() {
   nlohmann::json meta = {{"step", step_}, {"adam_g_step", g_step}, {"adam_f_step", f_step},
                          {"options", options_.to_json()}};
   write_safetensors(checkpoint_path(), tensors, {{kMetadataKey, meta.dump()}});
-  ncvsd::save_generator((fs::path(options_.out_dir) / "generator.safetensors").string(), ema_,
+  ncvsd::save_generator((fs::path(options_.out_dir) / "generator.safetensors").string(), *ema_,
                         {{"teacher", options_.teacher}, {"step", step_}, {"training", options_.to_json()}});
   std::string csv = "step,generator,fake_score\n";
   for (size_t i = 0; i < history_.size(); ++i)
@@ -255,7 +258,7 @@ void NcvsdTrainer::save_checkpoint() {
   auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 2);
   ema_->eval();
   auto grid =
-      ncvsd::generate_images(ema_, {16, 3, options_.crop, options_.crop}, ncvsd::default_indices(2), rng, device_);
+      ncvsd::generate_images(*ema_, {16, 3, options_.crop, options_.crop}, ncvsd::default_indices(2), rng, device_);
   write_png((fs::path(options_.out_dir) / "samples.png").string(), make_grid(from_model(grid.cpu()).clamp(0, 1)));
 }
 

@@ -338,7 +338,7 @@ TEST(Cuda, NcvsdGenerationAndPnpNcvsdOnTheGpuWriteTheCpuImages) {
   const auto dir = test::temp_dir();
   const auto model = (dir / "generator.safetensors").string();
   ncvsd::ConditionalDenoiser generator(*tiny_adm());
-  ncvsd::save_generator(model, generator, {{"teacher", "tiny"}}, torch::kFloat32);
+  ncvsd::save_generator(model, *generator, {{"teacher", "tiny"}}, torch::kFloat32);
   torch::manual_seed(2);
   write_png((dir / "clean.png").string(), torch::rand({1, 3, 16, 16}));
   auto degraded = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.05 " + (dir / "clean.png").string() +

@@ -237,7 +237,7 @@ TEST(Ncvsd, TiledGenerationDrawsTheSameNoiseAndTilesOnlyLargeImages) {
   auto sigma = torch::tensor({0.5f});
   auto draw = [&](const torch::Tensor& y, const std::optional<diffusion::Tiling>& tiling) {
     auto rng = at::make_generator<at::CPUGeneratorImpl>(3);
-    return tiling ? ncvsd::generate(generator, y, sigma, rng, tiling) : ncvsd::generate(generator, y, sigma, rng);
+    return tiling ? ncvsd::generate(*generator, y, sigma, rng, tiling) : ncvsd::generate(*generator, y, sigma, rng);
   };
   const diffusion::Tiling tiling{16, 4};
   // Up to 4 tiles' worth of pixels: the same draw as without tiling, bit for bit.
@@ -251,7 +251,7 @@ TEST(Ncvsd, TiledGenerationDrawsTheSameNoiseAndTilesOnlyLargeImages) {
   // The same z under every tile: the blend stays near the whole-image draw
   // (independent noise per tile would leave it as far as two draws are apart).
   auto rng = at::make_generator<at::CPUGeneratorImpl>(4);
-  const double apart = (ncvsd::generate(generator, large, sigma, rng) - whole).abs().mean().item<double>();
+  const double apart = (ncvsd::generate(*generator, large, sigma, rng) - whole).abs().mean().item<double>();
   const double tiling_error = (tiled - whole).abs().mean().item<double>();
   std::printf("tiled vs whole %.4f, two draws %.4f\n", tiling_error, apart);
   EXPECT_LT(tiling_error, 0.5 * apart);
@@ -263,11 +263,11 @@ TEST(Ncvsd, GeneratorFileRoundTripAndWrongKinds) {
   const auto dir = std::filesystem::temp_directory_path() / "ud2m_test_ncvsd_file";
   std::filesystem::create_directories(dir);
   const auto path = (dir / "g.safetensors").string();
-  ncvsd::save_generator(path, generator, {{"teacher", "tiny"}}, torch::kFloat32);
+  ncvsd::save_generator(path, *generator, {{"teacher", "tiny"}}, torch::kFloat32);
   auto loaded = ncvsd::load_generator(path);
   auto rng1 = at::make_generator<at::CPUGeneratorImpl>(5), rng2 = at::make_generator<at::CPUGeneratorImpl>(5);
-  auto a = ncvsd::generate_images(generator, {2, 3, 16, 16}, ncvsd::default_indices(2), rng1);
-  auto b = ncvsd::generate_images(loaded, {2, 3, 16, 16}, ncvsd::default_indices(2), rng2);
+  auto a = ncvsd::generate_images(*generator, {2, 3, 16, 16}, ncvsd::default_indices(2), rng1);
+  auto b = ncvsd::generate_images(*loaded, {2, 3, 16, 16}, ncvsd::default_indices(2), rng2);
   EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-5));
   // A prior is not a generator, and a generator is not a prior.
   const auto prior_path = (dir / "prior.safetensors").string();
@@ -277,8 +277,8 @@ TEST(Ncvsd, GeneratorFileRoundTripAndWrongKinds) {
   // Level index sets.
   EXPECT_THROW_MSG(ncvsd::default_indices(3), "1, 2 or 4 steps");
   auto rng = at::make_generator<at::CPUGeneratorImpl>(0);
-  EXPECT_THROW_MSG(ncvsd::generate_images(generator, {1, 3, 16, 16}, {10, 40}, rng), "outside the grid");
-  EXPECT_THROW_MSG(ncvsd::generate_images(generator, {1, 3, 16, 16}, {20, 10}, rng), "must increase");
+  EXPECT_THROW_MSG(ncvsd::generate_images(*generator, {1, 3, 16, 16}, {10, 40}, rng), "outside the grid");
+  EXPECT_THROW_MSG(ncvsd::generate_images(*generator, {1, 3, 16, 16}, {20, 10}, rng), "must increase");
   std::filesystem::remove_all(dir);
 }
 
@@ -292,7 +292,7 @@ TEST(Ncvsd, Bf16GeneratorGivesNearlyTheFp32Draw) {
   torch::manual_seed(3);
   auto y = torch::randn({2, 3, 16, 16}), z = torch::randn({2, 3, 16, 16});
   auto sigma = torch::tensor({0.3f, 2.0f});
-  auto a = ncvsd::generate(fp32, y, sigma, z), b = ncvsd::generate(bf16, y, sigma, z);
+  auto a = ncvsd::generate(*fp32, y, sigma, z), b = ncvsd::generate(*bf16, y, sigma, z);
   EXPECT_EQ(b.scalar_type(), torch::kFloat32);
   const double error = ((b - a).norm() / a.norm()).item<double>();
   std::printf("bf16 vs fp32 generator: relative error %.2e\n", error);

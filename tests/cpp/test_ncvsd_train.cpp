@@ -122,10 +122,13 @@ TEST(NcvsdTrain, InitGeneratorStartsTheStudentAndItsEmaFromTheFile) {
   other.model_channels = 16;
   ncvsd::ConditionalDenoiser narrower(ncvsd::conditional_config(other), diffusion::Schedule::linear());
   const auto narrower_file = (dir / "narrower.safetensors").string();
-  ncvsd::save_generator(narrower_file, narrower);
+  ncvsd::save_generator(narrower_file, *narrower);
   continued_options.out_dir = (dir / "refused").string();
   continued_options.init_generator = narrower_file;
   EXPECT_THROW_MSG(train::NcvsdTrainer{continued_options}, "is not of the student's architecture");
+  // NCVSD's published generators sample and restore, but training continues ours only.
+  continued_options.init_generator = (test::source_dir() / "tests/data/ncvsd/ncvsd_tiny.pkl").string();
+  EXPECT_THROW_MSG(train::NcvsdTrainer{continued_options}, "does not train here");
 }
 
 TEST(NcvsdTrain, TwoProcessesMatchOneWithTheCombinedBatch) {
