@@ -23,6 +23,7 @@ struct DenoiseArgs {
 void run_denoise(const DenoiseArgs& args) {
   UD2M_CHECK(args.sigma > 0, "--sigma must be positive (noise std in [0,1] units), not {}", args.sigma);
   auto prior = diffusion::load_prior(args.model);
+  check_pixel_model(prior->latent_space(), args.model, "denoise");
   const auto device = place_prior(*prior, args.device, args.precision);
   auto image = read_image(args.in, prior->channels());
   torch::NoGradGuard no_grad;

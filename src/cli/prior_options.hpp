@@ -92,6 +92,15 @@ inline torch::Device place_prior(diffusion::Prior& prior, const std::string& dev
   return device;
 }
 
+// Latent models only sample (their VAE turns latents into pixels); restoring
+// and denoising work on pixels.
+inline void check_pixel_model(const std::optional<nets::LatentSpace>& latent, const std::string& model,
+                              const std::string& command) {
+  UD2M_CHECK(!latent, "'{}' is a latent model (its samples are latents of the VAE '{}'): it works with `sample "
+             "--vae DIR`, not `{}`, whose images and operators are pixels", model, latent ? latent->vae_name : "",
+             command);
+}
+
 // The same for an NCVSD generator.
 inline torch::Device place_generator(ncvsd::GeneratorNet& generator, const std::string& device_name,
                                      const std::string& precision) {

@@ -20,7 +20,7 @@ namespace ud2m::cli {
 namespace {
 
 struct SampleArgs {
-  std::string model, out, out_dir, method = "ddim";
+  std::string model, out, out_dir, method = "ddim", vae;
   int steps = 50, n = 16, size = 0, class_label = -1;
   std::vector<int> indices;  // NCVSD: level indices on the 40-level grid (overrides --steps)
   double eta = 0.0;
@@ -28,9 +28,30 @@ struct SampleArgs {
   std::string precision = "fp32", device = "cpu";
 };
 
+// Turns a model's samples into pixels in [0, 1]: a latent model's through its
+// VAE, loaded before sampling so that a missing one fails at once.
+class ToPixels {
+ public:
+  ToPixels(const SampleArgs& args, std::optional<nets::LatentSpace> latent) : latent_(std::move(latent)) {
+    if (!latent_) {
+      UD2M_CHECK(args.vae.empty(), "--vae is for latent models; '{}' works in pixels", args.model);
+      return;
+    }
+    UD2M_CHECK(!args.vae.empty(), "'{}' samples latents of the VAE '{}': give that VAE's diffusers folder with "
+               "--vae DIR", args.model, latent_->vae_name);
+    vae_ = nets::load_vae_decoder(args.vae);
+  }
+  torch::Tensor operator()(const torch::Tensor& x) {
+    return latent_ ? latent_->decode(vae_, x.cpu()) : from_model(x.cpu()).clamp(0, 1);
+  }
+
+ private:
+  std::optional<nets::LatentSpace> latent_;
+  nets::VaeDecoder vae_{nullptr};
+};
+
 // The grid, and with --out-dir each sample as its own PNG (for FID-style set metrics).
-void write_samples(const SampleArgs& args, const torch::Tensor& x, double seconds) {
-  auto images = from_model(x).clamp(0, 1);
+void write_samples(const SampleArgs& args, const torch::Tensor& images, double seconds) {
   write_png(args.out, make_grid(images));
   if (!args.out_dir.empty()) {
     std::filesystem::create_directories(args.out_dir);
@@ -49,18 +70,20 @@ void run_sample(const SampleArgs& args) {
     auto generator = ncvsd::load_generator(args.model, args.class_label);
     const auto device = place_generator(generator, args.device, args.precision);
     UD2M_CHECK(args.size > 0, "--size is required with --method ncvsd (the generator works at any multiple of 32)");
+    ToPixels to_pixels(args, generator->latent_space());
     auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
     torch::NoGradGuard no_grad;
     auto indices = args.indices.empty() ? ncvsd::default_indices(args.steps) : args.indices;
     auto x =
         ncvsd::generate_images(*generator, {args.n, generator->channels(), args.size, args.size}, indices, rng, device);
-    write_samples(args, x.cpu(), seconds());
+    write_samples(args, to_pixels(x), seconds());
     return;
   }
   diffusion::LoadOptions load;
   load.class_label = args.class_label;
   auto prior = diffusion::load_prior(args.model, load);
   const auto device = place_prior(*prior, args.device, args.precision);
+  ToPixels to_pixels(args, prior->latent_space());
   diffusion::GraphedDenoiser denoiser(prior);  // on the CPU it calls the prior directly
   const int size = args.size > 0 ? args.size : prior->image_size();
   auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
@@ -68,9 +91,10 @@ void run_sample(const SampleArgs& args) {
   {
     Progress progress("sample (ddim)", args.steps);
     x = samplers::sample_ddim(denoiser, {args.n, prior->channels(), size, size}, args.steps, args.eta,
-                              rng, [&](int, int, const torch::Tensor&) { progress.step(); }, device);
+                              rng, [&](int, int, const torch::Tensor&) { progress.step(); }, device,
+                              /*clip_x0=*/!prior->latent_space());
   }
-  write_samples(args, x.cpu(), seconds());
+  write_samples(args, to_pixels(x), seconds());
 }
 
 }  // namespace
@@ -95,7 +119,11 @@ void add_sample_command(CLI::App& app) {
                   "the file's own, or none)");
   cmd->add_option("--eta", args->eta, "DDIM η: 0 deterministic, 1 ancestral")->capture_default_str();
   cmd->add_option("--n", args->n, "Number of samples")->capture_default_str();
-  cmd->add_option("--size", args->size, "Image size (default: the model's training size)");
+  cmd->add_option("--size", args->size, "Image size (default: the model's training size; latent models: in latent "
+                                       "pixels, 1/8 of the image's side)");
+  cmd->add_option("--vae", args->vae, "Latent models (EDM2 ImageNet-512 and the NCVSD generators distilled from "
+                                      "them): the diffusers folder of the VAE they name (stabilityai/sd-vae-ft-mse), "
+                                      "which turns their latents into pixels");
   cmd->add_option("--seed", args->seed, "Seed")->capture_default_str();
   add_precision_option(*cmd, args->precision);
   add_device_option(*cmd, args->device);

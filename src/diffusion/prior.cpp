@@ -57,7 +57,7 @@ PriorPtr load_diffusers_folder(const fs::path& folder) {
   fail("'{}' has no diffusion_pytorch_model.safetensors or .bin", folder.string());
 }
 
-PriorPtr edm2_prior(const TensorMap& weights, const Metadata& metadata, const std::string& path,
+std::shared_ptr<Edm2Prior> edm2_prior(const TensorMap& weights, const Metadata& metadata, const std::string& path,
                     const LoadOptions& options) {
   auto prior = std::make_shared<Edm2Prior>(nets::infer_edm2_config(weights, metadata, path), Schedule::linear(),
                                            options.class_label);
@@ -77,7 +77,9 @@ PriorPtr load_edm2_pickle(const std::string& path, const LoadOptions& options) {
              path);
   UD2M_CHECK(nets::looks_like_edm2(weights), "'{}' is a pickle without an EDM2 network in it (no 'ema' Precond "
              "module with unet.out_gain and unet.emb_fourier.freqs)", path);
-  return edm2_prior(weights, file.metadata, path, options);
+  auto prior = edm2_prior(weights, file.metadata, path, options);
+  prior->set_latent_space(nets::latent_space_of_pickle(file, path));
+  return prior;
 }
 
 // Weights without ud2m metadata: an ADM state dict (guided-diffusion names), a
@@ -129,9 +131,11 @@ torch::Tensor Edm2Prior::epsilon(const torch::Tensor& x_t, const torch::Tensor& 
 }
 
 nlohmann::json Edm2Prior::description() const {
-  return {{"format", "ud2m-prior"}, {"version", 1}, {"arch", "edm2"}, {"config", net_->config().to_json()},
-          {"schedule", schedule().to_json()}, {"prediction", "x0 (EDM preconditioning)"},
-          {"class_label", class_label_}};
+  nlohmann::json d = {{"format", "ud2m-prior"}, {"version", 1}, {"arch", "edm2"},
+                       {"config", net_->config().to_json()}, {"schedule", schedule().to_json()},
+                       {"prediction", "x0 (EDM preconditioning)"}, {"class_label", class_label_}};
+  if (latent_) d["latent"] = latent_->to_json();
+  return d;
 }
 
 void Edm2Prior::add_lora(const nets::LoraOptions&) {
@@ -184,9 +188,13 @@ PriorPtr load_prior(const std::string& path, const LoadOptions& options) {
   else if (arch == "ddpm")
     prior = std::make_shared<DdpmPrior>(nets::DdpmConfig::from_json(meta.at("config")), schedule,
                                         meta.value("image_size", 256));
-  else if (arch == "edm2")
-    prior = std::make_shared<Edm2Prior>(nets::Edm2Config::from_json(meta.at("config")), schedule,
-                                        options.class_label >= 0 ? options.class_label : meta.value("class_label", -1));
+  else if (arch == "edm2") {
+    auto edm2 = std::make_shared<Edm2Prior>(nets::Edm2Config::from_json(meta.at("config")), schedule,
+                                            options.class_label >= 0 ? options.class_label
+                                                                     : meta.value("class_label", -1));
+    if (meta.contains("latent")) edm2->set_latent_space(nets::LatentSpace::from_json(meta.at("latent")));
+    prior = edm2;
+  }
   else
     fail("'{}': unknown architecture '{}' (known: adm, ddpm, edm2)", path, arch);
   nets::load_state_dict(prior->module(), reader->layout(), [&](const std::string& name) { return reader->read(name); },

@@ -11,6 +11,7 @@
 #include "nets/adm_unet.hpp"
 #include "nets/ddpm_unet.hpp"
 #include "nets/edm2_unet.hpp"
+#include "nets/vae_decoder.hpp"
 
 namespace ud2m::diffusion {
 
@@ -29,6 +30,9 @@ class Prior : public Denoiser {
   // (ADM and DDPM; GroupNorm stays fp32 in both).
   void set_inference_precision(torch::ScalarType dtype, bool channels_last);
   virtual bool runs_in_weight_dtype() const { return false; }
+  // Latent diffusion models (EDM2 ImageNet-512): the VAE latent space their
+  // samples live in; none for pixel models.
+  virtual std::optional<nets::LatentSpace> latent_space() const { return std::nullopt; }
   // Model-file metadata: format, arch, config, schedule.
   virtual nlohmann::json description() const = 0;
   // UD2M adapters: LoRA on the attention projections, and which parameters
@@ -100,10 +104,13 @@ class Edm2Prior : public Prior {
   void fold_lora() override {}  // never adapted (add_lora refuses)
   bool is_output_head(const std::string& name) const override { return name.rfind("unet.out_", 0) == 0; }
   nets::Edm2Net& net() { return net_; }
+  std::optional<nets::LatentSpace> latent_space() const override { return latent_; }
+  void set_latent_space(std::optional<nets::LatentSpace> latent) { latent_ = std::move(latent); }
 
  private:
   nets::Edm2Net net_;
   int class_label_;
+  std::optional<nets::LatentSpace> latent_;
 };
 
 using PriorPtr = std::shared_ptr<Prior>;

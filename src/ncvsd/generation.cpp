@@ -39,7 +39,8 @@ torch::Tensor generate_images(GeneratorNetImpl& generator, const std::vector<int
   for (size_t i = 0; i + 1 < indices.size(); ++i) {
     auto t = torch::full({n}, levels[indices[i]], options);
     auto point = noise_conditional_point(y, sigma, x, t);
-    x0 = generate(generator, point.y_eff, point.sigma_eff, rng).clamp(-1, 1);
+    x0 = generate(generator, point.y_eff, point.sigma_eff, rng);
+    if (!generator.latent_space()) x0 = x0.clamp(-1, 1);  // images; latents have no such range
     x = x0 + levels[indices[i + 1]] * gaussian(shape, rng, options);
   }
   return x0;

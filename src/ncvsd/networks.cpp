@@ -106,8 +106,10 @@ torch::Tensor Edm2GeneratorImpl::forward(const torch::Tensor& x, const torch::Te
 }
 
 nlohmann::json Edm2GeneratorImpl::description() const {
-  return {{"arch", "edm2-controlnet"}, {"config", net_->config().to_json()},
-          {"noise_injection", noise_injection_}, {"class_label", class_label_}};
+  nlohmann::json d = {{"arch", "edm2-controlnet"}, {"config", net_->config().to_json()},
+                       {"noise_injection", noise_injection_}, {"class_label", class_label_}};
+  if (latent_) d["latent"] = latent_->to_json();
+  return d;
 }
 
 torch::Tensor generate(GeneratorNetImpl& generator, const torch::Tensor& y, const torch::Tensor& sigma,
@@ -166,6 +168,7 @@ GeneratorNet load_ncvsd_pickle(const std::string& path, int class_label) {
   for (auto& [name, t] : weights)
     if (name.rfind("model.", 0) == 0) network[name.substr(6)] = t.to(torch::kFloat32);
   nets::load_state_dict(*generator->net(), network, path);
+  generator->set_latent_space(nets::latent_space_of_pickle(file, path));
   generator->eval();
   return as_generator_net(generator.ptr());
 }
@@ -194,9 +197,11 @@ GeneratorNet load_generator(const std::string& path, int class_label) {
         nets::AdmConfig::from_json(meta.at("config")), diffusion::Schedule::from_json(meta.at("schedule"))));
   } else if (arch == "edm2-controlnet") {
     const int stored_class = meta.value("class_label", -1);
-    generator = as_generator_net(std::make_shared<Edm2GeneratorImpl>(
-        nets::Edm2Config::from_json(meta.at("config")), meta.value("noise_injection", kNoiseInjection),
-        class_label >= 0 ? class_label : stored_class));
+    auto edm2 = std::make_shared<Edm2GeneratorImpl>(nets::Edm2Config::from_json(meta.at("config")),
+                                                    meta.value("noise_injection", kNoiseInjection),
+                                                    class_label >= 0 ? class_label : stored_class);
+    if (meta.contains("latent")) edm2->set_latent_space(nets::LatentSpace::from_json(meta.at("latent")));
+    generator = as_generator_net(edm2);
   } else {
     fail("'{}': unknown NCVSD generator architecture '{}' (known: adm, edm2-controlnet)", path, arch);
   }

@@ -19,6 +19,7 @@
 #include "diffusion/prior.hpp"
 #include "diffusion/tiled_denoiser.hpp"
 #include "nets/edm2_unet.hpp"
+#include "nets/vae_decoder.hpp"
 
 namespace ud2m::ncvsd {
 
@@ -40,6 +41,8 @@ class GeneratorNetImpl : public torch::nn::Module {
   // The network whose state dict a generator file stores, and the metadata naming it.
   virtual torch::nn::Module& network() = 0;
   virtual nlohmann::json description() const = 0;
+  // Generators distilled from latent models (EDM2 ImageNet-512): their VAE latent space.
+  virtual std::optional<nets::LatentSpace> latent_space() const { return std::nullopt; }
 };
 TORCH_MODULE(GeneratorNet);
 
@@ -109,9 +112,12 @@ class Edm2GeneratorImpl : public GeneratorNetImpl {
   bool runs_in_weight_dtype() const override { return false; }  // fp32 activations, as EDM2 priors
   torch::nn::Module& network() override { return *net_; }
   nlohmann::json description() const override;
+  std::optional<nets::LatentSpace> latent_space() const override { return latent_; }
+  void set_latent_space(std::optional<nets::LatentSpace> latent) { latent_ = std::move(latent); }
 
  private:
   nets::Edm2ControlNet net_{nullptr};
+  std::optional<nets::LatentSpace> latent_;
   double noise_injection_;
   int class_label_;
 };

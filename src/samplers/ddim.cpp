@@ -29,13 +29,14 @@ torch::Tensor ddim_step(const diffusion::Schedule& schedule, const torch::Tensor
 }
 
 torch::Tensor sample_ddim(diffusion::Denoiser& denoiser, const std::vector<int64_t>& shape, int steps, double eta,
-                          torch::Generator& rng, const StepCallback& on_step, torch::Device device) {
+                          torch::Generator& rng, const StepCallback& on_step, torch::Device device, bool clip_x0) {
   torch::NoGradGuard no_grad;
   const auto& schedule = denoiser.schedule();
   auto ts = uniform_timesteps(schedule.steps(), steps);
   auto x = gaussian(shape, rng, torch::TensorOptions().dtype(torch::kFloat32).device(device));
   for (size_t i = 0; i < ts.size(); ++i) {
-    auto x0 = denoiser.x0(x, ts[i]).clamp(-1, 1);
+    auto x0 = denoiser.x0(x, ts[i]);
+    if (clip_x0) x0 = x0.clamp(-1, 1);
     const int t_prev = i + 1 < ts.size() ? ts[i + 1] : -1;
     x = ddim_step(schedule, x, x0, ts[i], t_prev, eta, rng);
     if (on_step) on_step(static_cast<int>(i), ts[i], x0);

@@ -21,8 +21,10 @@ torch::Tensor ddim_step(const diffusion::Schedule& schedule, const torch::Tensor
 
 // Starts from noise of `shape` on `device` (the denoiser's); noise always comes
 // from the CPU generator `rng`, so a seed gives the same samples on any device.
+// Each x0 estimate is clipped to the image range [-1, 1] unless clip_x0 is
+// false (latent models, whose latents have no such range).
 torch::Tensor sample_ddim(diffusion::Denoiser& denoiser, const std::vector<int64_t>& shape, int steps, double eta,
                           torch::Generator& rng, const StepCallback& on_step = {},
-                          torch::Device device = torch::kCPU);
+                          torch::Device device = torch::kCPU, bool clip_x0 = true);
 
 }  // namespace ud2m::samplers

@@ -104,6 +104,9 @@ TEST(NcvsdPickle, ConvertedFileNeedsNothingElseAndCommandsUseThePickle) {
                      (dir / "y.png").string() + " --out " + (dir / "x.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_image((dir / "x.png").string()).sizes(), read_image(crop).sizes());
+  // A published generator gets the published task preset: σ' = √(β/2), β = 2e-3 at this σ_y = 0.05.
+  const auto report = nlohmann::json::parse(read_file((dir / "x.json").string()));
+  EXPECT_NEAR(report.at("settings").at("likelihood_sigma").get<double>(), std::sqrt(2e-3 / 2), 1e-9);
 }
 
 TEST(NcvsdPickle, BadInputGetsOneClearError) {
