@@ -32,7 +32,8 @@ struct SampleArgs {
 // VAE, loaded before sampling so that a missing one fails at once.
 class ToPixels {
  public:
-  ToPixels(const SampleArgs& args, std::optional<nets::LatentSpace> latent) : latent_(std::move(latent)) {
+  ToPixels(const SampleArgs& args, std::optional<nets::LatentSpace> latent, torch::Device device)
+      : latent_(std::move(latent)) {
     if (!latent_) {
       UD2M_CHECK(args.vae.empty(), "--vae is for latent models; '{}' works in pixels", args.model);
       return;
@@ -40,15 +41,25 @@ class ToPixels {
     UD2M_CHECK(!args.vae.empty(), "'{}' samples latents of the VAE '{}': give that VAE's diffusers folder with "
                "--vae DIR", args.model, latent_->vae_name);
     vae_ = nets::load_vae_decoder(args.vae);
+    vae_->to(device);  // the samples are decoded where they were drawn
   }
   torch::Tensor operator()(const torch::Tensor& x) {
-    return latent_ ? latent_->decode(vae_, x.cpu()) : from_model(x.cpu()).clamp(0, 1);
+    return latent_ ? latent_->decode(vae_, x).cpu() : from_model(x.cpu()).clamp(0, 1);
   }
 
  private:
   std::optional<nets::LatentSpace> latent_;
   nets::VaeDecoder vae_{nullptr};
 };
+
+// A class-conditional model told no class samples a random one per image, as
+// EDM2's and NCVSD's generate_images do (the zero label vector is no class).
+void draw_classes(nets::Edm2Classes& classes, int64_t n, torch::Generator& rng) {
+  if (classes.label_dim == 0 || classes.fixed >= 0) return;
+  auto drawn = torch::randint(classes.label_dim, {n}, rng, torch::kLong);
+  classes.per_row.assign(drawn.data_ptr<int64_t>(), drawn.data_ptr<int64_t>() + n);
+  log::info("one class per sample, drawn at random (--class N picks one): {}", fmt::join(classes.per_row, ", "));
+}
 
 // The grid, and with --out-dir each sample as its own PNG (for FID-style set metrics).
 void write_samples(const SampleArgs& args, const torch::Tensor& images, double seconds) {
@@ -70,8 +81,10 @@ void run_sample(const SampleArgs& args) {
     auto generator = ncvsd::load_generator(args.model, args.class_label);
     const auto device = place_generator(generator, args.device, args.precision);
     UD2M_CHECK(args.size > 0, "--size is required with --method ncvsd (the generator works at any multiple of 32)");
-    ToPixels to_pixels(args, generator->latent_space());
+    ToPixels to_pixels(args, generator->latent_space(), device);
     auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
+    if (auto* published = dynamic_cast<ncvsd::Edm2GeneratorImpl*>(generator.get()))
+      draw_classes(published->classes(), args.n, rng);
     torch::NoGradGuard no_grad;
     auto indices = args.indices.empty() ? ncvsd::default_indices(args.steps) : args.indices;
     auto x =
@@ -83,10 +96,11 @@ void run_sample(const SampleArgs& args) {
   load.class_label = args.class_label;
   auto prior = diffusion::load_prior(args.model, load);
   const auto device = place_prior(*prior, args.device, args.precision);
-  ToPixels to_pixels(args, prior->latent_space());
+  ToPixels to_pixels(args, prior->latent_space(), device);
   diffusion::GraphedDenoiser denoiser(prior);  // on the CPU it calls the prior directly
   const int size = args.size > 0 ? args.size : prior->image_size();
   auto rng = at::make_generator<at::CPUGeneratorImpl>(args.seed);
+  if (auto edm2 = std::dynamic_pointer_cast<diffusion::Edm2Prior>(prior)) draw_classes(edm2->classes(), args.n, rng);
   torch::Tensor x;
   {
     Progress progress("sample (ddim)", args.steps);
@@ -116,7 +130,7 @@ void add_sample_command(CLI::App& app) {
       ->delimiter(',');
   cmd->add_option("--class", args->class_label,
                   "Class-conditional models (EDM2 ImageNet priors, NCVSD ImageNet generators): the class to sample (-1: "
-                  "the file's own, or none)");
+                  "the file's own, or one drawn at random per sample)");
   cmd->add_option("--eta", args->eta, "DDIM η: 0 deterministic, 1 ancestral")->capture_default_str();
   cmd->add_option("--n", args->n, "Number of samples")->capture_default_str();
   cmd->add_option("--size", args->size, "Image size (default: the model's training size; latent models: in latent "

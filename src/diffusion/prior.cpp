@@ -113,7 +113,7 @@ AdmPrior::AdmPrior(const nets::AdmConfig& config, Schedule schedule) : Prior(std
 }
 
 Edm2Prior::Edm2Prior(const nets::Edm2Config& config, Schedule schedule, int class_label)
-    : Prior(std::move(schedule)), net_(config), class_label_(class_label) {
+    : Prior(std::move(schedule)), net_(config), classes_{config.label_dim, class_label} {
   UD2M_CHECK(class_label < config.label_dim, "class {} does not exist: the EDM2 model has {} classes", class_label,
              config.label_dim);
   net_->eval();
@@ -123,17 +123,14 @@ torch::Tensor Edm2Prior::epsilon(const torch::Tensor& x_t, const torch::Tensor& 
   auto sigma = schedule().sigmas_at(t).to(torch::kFloat32).to(x_t.device());
   auto s = sigma.reshape({-1, 1, 1, 1});
   auto x = x_t.to(torch::kFloat32) * (1 + s * s).sqrt();  // x_t/√ᾱ_t = x0 + σ_t ε
-  torch::Tensor labels;
-  if (class_label_ >= 0)
-    labels = torch::one_hot(torch::full({x_t.size(0)}, class_label_, torch::kLong), net_->config().label_dim)
-                 .to(torch::kFloat32).to(x_t.device());
+  auto labels = classes_.one_hot(x_t.size(0), x_t.device());
   return ((x - net_->forward(x, sigma, labels)) / s).to(x_t.scalar_type());
 }
 
 nlohmann::json Edm2Prior::description() const {
   nlohmann::json d = {{"format", "ud2m-prior"}, {"version", 1}, {"arch", "edm2"},
                        {"config", net_->config().to_json()}, {"schedule", schedule().to_json()},
-                       {"prediction", "x0 (EDM preconditioning)"}, {"class_label", class_label_}};
+                       {"prediction", "x0 (EDM preconditioning)"}, {"class_label", classes_.fixed}};
   if (latent_) d["latent"] = latent_->to_json();
   return d;
 }

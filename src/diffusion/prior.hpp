@@ -104,12 +104,13 @@ class Edm2Prior : public Prior {
   void fold_lora() override {}  // never adapted (add_lora refuses)
   bool is_output_head(const std::string& name) const override { return name.rfind("unet.out_", 0) == 0; }
   nets::Edm2Net& net() { return net_; }
+  nets::Edm2Classes& classes() { return classes_; }
   std::optional<nets::LatentSpace> latent_space() const override { return latent_; }
   void set_latent_space(std::optional<nets::LatentSpace> latent) { latent_ = std::move(latent); }
 
  private:
   nets::Edm2Net net_;
-  int class_label_;
+  nets::Edm2Classes classes_;
   std::optional<nets::LatentSpace> latent_;
 };
 

@@ -88,7 +88,7 @@ nlohmann::json ConditionalDenoiserImpl::description() const {
 }
 
 Edm2GeneratorImpl::Edm2GeneratorImpl(const nets::Edm2Config& config, double noise_injection, int class_label)
-    : noise_injection_(noise_injection), class_label_(class_label) {
+    : noise_injection_(noise_injection), classes_{config.label_dim, class_label} {
   UD2M_CHECK(noise_injection >= 0, "an NCVSD generator's noise injection must be >= 0, not {}", noise_injection);
   UD2M_CHECK(class_label < config.label_dim, "class {} does not exist: the NCVSD generator has {} classes",
              class_label, config.label_dim);
@@ -97,17 +97,12 @@ Edm2GeneratorImpl::Edm2GeneratorImpl(const nets::Edm2Config& config, double nois
 
 torch::Tensor Edm2GeneratorImpl::forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
                                          const torch::Tensor& sigma) {
-  torch::Tensor labels;  // none: EDM2's zero label vector
-  if (class_label_ >= 0)
-    labels = torch::one_hot(torch::full({x.size(0)}, class_label_, torch::kLong), net_->config().label_dim)
-                 .to(torch::kFloat32)
-                 .to(x.device());
-  return net_->forward(x, level, y, sigma, labels).to(x.scalar_type());
+  return net_->forward(x, level, y, sigma, classes_.one_hot(x.size(0), x.device())).to(x.scalar_type());
 }
 
 nlohmann::json Edm2GeneratorImpl::description() const {
   nlohmann::json d = {{"arch", "edm2-controlnet"}, {"config", net_->config().to_json()},
-                       {"noise_injection", noise_injection_}, {"class_label", class_label_}};
+                       {"noise_injection", noise_injection_}, {"class_label", classes_.fixed}};
   if (latent_) d["latent"] = latent_->to_json();
   return d;
 }

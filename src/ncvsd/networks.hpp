@@ -105,6 +105,7 @@ class Edm2GeneratorImpl : public GeneratorNetImpl {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
                         const torch::Tensor& sigma) override;
   nets::Edm2ControlNet& net() { return net_; }
+  nets::Edm2Classes& classes() { return classes_; }
   int channels() const override { return net_->config().img_channels; }
   int image_size() const override { return net_->config().img_resolution; }
   int size_multiple() const override { return 1 << (net_->config().channel_mult.size() - 1); }
@@ -119,7 +120,7 @@ class Edm2GeneratorImpl : public GeneratorNetImpl {
   nets::Edm2ControlNet net_{nullptr};
   std::optional<nets::LatentSpace> latent_;
   double noise_injection_;
-  int class_label_;
+  nets::Edm2Classes classes_;
 };
 TORCH_MODULE(Edm2Generator);
 

@@ -321,6 +321,20 @@ torch::Tensor Edm2NetImpl::logvar(const torch::Tensor& sigma) {
   return logvar_linear(logvar_fourier(c_noise)).reshape({-1});
 }
 
+torch::Tensor Edm2Classes::one_hot(int64_t rows, torch::Device device) const {
+  torch::Tensor classes;
+  if (!per_row.empty()) {
+    UD2M_CHECK(static_cast<int64_t>(per_row.size()) == rows, "classes were drawn for batches of {} rows, not {}",
+               per_row.size(), rows);
+    classes = torch::tensor(per_row, torch::kLong);
+  } else if (fixed >= 0) {
+    classes = torch::full({rows}, fixed, torch::kLong);
+  } else {
+    return {};
+  }
+  return torch::one_hot(classes, label_dim).to(torch::kFloat32).to(device);
+}
+
 // ---- NCVSD's ControlNet generator --------------------------------------------
 
 Edm2EncoderImpl::Edm2EncoderImpl(const Edm2Config& c) : Edm2StemImpl(c) {

@@ -115,6 +115,17 @@ class Edm2NetImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Edm2Net);
 
+// The classes a class-conditional EDM2 network is shown: one for every batch
+// row, one per row (as EDM2's generate_images draws them when given none), or
+// none at all (EDM2's zero label vector).
+struct Edm2Classes {
+  int label_dim = 0;
+  int fixed = -1;                // every row; -1: none
+  std::vector<int64_t> per_row;  // overrides `fixed` when set; batches must then have this many rows
+  // (rows, label_dim) one-hot on `device`; undefined for none.
+  torch::Tensor one_hot(int64_t rows, torch::Device device) const;
+};
+
 // ---- NCVSD's generator network (github xypeng9903/ncvsd, PrecondCondition) --
 // The EDM2 U-Net split in two, plus a second encoder (a ControlNet branch) for
 // the noisy observation y at its level σ_y: the decoder mixes the branch's

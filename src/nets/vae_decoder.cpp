@@ -230,7 +230,9 @@ torch::Tensor LatentSpace::decode(VaeDecoder& vae, const torch::Tensor& latents)
   auto options = latents.options().dtype(torch::kFloat32);
   auto s = torch::tensor(scale, options).view({1, -1, 1, 1}), b = torch::tensor(bias, options).view({1, -1, 1, 1});
   torch::NoGradGuard no_grad;
-  return vae(((latents.to(torch::kFloat32) - b) / s)).clamp(0, 1);
+  std::vector<torch::Tensor> pixels;  // one image at a time: a 512² decoding holds GBs of activations
+  for (auto& z : ((latents.to(torch::kFloat32) - b) / s).split(1)) pixels.push_back(vae(z).clamp(0, 1));
+  return torch::cat(pixels);
 }
 
 std::optional<LatentSpace> latent_space_of_pickle(const TensorFile& file, const std::string& source) {

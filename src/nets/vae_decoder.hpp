@@ -57,7 +57,7 @@ struct LatentSpace {
 
   nlohmann::json to_json() const;
   static LatentSpace from_json(const nlohmann::json& j);
-  // Final latents (N, C, h, w) -> pixels in [0, 1].
+  // Final latents (N, C, h, w) -> pixels in [0, 1], where the latents and the VAE are.
   torch::Tensor decode(VaeDecoder& vae, const torch::Tensor& latents) const;
 };
 

@@ -83,6 +83,22 @@ TEST(Edm2, PriorIsTheNetworkSeenThroughTheDiscreteSchedule) {
   EXPECT_NEAR(s[0].item<double>(), prior->schedule().sigma(10), 1e-12);
 }
 
+TEST(Edm2, EachRowCanHaveItsOwnClass) {
+  // How `sample` shows a class-conditional model no class: one drawn per image.
+  auto prior = load_tiny();
+  auto x = golden().at("x").clamp(-1, 1);
+  const std::vector<int64_t> classes = {2, 0, 7};
+  prior->classes().per_row = classes;
+  torch::NoGradGuard no_grad;
+  auto mixed = prior->x0(x, 300);
+  for (int64_t row = 0; row < 3; ++row) {
+    auto single = load_tiny(static_cast<int>(classes[row]));
+    EXPECT_LT(test::max_rel_error(mixed.narrow(0, row, 1), single->x0(x.narrow(0, row, 1), 300)), 1e-5) << row;
+  }
+  EXPECT_GT(test::max_rel_error(mixed, load_tiny(/*class_label=*/2)->x0(x, 300)), 1e-3);
+  EXPECT_THROW_MSG(prior->x0(x.narrow(0, 0, 2), 300), "classes were drawn for batches of 3 rows, not 2");
+}
+
 TEST(Edm2, ConvertedFileNeedsNothingElse) {
   auto dir = test::temp_dir();
   auto prior = load_tiny();
@@ -100,6 +116,7 @@ TEST(Edm2, ConvertedFileNeedsNothingElse) {
                           (dir / "grid.png").string());
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(std::filesystem::exists(dir / "grid.png"));
+  EXPECT_NE(r.output.find("one class per sample, drawn at random"), std::string::npos) << r.output;
   r = test::run_ud2m("sample --model " + data("edm2_tiny.pkl") + " --class 12 --steps 3 --n 1 " +
                      (dir / "bad.png").string());
   EXPECT_NE(r.exit_code, 0);

@@ -204,9 +204,10 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(nlohmann::json::parse(read_file((dir / "x_bf16.json").string())).at("precision"), "bf16");
   // The likelihood σ' of the task's preset (deblurring: half the measurement's), unless told.
-  auto likelihood_sigma = [&](const std::string& report) {
-    return nlohmann::json::parse(read_file((dir / report).string())).at("settings").at("likelihood_sigma").get<double>();
+  auto setting = [&](const std::string& report, const char* key) {
+    return nlohmann::json::parse(read_file((dir / report).string())).at("settings").at(key);
   };
+  auto likelihood_sigma = [&](const std::string& report) { return setting(report, "likelihood_sigma").get<double>(); };
   EXPECT_DOUBLE_EQ(likelihood_sigma("x.json"), 0.025);
   r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator + " --nfe 2 --pnp-likelihood-sigma 0.04 -m " +
                      (dir / "y.png").string() + " --out " + (dir / "x_told.png").string());
@@ -226,9 +227,7 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
   auto sidecar = nlohmann::json::parse(read_file((dir / "x_pr.json").string()));
   EXPECT_NE(sidecar.dump().find("unadjusted Langevin"), std::string::npos) << sidecar.dump(2);
   EXPECT_DOUBLE_EQ(likelihood_sigma("x_pr.json"), 0.05);
-  auto fits_amplitudes = [&](const std::string& report) {
-    return nlohmann::json::parse(read_file((dir / report).string())).at("settings").at("fit_amplitudes").get<bool>();
-  };
+  auto fits_amplitudes = [&](const std::string& report) { return setting(report, "fit_amplitudes").get<bool>(); };
   EXPECT_TRUE(fits_amplitudes("x_pr.json"));
   EXPECT_FALSE(fits_amplitudes("x.json"));
   // DPS fits phase retrieval's intensities unless told to fit amplitudes.
