@@ -89,8 +89,9 @@ class DdpmPrior : public Prior {
 
 // An EDM2 network (continuous σ, x0-predicting, VE) seen through the discrete
 // schedule every sampler uses: at timestep t, σ_t = √((1−ᾱ_t)/ᾱ_t), the
-// network denoises x_t/√ᾱ_t and ε follows. Class-conditional models get one
-// fixed class (or, with none, EDM2's zero label vector).
+// network denoises x_t/√ᾱ_t and ε follows. Class-conditional models see the
+// classes set in classes(): one fixed class, one per batch row, or none (EDM2's
+// zero label vector).
 class Edm2Prior : public Prior {
  public:
   Edm2Prior(const nets::Edm2Config& config, Schedule schedule, int class_label = -1);

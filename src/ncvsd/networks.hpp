@@ -97,8 +97,8 @@ TORCH_MODULE(ConditionalDenoiser);
 
 // The published generator (NCVSD's PrecondCondition): the EDM2 U-Net with a
 // ControlNet encoder for y, EDM preconditioning at each input's level, and the
-// noise injection γ its pickle stores. Class-conditional networks see one class
-// (or EDM2's zero label vector).
+// noise injection γ its pickle stores. Class-conditional networks see the
+// classes set in classes() (by default EDM2's zero label vector).
 class Edm2GeneratorImpl : public GeneratorNetImpl {
  public:
   Edm2GeneratorImpl(const nets::Edm2Config& config, double noise_injection, int class_label = -1);
