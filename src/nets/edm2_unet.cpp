@@ -300,6 +300,11 @@ EdmScaling edm_scaling(const torch::Tensor& sigma, double sd) {
           s.flatten().log() / 4};
 }
 
+// u(σ): the log-variance head, on Fourier features of c_noise(σ). (N,)
+torch::Tensor log_variance(MPFourier& fourier, MPConv& linear, const torch::Tensor& sigma) {
+  return linear(fourier(sigma.to(torch::kFloat32).flatten().log() / 4)).reshape({-1});
+}
+
 }  // namespace
 
 Edm2NetImpl::Edm2NetImpl(const Edm2Config& c) : config_(c) {
@@ -317,8 +322,7 @@ torch::Tensor Edm2NetImpl::forward(const torch::Tensor& x, const torch::Tensor& 
 }
 
 torch::Tensor Edm2NetImpl::logvar(const torch::Tensor& sigma) {
-  auto c_noise = sigma.to(torch::kFloat32).flatten().log() / 4;
-  return logvar_linear(logvar_fourier(c_noise)).reshape({-1});
+  return log_variance(logvar_fourier, logvar_linear, sigma);
 }
 
 torch::Tensor Edm2Classes::one_hot(int64_t rows, torch::Device device) const {
@@ -395,8 +399,7 @@ torch::Tensor Edm2ControlNetImpl::forward(const torch::Tensor& x, const torch::T
 }
 
 torch::Tensor Edm2ControlNetImpl::logvar(const torch::Tensor& level) {
-  auto c_noise = level.to(torch::kFloat32).flatten().log() / 4;
-  return logvar_linear(logvar_fourier(c_noise)).reshape({-1});
+  return log_variance(logvar_fourier, logvar_linear, level);
 }
 
 // ---- config ----------------------------------------------------------------
@@ -486,6 +489,11 @@ bool looks_like_edm2(const TensorMap& weights) {
   return weights.count("unet.out_gain") && weights.count("unet.emb_fourier.freqs");
 }
 
+namespace {
+// The config from an EDM2 Precond's names and shapes (unet.*, logvar_*).
+Edm2Config config_from_precond_weights(const TensorMap& weights, const Metadata& metadata, const std::string& source);
+}  // namespace
+
 bool looks_like_edm2_controlnet(const TensorMap& weights) {
   return weights.count("model.ctrl.emb_fourier.freqs") && weights.count("model.dec.additional_x_weight");
 }
@@ -500,13 +508,18 @@ Edm2Config infer_edm2_controlnet_config(const TensorMap& weights, const Metadata
     if (name.rfind("model.enc.", 0) == 0) as_precond["unet." + name.substr(10)] = t;
     if (name.rfind("model.logvar_", 0) == 0) as_precond[name.substr(6)] = t;
   }
-  as_precond["unet.out_gain"] = torch::zeros({});  // a marker infer_edm2_config looks for; the decoder's loads later
-  return infer_edm2_config(as_precond, metadata, source);
+  return config_from_precond_weights(as_precond, metadata, source);
 }
 
 Edm2Config infer_edm2_config(const TensorMap& weights, const Metadata& metadata, const std::string& source) {
   UD2M_CHECK(looks_like_edm2(weights), "'{}' holds no EDM2 network (no unet.out_gain / unet.emb_fourier.freqs)",
              source);
+  return config_from_precond_weights(weights, metadata, source);
+}
+
+namespace {
+
+Edm2Config config_from_precond_weights(const TensorMap& weights, const Metadata& metadata, const std::string& source) {
   auto shape = [&](const std::string& name) {
     auto it = weights.find(name);
     UD2M_CHECK(it != weights.end(), "'{}' is not a complete EDM2 network: '{}' is missing", source, name);
@@ -565,5 +578,7 @@ Edm2Config infer_edm2_config(const TensorMap& weights, const Metadata& metadata,
   }
   return c;
 }
+
+}  // namespace
 
 }  // namespace ud2m::nets
