@@ -162,8 +162,9 @@ Likelihood likelihood_to_fit(const RestoreArgs& args, const Measurement& m) {
 // PnP-NCVSD's per-task preset: the likelihood σ' as a multiple of the
 // measurement's σ, and the output EMA's decay. The published code keeps one
 // per task for its FFHQ generator, σ' = √(β/2) at σ_y = 0.05 (presets/task/*.yaml):
-// a published generator gets those. Ours were chosen on 12 validation crops for
-// the shipped generator (README, "PnP-NCVSD's per-task presets").
+// a published generator gets those. Ours (of either architecture) get the ones
+// chosen on 12 validation crops for the shipped generator (README, "PnP-NCVSD's
+// per-task presets").
 struct PnpPreset {
   double likelihood_scale = 1;
   double ema_decay = samplers::PnpNcvsdOptions{}.ema_decay;
@@ -211,8 +212,7 @@ std::pair<Sampler, nlohmann::json> make_sampler(const Context& c, const Measurem
     auto& op = *m.degradation.op;
     check_noisy(m, "PnP-NCVSD");
     auto generator = c.generator;
-    const bool published = generator->description().value("arch", "") == "edm2-controlnet";
-    const auto o = pnp_ncvsd_options(c.args, m, c.nfe, published);
+    const auto o = pnp_ncvsd_options(c.args, m, c.nfe, generator->published());
     const int64_t multiple = generator->size_multiple();
     const auto tiling = tiling_for(c.args.tile, generator->image_size(), multiple);
     // The generator runs where it was placed (--device); the sampler and the operator stay on the CPU.

@@ -98,8 +98,8 @@ void add_train_command(CLI::App& app) {
                   "generator.safetensors; the fake score starts afresh")
       ->check(CLI::ExistingFile);
   cmd->add_option("--student-config", ncvsd->student_config,
-                  "NCVSD: ADM preset of a freshly initialised student (needed for DDPM/EDM2 teachers; default: a "
-                  "copy of the ADM teacher)");
+                  "NCVSD: ADM preset of a freshly initialised student (needed for DDPM teachers; default: a copy "
+                  "of the teacher, for EDM2 teachers as NCVSD's EDM2 + ControlNet network)");
   cmd->add_option("--ema-decay", ncvsd->ema_decay, "NCVSD: EMA decay of the generator")->capture_default_str();
   cmd->add_option("--perceptual", *perceptual_kind,
                   "UD2M: Perceptual term: lpips (needs --lpips-weights), prior (distance of the frozen prior's encoder\n"

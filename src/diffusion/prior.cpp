@@ -113,9 +113,7 @@ AdmPrior::AdmPrior(const nets::AdmConfig& config, Schedule schedule) : Prior(std
 }
 
 Edm2Prior::Edm2Prior(const nets::Edm2Config& config, Schedule schedule, int class_label)
-    : Prior(std::move(schedule)), net_(config), classes_{config.label_dim, class_label} {
-  UD2M_CHECK(class_label < config.label_dim, "class {} does not exist: the EDM2 model has {} classes", class_label,
-             config.label_dim);
+    : Prior(std::move(schedule)), net_(config), classes_(config.label_dim, class_label, "the EDM2 model") {
   net_->eval();
 }
 

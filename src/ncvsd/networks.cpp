@@ -87,12 +87,25 @@ nlohmann::json ConditionalDenoiserImpl::description() const {
           {"noise_injection", kNoiseInjection}};
 }
 
-Edm2GeneratorImpl::Edm2GeneratorImpl(const nets::Edm2Config& config, double noise_injection, int class_label)
-    : noise_injection_(noise_injection), classes_{config.label_dim, class_label} {
+Edm2GeneratorImpl::Edm2GeneratorImpl(const nets::Edm2Config& config, double noise_injection, int class_label,
+                                     bool published)
+    : noise_injection_(noise_injection), classes_(config.label_dim, class_label, "the NCVSD generator"),
+      published_(published) {
   UD2M_CHECK(noise_injection >= 0, "an NCVSD generator's noise injection must be >= 0, not {}", noise_injection);
-  UD2M_CHECK(class_label < config.label_dim, "class {} does not exist: the NCVSD generator has {} classes",
-             class_label, config.label_dim);
   net_ = register_module("net", nets::Edm2ControlNet(config));
+}
+
+Edm2GeneratorImpl::Edm2GeneratorImpl(diffusion::Edm2Prior& teacher)
+    : Edm2GeneratorImpl(teacher.net()->config(), kNoiseInjection, -1, /*published=*/false) {
+  torch::NoGradGuard no_grad;
+  // ctrl.X, enc.X and dec.X are the U-Net's unet.X (the reference's load_state_dict(strict=False)).
+  auto unet = nets::state_dict(*teacher.net());
+  auto copy = [&](const std::string& name, torch::Tensor& to) {
+    const auto from = unet.find("unet." + name.substr(name.find('.') + 1));
+    if (from != unet.end()) to.copy_(from->second);
+  };
+  for (auto& item : net_->named_parameters()) copy(item.key(), item.value());
+  for (auto& item : net_->named_buffers()) copy(item.key(), item.value());
 }
 
 torch::Tensor Edm2GeneratorImpl::forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
@@ -102,7 +115,8 @@ torch::Tensor Edm2GeneratorImpl::forward(const torch::Tensor& x, const torch::Te
 
 nlohmann::json Edm2GeneratorImpl::description() const {
   nlohmann::json d = {{"arch", "edm2-controlnet"}, {"config", net_->config().to_json()},
-                       {"noise_injection", noise_injection_}, {"class_label", classes_.fixed}};
+                       {"noise_injection", noise_injection_}, {"class_label", classes_.fixed},
+                       {"published", published_}};
   if (latent_) d["latent"] = latent_->to_json();
   return d;
 }
@@ -192,9 +206,10 @@ GeneratorNet load_generator(const std::string& path, int class_label) {
         nets::AdmConfig::from_json(meta.at("config")), diffusion::Schedule::from_json(meta.at("schedule"))));
   } else if (arch == "edm2-controlnet") {
     const int stored_class = meta.value("class_label", -1);
-    auto edm2 = std::make_shared<Edm2GeneratorImpl>(nets::Edm2Config::from_json(meta.at("config")),
-                                                    meta.value("noise_injection", kNoiseInjection),
-                                                    class_label >= 0 ? class_label : stored_class);
+    // Files converted before ours existed hold published networks only.
+    auto edm2 = std::make_shared<Edm2GeneratorImpl>(
+        nets::Edm2Config::from_json(meta.at("config")), meta.value("noise_injection", kNoiseInjection),
+        class_label >= 0 ? class_label : stored_class, meta.value("published", true));
     if (meta.contains("latent")) edm2->set_latent_space(nets::LatentSpace::from_json(meta.at("latent")));
     generator = as_generator_net(edm2);
   } else {

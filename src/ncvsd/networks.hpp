@@ -43,6 +43,8 @@ class GeneratorNetImpl : public torch::nn::Module {
   virtual nlohmann::json description() const = 0;
   // Generators distilled from latent models (EDM2 ImageNet-512): their VAE latent space.
   virtual std::optional<nets::LatentSpace> latent_space() const { return std::nullopt; }
+  // NCVSD's own (published) networks, which restoration gives the published presets.
+  virtual bool published() const { return false; }
 };
 TORCH_MODULE(GeneratorNet);
 
@@ -95,13 +97,19 @@ class ConditionalDenoiserImpl : public GeneratorNetImpl {
 };
 TORCH_MODULE(ConditionalDenoiser);
 
-// The published generator (NCVSD's PrecondCondition): the EDM2 U-Net with a
+// NCVSD's generator network (its PrecondCondition): the EDM2 U-Net with a
 // ControlNet encoder for y, EDM preconditioning at each input's level, and the
-// noise injection γ its pickle stores. Class-conditional networks see the
-// classes set in classes() (by default EDM2's zero label vector).
+// noise injection γ. Read from NCVSD's pickles (published), or distilled here
+// from an EDM2 teacher. Class-conditional networks see the classes set in
+// classes() (by default EDM2's zero label vector).
 class Edm2GeneratorImpl : public GeneratorNetImpl {
  public:
-  Edm2GeneratorImpl(const nets::Edm2Config& config, double noise_injection, int class_label = -1);
+  Edm2GeneratorImpl(const nets::Edm2Config& config, double noise_injection, int class_label = -1,
+                    bool published = true);
+  // The teacher's U-Net in the encoder, the decoder and the ControlNet branch,
+  // whose mixing weights start at zero, so that a fresh copy *is* the teacher
+  // (as the published training starts); the log-variance head starts afresh.
+  explicit Edm2GeneratorImpl(diffusion::Edm2Prior& teacher);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& level, const torch::Tensor& y,
                         const torch::Tensor& sigma) override;
   nets::Edm2ControlNet& net() { return net_; }
@@ -115,12 +123,14 @@ class Edm2GeneratorImpl : public GeneratorNetImpl {
   nlohmann::json description() const override;
   std::optional<nets::LatentSpace> latent_space() const override { return latent_; }
   void set_latent_space(std::optional<nets::LatentSpace> latent) { latent_ = std::move(latent); }
+  bool published() const override { return published_; }
 
  private:
   nets::Edm2ControlNet net_{nullptr};
   std::optional<nets::LatentSpace> latent_;
   double noise_injection_;
   nets::Edm2Classes classes_;
+  bool published_;
 };
 TORCH_MODULE(Edm2Generator);
 

@@ -58,6 +58,10 @@ MPConvImpl::MPConvImpl(int64_t in_channels, int64_t out_channels, std::vector<in
 }
 
 torch::Tensor MPConvImpl::forward(const torch::Tensor& x, const torch::Tensor& gain) {
+  if (is_training()) {
+    torch::NoGradGuard no_grad;
+    weight.copy_(mp_normalize(weight.to(torch::kFloat32), all_but_first(weight)));
+  }
   auto w = mp_normalize(weight.to(torch::kFloat32), all_but_first(weight));
   const double fan_in = static_cast<double>(w[0].numel());
   w = gain.defined() ? w * (gain.to(torch::kFloat32) / std::sqrt(fan_in)) : w / std::sqrt(fan_in);
@@ -325,6 +329,11 @@ torch::Tensor Edm2NetImpl::logvar(const torch::Tensor& sigma) {
   return log_variance(logvar_fourier, logvar_linear, sigma);
 }
 
+Edm2Classes::Edm2Classes(int label_dim, int fixed, const std::string& model) : label_dim(label_dim), fixed(fixed) {
+  UD2M_CHECK(fixed < label_dim, "class {} does not exist: {} {}", fixed, model,
+             label_dim == 0 ? "is unconditional" : fmt::format("has {} classes", label_dim));
+}
+
 torch::Tensor Edm2Classes::one_hot(int64_t rows, torch::Device device) const {
   torch::Tensor classes;
   if (!per_row.empty()) {
@@ -366,7 +375,13 @@ torch::Tensor Edm2DecoderImpl::forward(std::vector<torch::Tensor> skips, const s
                                        const torch::Tensor& noise_labels, const torch::Tensor& class_labels) {
   UD2M_CHECK(control.size() == skips.size(), "the ControlNet branch gave {} skips, the encoder {}", control.size(),
              skips.size());
-  // The mixing weights are kept in [0, 1] (the reference clips them on every call).
+  // The mixing weights are kept in [0, 1]: clipped on every call, and in
+  // training also where they are stored (as the reference does).
+  if (is_training()) {
+    torch::NoGradGuard no_grad;
+    additional_x_weight.clamp_(0, 1);
+    additional_skips_weight.clamp_(0, 1);
+  }
   auto mix = [](const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& weight) {
     auto t = weight.clamp(0, 1).to(a.scalar_type());
     return torch::lerp(a, b, t) / ((1 - t).square() + t.square()).sqrt();

@@ -47,6 +47,8 @@ struct Edm2Config {
 
 // One magnitude-preserving convolution or linear layer: the weight is
 // normalised per output channel and scaled by gain/√fan_in on every call.
+// In training mode the stored weight is also normalised in place first
+// (EDM2's forced weight normalisation, which keeps Adam's steps relative).
 class MPConvImpl : public torch::nn::Module {
  public:
   MPConvImpl(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel);
@@ -119,6 +121,9 @@ TORCH_MODULE(Edm2Net);
 // row, one per row (as EDM2's generate_images draws them when given none), or
 // none at all (EDM2's zero label vector).
 struct Edm2Classes {
+  Edm2Classes() = default;
+  // Refuses a class the model (named by `model` in the error) does not have.
+  Edm2Classes(int label_dim, int fixed, const std::string& model);
   int label_dim = 0;
   int fixed = -1;                // every row; -1: none
   std::vector<int64_t> per_row;  // overrides `fixed` when set; batches must then have this many rows

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "core/atomic_file.hpp"
 #include "core/device.hpp"
@@ -110,42 +111,53 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
 }
 
 void NcvsdTrainer::make_student() {
-  auto adm_teacher = std::dynamic_pointer_cast<diffusion::AdmPrior>(teacher_);
-  if (options_.student_config.empty()) {
-    UD2M_CHECK(adm_teacher, "the teacher '{}' is not an ADM network, so the student cannot start as its copy: "
-               "name a student architecture with --student-config (an ADM preset, e.g. ud2m-small-64)",
-               options_.teacher);
-    // Student and fake score both start as the teacher (their condition inputs at zero).
-    generator_ = ncvsd::ConditionalDenoiser(*adm_teacher);
-    fake_ = ncvsd::ConditionalDenoiser(*adm_teacher);
-    ema_ = ncvsd::ConditionalDenoiser(*adm_teacher);
-    return;
+  // Pixel crops are the data: a latent teacher would need the VAE's encoder.
+  UD2M_CHECK(!teacher_->latent_space(), "the teacher '{}' is a latent model; distillation here runs on pixel crops "
+             "(the VAE's encoder, which would map them to latents, is not ported)", options_.teacher);
+  torch::manual_seed(options_.seed);  // a fresh student's weights, a copy's fresh parts (EDM2's log-variance head)
+  auto make = student_maker();
+  generator_ = make();
+  fake_ = make();
+  ema_ = make();
+  // All three start equal.
+  const auto weights = nets::state_dict(*generator_);
+  nets::load_state_dict(*fake_, weights, "the student");
+  nets::load_state_dict(*ema_, weights, "the student");
+}
+
+std::function<ncvsd::GeneratorNet()> NcvsdTrainer::student_maker() {
+  if (!options_.student_config.empty()) {  // a fresh ADM student
+    auto config = nets::AdmConfig::preset(options_.student_config);
+    UD2M_CHECK(config.in_channels == teacher_->channels(), "the student '{}' has {} channels, the teacher {}",
+               options_.student_config, config.in_channels, teacher_->channels());
+    return [conditional = ncvsd::conditional_config(config), schedule = teacher_->schedule()] {
+      return ncvsd::as_generator_net(std::make_shared<ncvsd::ConditionalDenoiserImpl>(conditional, schedule));
+    };
   }
-  auto config = nets::AdmConfig::preset(options_.student_config);
-  UD2M_CHECK(config.in_channels == teacher_->channels(), "the student '{}' has {} channels, the teacher {}",
-             options_.student_config, config.in_channels, teacher_->channels());
-  // A fresh student (seeded), the fake score and the EMA starting equal to it.
-  torch::manual_seed(options_.seed);
-  const auto conditional = ncvsd::conditional_config(config);
-  generator_ = ncvsd::ConditionalDenoiser(conditional, teacher_->schedule());
-  fake_ = ncvsd::ConditionalDenoiser(conditional, teacher_->schedule());
-  ema_ = ncvsd::ConditionalDenoiser(conditional, teacher_->schedule());
-  const auto weights = nets::state_dict(*generator_->net());
-  nets::load_state_dict(*fake_->net(), weights, "the student");
-  nets::load_state_dict(*ema_->net(), weights, "the student");
+  // A copy of the teacher with the condition inputs added (at zero, so that it *is* the teacher).
+  if (auto adm = std::dynamic_pointer_cast<diffusion::AdmPrior>(teacher_))
+    return [adm] { return ncvsd::as_generator_net(std::make_shared<ncvsd::ConditionalDenoiserImpl>(*adm)); };
+  if (auto edm2 = std::dynamic_pointer_cast<diffusion::Edm2Prior>(teacher_)) {
+    UD2M_CHECK(edm2->net()->config().label_dim == 0, "the teacher '{}' is class-conditional, and the photographs of "
+               "--data have no classes: distil an unconditional model", options_.teacher);
+    return [edm2] { return ncvsd::as_generator_net(std::make_shared<ncvsd::Edm2GeneratorImpl>(*edm2)); };
+  }
+  fail("the teacher '{}' is neither an ADM nor an EDM2 network, so the student cannot start as its copy: name a "
+       "student architecture with --student-config (an ADM preset, e.g. ud2m-small-64)", options_.teacher);
 }
 
 void NcvsdTrainer::start_from_generator(const std::string& path) {
-  auto start = std::dynamic_pointer_cast<ncvsd::ConditionalDenoiserImpl>(ncvsd::load_generator(path).ptr());
-  UD2M_CHECK(start, "the generator '{}' is NCVSD's published architecture (EDM2 + ControlNet), which samples and "
-             "restores but does not train here: distillation starts from ADM generators (`train --method ncvsd`)",
+  auto start = ncvsd::load_generator(path);
+  UD2M_CHECK(!start->published(), "the generator '{}' is one of NCVSD's published networks, which sample and "
+             "restore but do not train here: distillation continues generators it wrote (`train --method ncvsd`)",
              path);
-  UD2M_CHECK(start->net()->config().to_json() == generator_->net()->config().to_json(),
-             "the generator '{}' is not of the student's architecture (its config: {}; the student's: {})", path,
-             start->net()->config().to_json().dump(), generator_->net()->config().to_json().dump());
-  const auto weights = nets::state_dict(*start->net());
-  nets::load_state_dict(*generator_->net(), weights, path);
-  nets::load_state_dict(*ema_->net(), weights, path);
+  const auto theirs = start->description(), ours = generator_->description();
+  UD2M_CHECK(theirs.at("arch") == ours.at("arch") && theirs.at("config") == ours.at("config"),
+             "the generator '{}' is not of the student's architecture (it: {} {}; the student: {} {})", path,
+             theirs.at("arch").dump(), theirs.at("config").dump(), ours.at("arch").dump(), ours.at("config").dump());
+  const auto weights = nets::state_dict(start->network());
+  nets::load_state_dict(generator_->network(), weights, path);
+  nets::load_state_dict(ema_->network(), weights, path);
   log::info("the student starts from the generator '{}'", path);
 }
 

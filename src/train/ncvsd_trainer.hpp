@@ -14,6 +14,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,9 +28,10 @@ namespace ud2m::train {
 
 struct NcvsdTrainOptions {
   std::string teacher;  // prior file: any architecture (ADM, DDPM, EDM2)
-  // Empty: the student and fake score start as copies of the teacher (ADM
-  // teachers only). Else an ADM preset (nets/adm_unet.hpp) for a randomly
-  // initialised student — how DDPM and EDM2 teachers are distilled.
+  // Empty: the student and fake score start as copies of the teacher — ADM
+  // teachers with two condition input channels, EDM2 teachers as NCVSD's own
+  // network (EDM2 + ControlNet branch). Else an ADM preset (nets/adm_unet.hpp)
+  // for a randomly initialised student — how DDPM teachers are distilled.
   std::string student_config;
   // A generator file (`generator.safetensors` of an earlier run) the student
   // and its EMA start from, so a distillation continues where only that file
@@ -71,14 +73,15 @@ class NcvsdTrainer {
   void run();
 
   int64_t current_step() const { return step_; }
-  ncvsd::ConditionalDenoiser& generator() { return generator_; }
-  ncvsd::ConditionalDenoiser& ema() { return ema_; }
-  ncvsd::ConditionalDenoiser& fake_score() { return fake_; }
+  ncvsd::GeneratorNet& generator() { return generator_; }
+  ncvsd::GeneratorNet& ema() { return ema_; }
+  ncvsd::GeneratorNet& fake_score() { return fake_; }
   std::string checkpoint_path() const;
 
  private:
   void load_checkpoint();
   void make_student();
+  std::function<ncvsd::GeneratorNet()> student_maker();  // one new student network per call
   void start_from_generator(const std::string& path);  // generator, fake score and EMA, all equal
 
   NcvsdTrainOptions options_;
@@ -87,7 +90,7 @@ class NcvsdTrainer {
   int rank_batch_ = 0;
   std::shared_ptr<const CropDataset> data_;
   diffusion::PriorPtr teacher_;
-  ncvsd::ConditionalDenoiser generator_{nullptr}, fake_{nullptr}, ema_{nullptr};
+  ncvsd::GeneratorNet generator_{nullptr}, fake_{nullptr}, ema_{nullptr};
   ncvsd::LogVariance generator_logvar_{nullptr}, fake_logvar_{nullptr};
   std::unique_ptr<torch::optim::AdamW> g_optimizer_, f_optimizer_;
   torch::Generator rng_;

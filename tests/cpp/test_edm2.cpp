@@ -124,6 +124,53 @@ TEST(Edm2, ConvertedFileNeedsNothingElse) {
   EXPECT_FALSE(std::filesystem::exists(dir / "bad.png"));
 }
 
+TEST(Edm2, TrainingModeNormalisesTheStoredWeights) {
+  // EDM2's forced weight normalisation: in training mode a layer first rescales
+  // its stored weight to unit mean square per output channel (in eval mode it
+  // leaves it alone); the output is the same either way.
+  torch::manual_seed(0);
+  nets::MPConv conv(4, 6, std::vector<int64_t>{3, 3});
+  {
+    torch::NoGradGuard no_grad;
+    conv->weight.mul_(3).add_(0.1);
+  }
+  const auto stored = conv->weight.detach().clone();
+  const auto x = torch::randn({1, 4, 8, 8});
+  conv->eval();
+  const auto before = conv(x).detach();
+  EXPECT_TRUE(torch::equal(conv->weight, stored));
+  conv->train();
+  const auto during = conv(x).detach();
+  const auto mean_square = conv->weight.detach().square().mean({1, 2, 3});
+  EXPECT_LT((mean_square - 1).abs().max().item<double>(), 1e-3) << mean_square;
+  EXPECT_LT(test::max_rel_error(during, before), 1e-3);  // up to the normalisation's ε (1e-4), applied twice
+
+  // NCVSD's ControlNet decoder keeps its mixing weights in [0, 1] where they are stored, in training.
+  nets::Edm2Config c;
+  c.img_resolution = 16;
+  c.model_channels = 16;
+  c.channel_mult = {1, 2};
+  c.num_blocks = 1;
+  c.attn_resolutions = {};
+  c.channels_per_head = 16;  // the innermost decoder block always attends
+  nets::Edm2ControlNet net(c);
+  auto params = net->named_parameters();
+  {
+    torch::NoGradGuard no_grad;
+    params["dec.additional_x_weight"].fill_(1.5);
+    params["dec.additional_skips_weight"].fill_(-0.5);
+  }
+  const auto y = torch::randn({1, 3, 16, 16});
+  const auto level = torch::full({1}, 0.5);
+  net->eval();
+  net->forward(y, level, y, level);
+  EXPECT_EQ(params["dec.additional_x_weight"].item<double>(), 1.5);
+  net->train();
+  net->forward(y, level, y, level);
+  EXPECT_EQ(params["dec.additional_x_weight"].item<double>(), 1);
+  EXPECT_EQ(params["dec.additional_skips_weight"].max().item<double>(), 0);
+}
+
 TEST(Edm2, BadInputGetsOneClearError) {
   auto dir = test::temp_dir();
   {  // pickle.dumps({'a': 1}, protocol=4): a pickle, but no network in it

@@ -128,7 +128,96 @@ TEST(NcvsdTrain, InitGeneratorStartsTheStudentAndItsEmaFromTheFile) {
   EXPECT_THROW_MSG(train::NcvsdTrainer{continued_options}, "is not of the student's architecture");
   // NCVSD's published generators sample and restore, but training continues ours only.
   continued_options.init_generator = (test::source_dir() / "tests/data/ncvsd/ncvsd_tiny.pkl").string();
-  EXPECT_THROW_MSG(train::NcvsdTrainer{continued_options}, "does not train here");
+  EXPECT_THROW_MSG(train::NcvsdTrainer{continued_options}, "do not train here");
+}
+
+TEST(NcvsdTrain, Edm2TeacherDistilsIntoNcvsdsOwnNetwork) {
+  // An EDM2 teacher's student is NCVSD's network (EDM2 + ControlNet branch),
+  // starting as the teacher: whatever y, a fresh copy denoises as the teacher
+  // does (its mixing weights start at zero); once they move, y is heard.
+  auto dir = test::temp_dir();
+  auto teacher = test::tiny_edm2();
+  {
+    torch::NoGradGuard no_grad;
+    ncvsd::Edm2Generator copy(*teacher);
+    copy->eval();
+    EXPECT_FALSE(copy->published());
+    const auto x = torch::randn({2, 3, 16, 16}), y = torch::randn({2, 3, 16, 16});
+    const auto level = torch::tensor({0.5f, 3.0f}), sigma = torch::tensor({0.2f, 1.0f});
+    const auto expected = teacher->net()->forward(x, level);
+    EXPECT_LT(test::max_rel_error(copy->forward(x, level, y, sigma), expected), 1e-6);
+    // The ControlNet branch (unheard so far) is the teacher's encoder too.
+    auto unet = teacher->net()->named_parameters();
+    int branch = 0;
+    for (auto& item : copy->net()->named_parameters()) {
+      if (item.key().rfind("ctrl.", 0) != 0) continue;
+      ++branch;
+      EXPECT_TRUE(torch::equal(item.value(), unet["unet." + item.key().substr(5)])) << item.key();
+    }
+    EXPECT_GT(branch, 10);
+    copy->net()->named_parameters()["dec.additional_skips_weight"].fill_(0.5);
+    EXPECT_GT(test::max_rel_error(copy->forward(x, level, y, sigma), copy->forward(x, level, 2 * y, sigma)), 1e-3);
+  }
+  auto o = test::tiny_ncvsd_run(dir);
+  o.teacher = (dir / "edm2.safetensors").string();
+  diffusion::save_prior(o.teacher, *teacher);
+  o.steps = 2;
+  o.save_every = 2;
+  train::NcvsdTrainer straight(o);
+  const auto initial = weights(*straight.generator());
+  straight.run();
+  const auto expected = weights(*straight.generator());
+  double moved = 0;
+  for (size_t i = 0; i < initial.size(); ++i) moved += (expected[i] - initial[i]).abs().sum().item<double>();
+  EXPECT_GT(moved, 0);
+  {  // exact resume
+    auto resumed = o;
+    resumed.out_dir = (dir / "resumed").string();
+    {
+      train::NcvsdTrainer first(resumed);
+      first.step();
+      first.save_checkpoint();
+    }
+    train::NcvsdTrainer second(resumed);
+    second.step();
+    const auto got = weights(*second.generator());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], expected[i])) << i;
+  }
+  // Its file: ours, not a published network, so restoration takes our presets.
+  const auto generator = (fs::path(o.out_dir) / "generator.safetensors").string();
+  auto loaded = ncvsd::load_generator(generator);
+  EXPECT_TRUE(std::dynamic_pointer_cast<ncvsd::Edm2GeneratorImpl>(loaded.ptr()));
+  EXPECT_FALSE(loaded->published());
+  auto r = test::run_ud2m("sample --method ncvsd --model " + generator + " --steps 2 --n 1 --size 16 " +
+                          (dir / "s.png").string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const auto crop = (dir / "crop.png").string();
+  write_png(crop, read_image(o.data).narrow(2, 100, 16).narrow(3, 100, 16));
+  r = test::run_ud2m("degrade --task gaussian_deblur --sigma 0.05 " + crop + " " + (dir / "y.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator + " --nfe 2 -m " + (dir / "y.png").string() +
+                     " --out " + (dir / "x.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto report = nlohmann::json::parse(read_file((dir / "x.json").string()));
+  EXPECT_DOUBLE_EQ(report.at("settings").at("likelihood_sigma").get<double>(), 0.025);  // ours: half σ_y
+
+  // A run continues from it; an ADM generator is another architecture.
+  auto continued = o;
+  continued.out_dir = (dir / "continued").string();
+  continued.init_generator = generator;
+  EXPECT_NO_THROW(train::NcvsdTrainer{continued});
+  ncvsd::ConditionalDenoiser adm(*test::tiny_adm());
+  continued.init_generator = (dir / "adm.safetensors").string();
+  ncvsd::save_generator(continued.init_generator, *adm);
+  continued.out_dir = (dir / "refused").string();
+  EXPECT_THROW_MSG(train::NcvsdTrainer{continued}, "is not of the student's architecture");
+  // Teachers it cannot copy: class-conditional (the photos have no classes) and latent ones.
+  const auto edm2_data = test::source_dir() / "tests/data/edm2";
+  o.out_dir = (dir / "conditional").string();
+  o.teacher = (edm2_data / "edm2_tiny.pkl").string();
+  EXPECT_THROW_MSG(train::NcvsdTrainer{o}, "is class-conditional");
+  o.teacher = (edm2_data / "edm2_latent_tiny.pkl").string();
+  EXPECT_THROW_MSG(train::NcvsdTrainer{o}, "is a latent model");
 }
 
 TEST(NcvsdTrain, TwoProcessesMatchOneWithTheCombinedBatch) {
