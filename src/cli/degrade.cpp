@@ -16,6 +16,7 @@
 #include "core/paths.hpp"
 #include "io/safetensors.hpp"
 #include "physics/degradation.hpp"
+#include "physics/matrix.hpp"
 
 namespace ud2m::cli {
 
@@ -40,21 +41,24 @@ void run_degrade(const DegradeArgs& args) {
   const bool to_tensor = ends_with(args.output, ".safetensors");
   UD2M_CHECK(to_tensor || ends_with(args.output, ".png"),
              "output {} must end in .png (an image) or .safetensors (the exact measurement)", args.output);
-  UD2M_CHECK(to_tensor || (spec.task != "phase_retrieval" && spec.task != "random_phase_retrieval"),
-             "task '{}' measures Fourier intensities, not an image: write it to a .safetensors file, not {}",
-             spec.task, args.output);
+  // Fourier intensities and a matrix's A·v are no images.
+  const bool measures_an_image =
+      spec.task != "phase_retrieval" && spec.task != "random_phase_retrieval" && spec.task != "matrix";
+  UD2M_CHECK(to_tensor || measures_an_image,
+             "task '{}' does not measure an image: write it to a .safetensors file, not {}", spec.task, args.output);
 
   auto image = read_image(args.input, 0);
   auto degradation = physics::make_degradation(spec, image.sizes().vec());
   torch::NoGradGuard no_grad;
   auto y = degradation.op->measure(to_model(image));
   auto rng = at::make_generator<at::CPUGeneratorImpl>(physics::noise_seed(args.seed));
-  y = degradation.noise.add(y, rng);
+  y = physics::measurement_from_model(*degradation.op, degradation.noise.add(y, rng));
 
   auto sidecar = degradation.sidecar;
-  sidecar["measurement"] = {{"file", std::filesystem::path(args.output).filename().string()},
-                            {"encoding", to_tensor ? "safetensors float32, model units [-1, 1], key y"
-                                                   : "png 8-bit, [0, 1] image units (clipped)"}};
+  const char* encoding = spec.task == "matrix" ? "safetensors float32, key y: A·v of the image v in [0, 1]"
+                         : to_tensor             ? "safetensors float32, model units [-1, 1], key y"
+                                                 : "png 8-bit, [0, 1] image units (clipped)";
+  sidecar["measurement"] = {{"file", std::filesystem::path(args.output).filename().string()}, {"encoding", encoding}};
   std::string bytes = to_tensor ? serialize_safetensors({{"y", y.contiguous()}}, {{"ud2m_sidecar", sidecar.dump()}})
                                 : encode_png(from_model(y)[0]);
   const auto json_path = replace_extension(args.output, ".json");
@@ -85,6 +89,10 @@ std::string task_list() {
          "  jpeg                     libjpeg compression [--quality 10]\n"
          "  phase_retrieval          |FFT(zero-padded x)|^2 per channel [--oversampling 2]; .safetensors output\n"
          "  random_phase_retrieval   the same after a random unit-modulus phase mask from --seed\n"
+         "  matrix                   your own linear operator: y = A x with --matrix FILE (.safetensors: 'matrix'\n"
+         "                           (M, N), or sparse 'indices' (2, nnz), 'values', 'shape'); N = H*W acts on\n"
+         "                           each channel, N = C*H*W on the whole image (row-major); y = A v of the image\n"
+         "                           v in [0, 1], shape (1, C or 1, 1, M); .safetensors output\n"
          "Writes OUT (.png image, or .safetensors: exact float measurement in [-1, 1] units under key 'y')\n"
          "and the sidecar (OUT with its extension replaced by .json), from which `ud2m restore` rebuilds\n"
          "the operator and noise exactly. Nothing is written if any check fails.";

@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "core/image.hpp"
 #include "io/safetensors.hpp"
+#include "physics/matrix.hpp"
 
 namespace ud2m::cli {
 
@@ -39,6 +40,7 @@ Measurement load_described_measurement(const std::string& path, const physics::T
   }
   m.degradation = physics::degradation_for_measurement(task, m.y.sizes().vec());
   m.image_shape = m.degradation.sidecar.at("input_shape").get<std::vector<int64_t>>();
+  m.y = physics::measurement_to_model(*m.degradation.op, m.y);
   return m;
 }
 
@@ -75,6 +77,7 @@ Measurement load_measurement(const std::string& path, const std::string& sidecar
   } catch (const nlohmann::json::exception& e) {
     fail("the sidecar '{}' is malformed ({})", sidecar_name.empty() ? path : sidecar_name, e.what());
   }
+  m.y = physics::measurement_to_model(*m.degradation.op, m.y);
   return m;
 }
 
@@ -96,6 +99,8 @@ void add_task_flags(CLI::App& cmd, std::map<std::string, std::string>& options) 
       {"mask", "FILE", "mask PNG for inpainting_mask (white = observed)"},
       {"quality", "INT", "JPEG quality factor 1..100 (default 10)"},
       {"oversampling", "INT", "phase retrieval zero-padding factor (default 2)"},
+      {"matrix", "FILE", "matrix task: the operator's matrix (.safetensors, see `ud2m degrade --help`)"},
+      {"image-size", "N|HxW", "matrix task: the image's size, for a measurement made elsewhere"},
   };
   for (const auto& flag : flags) {
     std::string name = flag.name;

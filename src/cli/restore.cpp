@@ -335,7 +335,8 @@ void write_restore_panel(const std::string& path, const Measurement& m, const to
                          const torch::Tensor& restored, const torch::Tensor& reference, const std::string& method,
                          const std::string& estimate) {
   std::vector<PanelItem> items;
-  if (m.y.dim() == 4 && (m.y.size(1) == 1 || m.y.size(1) == 3)) items.push_back({"measurement", from_model(m.y)});
+  if (m.y.dim() == 4 && (m.y.size(1) == 1 || m.y.size(1) == 3) && m.y.size(2) > 1)  // not a matrix's (N, C, 1, M)
+    items.push_back({"measurement", from_model(m.y)});
   const int64_t n = stack.size(0);
   for (int64_t i = 0; i < std::min<int64_t>(n, 3) && n > 1; ++i)
     items.push_back({"sample " + std::to_string(i + 1), stack.slice(0, i, i + 1)});

@@ -14,6 +14,7 @@
 #include "physics/inpainting.hpp"
 #include "physics/jpeg.hpp"
 #include "physics/kernels.hpp"
+#include "physics/matrix.hpp"
 #include "physics/phase_retrieval.hpp"
 #include "physics/serialize.hpp"
 
@@ -23,7 +24,7 @@ namespace {
 
 struct Context {
   const TaskSpec& spec;
-  int64_t height, width;
+  int64_t height, width, channels = 0;
 
   bool has(const std::string& key) const { return spec.options.count(key) > 0; }
   std::string text(const std::string& key, const std::string& fallback) const {
@@ -81,10 +82,9 @@ int64_t sr_factor(const Context& c) {
   return f;
 }
 
-// "128" or "128x96" (height x width).
-std::pair<int64_t, int64_t> box_size(const Context& c) {
-  if (!c.has("box-size")) return {c.height / 2, c.width / 2};
-  const auto s = c.spec.options.at("box-size");
+// --key "128" or "128x96" (height x width).
+std::pair<int64_t, int64_t> size_option(const Context& c, const std::string& key) {
+  const auto s = c.required(key);
   const auto x = s.find('x');
   auto parse = [&](const std::string& part) {
     size_t used = 0;
@@ -94,11 +94,16 @@ std::pair<int64_t, int64_t> box_size(const Context& c) {
     } catch (const std::exception&) {
       used = 0;
     }
-    UD2M_CHECK(used == part.size() && !part.empty() && v >= 0, "--box-size must be N or HxW, not '{}'", s);
+    UD2M_CHECK(used == part.size() && !part.empty() && v >= 0, "--{} must be N or HxW, not '{}'", key, s);
     return v;
   };
   if (x == std::string::npos) return {parse(s), parse(s)};
   return {parse(s.substr(0, x)), parse(s.substr(x + 1))};
+}
+
+std::pair<int64_t, int64_t> box_size(const Context& c) {
+  if (!c.has("box-size")) return {c.height / 2, c.width / 2};
+  return size_option(c, "box-size");
 }
 
 struct Task {
@@ -171,6 +176,16 @@ const std::vector<Task>& tasks() {
        [](const Context& c) -> OperatorPtr {
          return std::make_shared<PhaseRetrieval>(c.height, c.width, c.integer("oversampling", 2), false, c.spec.seed);
        }},
+      {"matrix",
+       {"matrix", "image-size"},
+       [](const Context& c) -> OperatorPtr {
+         if (c.has("image-size")) {  // for measurements made elsewhere; an image has its own size
+           const auto [h, w] = size_option(c, "image-size");
+           UD2M_CHECK(h == c.height && w == c.width, "--image-size {}x{} does not match the {}x{} image", h, w,
+                      c.height, c.width);
+         }
+         return MatrixOperator::from_file(c.required("matrix"), {c.channels, c.height, c.width});
+       }},
       {"random_phase_retrieval",
        {"oversampling"},
        [](const Context& c) -> OperatorPtr {
@@ -211,7 +226,7 @@ Degradation make_degradation(const TaskSpec& spec, const std::vector<int64_t>& i
                "--{} does not apply to task '{}'{}", key, spec.task,
                task.options.empty() ? std::string(" (it takes no options)")
                                     : fmt::format(" (its options: --{})", fmt::join(task.options, ", --")));
-  Context context{spec, image_shape[2], image_shape[3]};
+  Context context{spec, image_shape[2], image_shape[3], image_shape[1]};
   Degradation d;
   d.op = task.make(context);
   d.noise.sigma = spec.sigma;
@@ -247,7 +262,13 @@ Degradation degradation_from_sidecar(const nlohmann::json& sidecar) {
 Degradation degradation_for_measurement(const TaskSpec& spec, const std::vector<int64_t>& measurement_shape) {
   UD2M_CHECK(measurement_shape.size() == 4, "a measurement must be (N, C, H, W), not {}", measurement_shape);
   auto image_shape = measurement_shape;
-  if (spec.task == "sr") {
+  if (spec.task == "matrix") {  // (N, C, 1, M): the image's size must be told, its channels follow
+    const Context c{spec, 0, 0};
+    const auto [h, w] = size_option(c, "image-size");
+    UD2M_CHECK(h > 0 && w > 0, "--image-size must be positive, not {}x{}", h, w);
+    const int64_t columns = matrix_file_columns(c.required("matrix"));
+    image_shape = {measurement_shape[0], columns == h * w ? measurement_shape[1] : columns / (h * w), h, w};
+  } else if (spec.task == "sr") {
     const auto f = sr_factor(Context{spec, 0, 0});
     image_shape[2] *= f;
     image_shape[3] *= f;

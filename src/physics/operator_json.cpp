@@ -9,6 +9,7 @@
 #include "physics/identity.hpp"
 #include "physics/inpainting.hpp"
 #include "physics/jpeg.hpp"
+#include "physics/matrix.hpp"
 #include "physics/phase_retrieval.hpp"
 #include "physics/serialize.hpp"
 #include "physics/square_root.hpp"
@@ -33,6 +34,7 @@ OperatorPtr operator_from_json(const nlohmann::json& j) {
   if (type == "inpainting") return Inpainting::from_json(j);
   if (type == "jpeg") return JpegCompression::from_json(j);
   if (type == "phase_retrieval") return PhaseRetrieval::from_json(j);
+  if (type == "matrix") return MatrixOperator::from_json(j);
   if (type == "square_root")
     return std::make_shared<SquareRoot>(operator_from_json(json_get<nlohmann::json>(j, "of", "square_root")));
   if (type == "composition")

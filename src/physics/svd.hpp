@@ -26,8 +26,8 @@ class Svd {
   virtual torch::Tensor singular_values(const torch::Tensor& like) const = 0;
 };
 
-// The decomposition of identity, inpainting, circular blur and circular SR;
-// nullptr for an operator without one.
+// The decomposition of identity, inpainting, circular blur, circular SR and a
+// user's matrix (up to 25 M entries); nullptr for an operator without one.
 std::shared_ptr<const Svd> svd_of(const Operator& op);
 
 }  // namespace ud2m::physics

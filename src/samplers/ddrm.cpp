@@ -25,7 +25,7 @@ torch::Tensor ddrm(diffusion::Denoiser& denoiser, const physics::Operator& op, c
                    const DdrmOptions& options, torch::Generator& rng, const StepCallback& on_step) {
   auto svd = physics::svd_of(op);
   UD2M_CHECK(svd, "DDRM needs an operator with a singular value decomposition (identity, inpainting, circular blur, "
-                  "circular super-resolution); '{}' has none", op.name());
+                  "circular super-resolution, a matrix of up to 25 M entries); '{}' has none", op.name());
   UD2M_CHECK(sigma >= 0, "the measurement noise sigma must be non-negative, not {}", sigma);
   UD2M_CHECK(options.eta >= 0 && options.eta <= 1, "DDRM eta must be in [0, 1], not {}", options.eta);
   torch::NoGradGuard no_grad;

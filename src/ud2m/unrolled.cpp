@@ -186,6 +186,9 @@ torch::Tensor initial_estimate(const physics::Operator& op, const torch::Tensor&
   // normalised (blurred) upsampling for SR. It never amplifies noise, where A†y or a
   // weakly regularised MAP estimate does (gain up to 1/(2σ_y) under blur).
   auto weight = linear->adjoint(torch::ones_like(y));
+  // A matrix with signed entries (random projections) weighs no mean: its
+  // minimum-norm solution A†y then (such matrices are seldom ill-conditioned).
+  if ((weight < 0).any().item<bool>()) return linear->pinv(y).clamp(-1, 1);
   auto seen = weight > 1e-3 * weight.abs().max();  // pixels some measurement sees
   auto x = torch::where(seen, linear->adjoint(y) / torch::where(seen, weight, torch::ones_like(weight)),
                         torch::zeros_like(weight));

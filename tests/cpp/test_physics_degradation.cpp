@@ -17,6 +17,7 @@ std::map<std::string, std::map<std::string, std::string>> task_settings(const st
   ud2m::write_png((dir / "kernel.png").string(), kernel);
   auto mask = (torch::rand({1, 1, 32, 32}) > 0.5).to(torch::kFloat32);
   ud2m::write_png((dir / "mask.png").string(), mask);
+  ud2m::write_safetensors((dir / "matrix.safetensors").string(), {{"matrix", torch::randn({50, 32 * 32})}});
   return {
       {"denoise", {}},
       {"gaussian_deblur", {{"kernel-size", "7"}, {"kernel-std", "2"}}},
@@ -30,6 +31,7 @@ std::map<std::string, std::map<std::string, std::string>> task_settings(const st
       {"jpeg", {{"quality", "20"}}},
       {"phase_retrieval", {{"oversampling", "2"}}},
       {"random_phase_retrieval", {}},
+      {"matrix", {{"matrix", (dir / "matrix.safetensors").string()}, {"image-size", "32"}}},
   };
 }
 }  // namespace
@@ -63,7 +65,7 @@ TEST(PhysicsDegradation, ATaskAndAMeasurementSizeGiveBackTheOperator) {
   for (const auto& task : task_names()) {
     if (task.find("phase_retrieval") != std::string::npos) continue;  // measures a spectrum, not an image
     for (std::vector<int64_t> image : {std::vector<int64_t>{1, 3, 32, 32}, {1, 3, 44, 36}}) {
-      if (task == "inpainting_mask" && image[2] != 32) continue;  // the mask file is 32x32
+      if ((task == "inpainting_mask" || task == "matrix") && image[2] != 32) continue;  // files for 32x32
       auto made = make_degradation({task, 0.02, 0, settings.at(task)}, image);
       auto measured = made.sidecar.at("measurement_shape").get<std::vector<int64_t>>();
       auto described = degradation_for_measurement({task, 0.02, 0, settings.at(task)}, measured);

@@ -15,6 +15,7 @@
 #include "physics/inpainting.hpp"
 #include "physics/jpeg.hpp"
 #include "physics/kernels.hpp"
+#include "physics/matrix.hpp"
 #include "test_util.hpp"
 #include "tiny_priors.hpp"
 #include "ud2m/adapter.hpp"
@@ -326,6 +327,11 @@ TEST(Ud2m, InitialEstimateAveragesTheMeasurementsAndNeverAmplifiesNoise) {
               y_noise.abs().max().item<double>() + 1e-5);
     EXPECT_GT(op->pinv(y_noise).abs().max().item<double>(), 2 * y_noise.abs().max().item<double>());
   }
+  // A signed matrix (random projections) weighs no mean: A†y, clipped to the image range.
+  physics::MatrixOperator projections(torch::randn({100, 256}) / 16, {3, 16, 16});
+  y = projections.forward(noise);
+  EXPECT_TRUE(torch::allclose(unrolled::initial_estimate(projections, y), projections.pinv(y).clamp(-1, 1)));
+  EXPECT_LT(test::max_rel_error(projections.forward(unrolled::initial_estimate(projections, y)), y), 1e-3);
 }
 
 TEST(Ud2m, TimestepsAsPublished) {

@@ -1,0 +1,165 @@
+#include "physics/matrix.hpp"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "io/safetensors.hpp"
+#include "physics/serialize.hpp"
+
+namespace ud2m::physics {
+namespace {
+
+// FNV-1a (64 bit) of a file's bytes: enough to tell that it changed.
+std::string fingerprint(const std::string& bytes) {
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char b : bytes) hash = (hash ^ b) * 1099511628211ull;
+  return fmt::format("fnv1a64:{:016x}", hash);
+}
+
+torch::Tensor sparse_matrix(const TensorMap& t, const std::string& path) {
+  for (const char* key : {"indices", "values", "shape"})
+    UD2M_CHECK(t.count(key), "the sparse matrix file '{}' lacks '{}' (it needs indices, values and shape)", path, key);
+  auto indices = t.at("indices"), values = t.at("values"), shape = t.at("shape");
+  UD2M_CHECK(!indices.is_floating_point() && indices.dim() == 2 && indices.size(0) == 2,
+             "'{}': indices must be integer (2, nnz) row/column pairs, not {} {}", path,
+             c10::toString(indices.scalar_type()), fmt::join(indices.sizes(), "x"));
+  UD2M_CHECK(values.dim() == 1 && values.size(0) == indices.size(1), "'{}': {} values for {} index pairs", path,
+             values.numel(), indices.size(1));
+  UD2M_CHECK(!shape.is_floating_point() && shape.numel() == 2, "'{}': shape must be two integers", path);
+  const int64_t rows = shape[0].item<int64_t>(), columns = shape[1].item<int64_t>();
+  indices = indices.to(torch::kLong);
+  UD2M_CHECK(rows > 0 && columns > 0, "'{}': the matrix shape {}x{} is empty", path, rows, columns);
+  if (indices.numel() > 0) {
+    UD2M_CHECK(indices.min().item<int64_t>() >= 0 && indices[0].max().item<int64_t>() < rows &&
+                   indices[1].max().item<int64_t>() < columns,
+               "'{}': an index lies outside the {}x{} matrix", path, rows, columns);
+  }
+  return torch::sparse_coo_tensor(indices, values.to(torch::kFloat32), {rows, columns}).coalesce();
+}
+
+torch::Tensor values_of(const torch::Tensor& matrix) { return matrix.is_sparse() ? matrix._values() : matrix; }
+
+// A·1: what a white image measures, in model units; broadcasts over a batch.
+torch::Tensor measurement_of_ones(const MatrixOperator& op) {
+  const auto& s = op.image_shape();
+  return op.forward(torch::ones({1, s[0], s[1], s[2]}));
+}
+
+}  // namespace
+
+MatrixOperator::MatrixOperator(torch::Tensor matrix, std::vector<int64_t> image_shape)
+    : image_shape_(std::move(image_shape)) {
+  UD2M_CHECK(matrix.dim() == 2, "a matrix operator needs a 2-D matrix, not one of shape {}",
+             fmt::join(matrix.sizes(), "x"));
+  UD2M_CHECK(image_shape_.size() == 3, "a matrix operator's image shape is (C, H, W), not {}",
+             fmt::join(image_shape_, "x"));
+  matrix_ = matrix.is_sparse() ? matrix.to(torch::kFloat32).coalesce() : matrix.to(torch::kFloat32).contiguous();
+  UD2M_CHECK(torch::isfinite(values_of(matrix_)).all().item<bool>(), "the matrix has non-finite values");
+  transposed_ = matrix_.is_sparse() ? matrix_.t().coalesce() : matrix_.t().contiguous();
+  const int64_t c = image_shape_[0], pixels = image_shape_[1] * image_shape_[2], columns = matrix_.size(1);
+  UD2M_CHECK(columns == pixels || columns == c * pixels,
+             "the matrix has {} columns, but a {}x{}x{} image has {} pixels per channel and {} values in all",
+             columns, c, image_shape_[1], image_shape_[2], pixels, c * pixels);
+  per_channel_ = columns == pixels;
+}
+
+std::shared_ptr<MatrixOperator> MatrixOperator::from_file(const std::string& path, std::vector<int64_t> image_shape) {
+  const auto bytes = read_file(path);
+  std::shared_ptr<MatrixOperator> op;
+  try {
+    op = std::make_shared<MatrixOperator>(load_matrix_file(path), std::move(image_shape));
+  } catch (const Error& e) {
+    fail("the matrix file '{}': {}", path, e.what());
+  }
+  op->file_ = std::filesystem::absolute(path).string();
+  op->fingerprint_ = fingerprint(bytes);
+  return op;
+}
+
+torch::Tensor MatrixOperator::forward(const torch::Tensor& x) const {
+  const int64_t n = x.size(0), channels = per_channel_ ? x.size(1) : 1;
+  auto columns = x.reshape({n * channels, matrix_.size(1)}).t();
+  auto y = torch::mm(matrix_.to(x.scalar_type()), columns).t();
+  return y.reshape({n, channels, 1, matrix_.size(0)});
+}
+
+torch::Tensor MatrixOperator::adjoint(const torch::Tensor& y) const {
+  const int64_t n = y.size(0);
+  auto columns = y.reshape({-1, matrix_.size(0)}).t();
+  auto x = torch::mm(transposed_.to(y.scalar_type()), columns).t();
+  return x.reshape({n, image_shape_[0], image_shape_[1], image_shape_[2]});
+}
+
+std::vector<int64_t> MatrixOperator::output_shape(const std::vector<int64_t>& s) const {
+  UD2M_CHECK(s.size() == 4 && std::vector<int64_t>(s.begin() + 1, s.end()) == image_shape_,
+             "the matrix operator is for {} images, not {}", fmt::join(image_shape_, "x"), fmt::join(s, "x"));
+  return {s[0], per_channel_ ? s[1] : 1, 1, matrix_.size(0)};
+}
+
+nlohmann::json MatrixOperator::to_json() const {
+  nlohmann::json j = {{"type", name()}, {"image_shape", image_shape_}, {"rows", matrix_.size(0)},
+                      {"columns", matrix_.size(1)}};
+  if (file_.empty()) {
+    j["matrix"] = tensor_to_json(matrix_.is_sparse() ? matrix_.to_dense() : matrix_);
+  } else {
+    j["file"] = file_;
+    j["fingerprint"] = fingerprint_;
+  }
+  return j;
+}
+
+std::shared_ptr<MatrixOperator> MatrixOperator::from_json(const nlohmann::json& j) {
+  const auto image_shape = json_get<std::vector<int64_t>>(j, "image_shape", "matrix operator");
+  if (!j.contains("file"))
+    return std::make_shared<MatrixOperator>(tensor_from_json(json_get<nlohmann::json>(j, "matrix", "matrix operator"),
+                                                             "matrix operator"),
+                                            image_shape);
+  const auto path = json_get<std::string>(j, "file", "matrix operator");
+  UD2M_CHECK(std::filesystem::exists(path), "the measurement's matrix file '{}' does not exist", path);
+  auto op = from_file(path, image_shape);
+  const auto expected = json_get<std::string>(j, "fingerprint", "matrix operator");
+  UD2M_CHECK(op->fingerprint_ == expected,
+             "the matrix file '{}' has changed since the measurement was made (fingerprint {}, then {})", path,
+             op->fingerprint_, expected);
+  return op;
+}
+
+torch::Tensor load_matrix_file(const std::string& path) {
+  UD2M_CHECK(path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0,
+             "a matrix file is a .safetensors file ('matrix', or sparse 'indices', 'values', 'shape'), not '{}'", path);
+  const auto tensors = read_safetensors(path).tensors;
+  if (tensors.count("matrix")) return tensors.at("matrix");
+  if (tensors.count("indices")) return sparse_matrix(tensors, path);
+  fail("'{}' holds no 'matrix' (dense) nor 'indices', 'values' and 'shape' (sparse)", path);
+}
+
+int64_t matrix_file_columns(const std::string& path) {
+  SafetensorsReader reader(path);
+  const auto& layout = reader.layout();
+  if (auto it = layout.find("matrix"); it != layout.end() && it->second.dim() == 2) return it->second.size(1);
+  if (layout.count("shape")) {
+    auto shape = reader.read("shape");
+    UD2M_CHECK(shape.numel() == 2, "'{}': shape must be two integers", path);
+    return shape[1].item<int64_t>();
+  }
+  fail("'{}' holds no 2-D 'matrix' nor a sparse matrix's 'shape'", path);
+}
+
+torch::Tensor measurement_to_model(const Operator& op, const torch::Tensor& y) {
+  auto* matrix = dynamic_cast<const MatrixOperator*>(&op);
+  if (!matrix) return y;
+  torch::NoGradGuard no_grad;
+  return 2 * y - measurement_of_ones(*matrix);
+}
+
+torch::Tensor measurement_from_model(const Operator& op, const torch::Tensor& y) {
+  auto* matrix = dynamic_cast<const MatrixOperator*>(&op);
+  if (!matrix) return y;
+  torch::NoGradGuard no_grad;
+  return (y + measurement_of_ones(*matrix)) / 2;
+}
+
+}  // namespace ud2m::physics

@@ -1,0 +1,61 @@
+// A forward model given as a matrix: the user's own linear operator
+// (compressed sensing, tomography, a measured system matrix), y = A·vec(x).
+//
+// A (M × N) acts on each channel alike when N = H·W, and on the whole image
+// when N = C·H·W; vec is row-major over (H, W), resp. (C, H, W), as
+// NumPy's and PyTorch's reshape. Measurements are (batch, C, 1, M), resp.
+// (batch, 1, 1, M). A is dense, or sparse (COO) for large systems.
+//
+// Like every operator it works in model units (x in [−1, 1]). Its
+// measurement files hold what an instrument records of an image v in
+// [0, 1], y = A·v; since x = 2v − 1 that is y_model = 2y − A·1
+// (measurement_to_model / measurement_from_model).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "physics/operator.hpp"
+
+namespace ud2m::physics {
+
+class MatrixOperator : public LinearOperator {
+ public:
+  // matrix: (M, N) float, dense or sparse COO; image_shape: (C, H, W). Its
+  // sidecar holds the values (keep such matrices small).
+  MatrixOperator(torch::Tensor matrix, std::vector<int64_t> image_shape);
+  // A matrix file (load_matrix_file); the sidecar names the file and its
+  // fingerprint, and refuses to rebuild from a file that has changed since.
+  static std::shared_ptr<MatrixOperator> from_file(const std::string& path, std::vector<int64_t> image_shape);
+
+  torch::Tensor forward(const torch::Tensor& x) const override;
+  torch::Tensor adjoint(const torch::Tensor& y) const override;
+  std::vector<int64_t> output_shape(const std::vector<int64_t>& input_shape) const override;
+  nlohmann::json to_json() const override;
+  std::string name() const override { return "matrix"; }
+  static std::shared_ptr<MatrixOperator> from_json(const nlohmann::json& j);
+
+  const torch::Tensor& matrix() const { return matrix_; }
+  bool per_channel() const { return per_channel_; }
+  const std::vector<int64_t>& image_shape() const { return image_shape_; }
+  int64_t rows() const { return matrix_.size(0); }
+
+ private:
+  torch::Tensor matrix_, transposed_;  // (M, N) and (N, M), float32
+  std::vector<int64_t> image_shape_;
+  bool per_channel_;
+  std::string file_, fingerprint_;
+};
+
+// A matrix file: safetensors holding `matrix` (M, N), or a sparse one as
+// `indices` (2, nnz) integer row/column pairs, `values` (nnz) and `shape` (2).
+torch::Tensor load_matrix_file(const std::string& path);
+// The number of columns N of a matrix file.
+int64_t matrix_file_columns(const std::string& path);
+
+// Measurement files of a matrix operator hold y = A·v of [0, 1] images; the
+// samplers see model units. Other operators' files are already in model
+// units (or images, converted where they are read): returned unchanged.
+torch::Tensor measurement_to_model(const Operator& op, const torch::Tensor& y);
+torch::Tensor measurement_from_model(const Operator& op, const torch::Tensor& y);
+
+}  // namespace ud2m::physics
