@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "cli/measurement.hpp"
 #include "cli/prior_options.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -33,6 +34,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--out", o->out_dir, "Output folder")->required();
   cmd->add_option("--task", o->task, "UD2M: Degradation task to specialise in, or 'general' (a random operator per batch)")
       ->capture_default_str();
+  add_task_flags(*cmd, o->task_options);  // UD2M: the task's own settings, as `degrade` takes them
   cmd->add_option("--sigma", o->sigma, "UD2M: Measurement noise std in [0,1] units")->capture_default_str();
   cmd->add_option("--crop", o->crop, "Crop size (a multiple of 32)")->capture_default_str();
   cmd->add_option("--batch", o->batch, "Batch size")->capture_default_str();
@@ -124,6 +126,8 @@ void add_train_command(CLI::App& app) {
     if (!dist->is_main()) log::threshold() = log::Level::warn;  // rank 0 speaks for the job
     if (*method == "ncvsd") {
       UD2M_CHECK(o->init_adapter.empty(), "--init-adapter starts a UD2M run; NCVSD distils from the teacher");
+      UD2M_CHECK(o->task_options.empty(), "--{} sets a UD2M task; NCVSD distils without one",
+                 o->task_options.begin()->first);
       ncvsd->teacher = o->prior;
       ncvsd->data = o->data;
       ncvsd->out_dir = o->out_dir;

@@ -29,7 +29,8 @@ namespace ud2m::train {
 namespace fs = std::filesystem;
 
 nlohmann::json Ud2mTrainOptions::to_json() const {
-  return {{"prior", prior},   {"data", data},       {"task", task},         {"sigma", sigma},
+  return {{"prior", prior},   {"data", data},       {"task", task},         {"task_options", task_options},
+          {"sigma", sigma},
           {"crop", crop},     {"batch", batch},     {"blocks", blocks},     {"sample_steps", sample_steps},
           {"lora_rank", lora.rank}, {"lora_alpha", lora.alpha}, {"lora_placement", lora.placement},
           {"noise_inflation", noise_inflation}, {"learned_init", learned_init},
@@ -44,6 +45,7 @@ Ud2mTrainOptions Ud2mTrainOptions::from_json(const nlohmann::json& j) {
   o.prior = j.value("prior", o.prior);
   o.data = j.value("data", o.data);
   o.task = j.value("task", o.task);
+  o.task_options = j.value("task_options", o.task_options);
   o.sigma = j.value("sigma", o.sigma);
   o.crop = j.value("crop", o.crop);
   o.batch = j.value("batch", o.batch);
@@ -95,6 +97,9 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   const auto& tasks = physics::task_names();
   UD2M_CHECK(options_.task == "general" || std::find(tasks.begin(), tasks.end(), options_.task) != tasks.end(),
              "unknown --task '{}' (a degrade task, or general)", options_.task);
+  UD2M_CHECK(options_.task != "general" || options_.task_options.empty(),
+             "task options (--{}) apply to one task, not to general, which draws several",
+             options_.task_options.begin()->first);
   fs::create_directories(options_.out_dir);
   const bool recompute = options_.recompute;  // this invocation's, not the run's
   const bool resume = resume_options(checkpoint_path(), "ud2m_train_ud2m", "UD2M training", options_);
@@ -159,7 +164,8 @@ physics::Degradation Ud2mTrainer::draw_degradation(torch::Generator& rng, int ba
   }
   // Random kernels and masks change every draw, from the given stream.
   const auto seed = static_cast<uint64_t>(at::randint(1ll << 40, {1}, rng, torch::kLong).item<int64_t>());
-  return physics::make_degradation({task, options_.sigma, seed, {}}, {batch, 3, options_.crop, options_.crop});
+  return physics::make_degradation({task, options_.sigma, seed, options_.task_options},
+                                   {batch, 3, options_.crop, options_.crop});
 }
 
 Ud2mTrainer::Example Ud2mTrainer::draw_example(const CropDataset& images, torch::Generator& rng, int batch) const {

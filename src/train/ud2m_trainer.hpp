@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -26,6 +27,8 @@ struct Ud2mTrainOptions {
   std::string data;   // folder or list of photographs
   std::string out_dir;
   std::string task = "gaussian_deblur";  // a degrade task, or "general" (a random operator per batch)
+  // The task's options, as `degrade` takes them (e.g. {"matrix": FILE}, {"kernel-std": "2"}); not for general.
+  std::map<std::string, std::string> task_options;
   double sigma = 0.01;                   // measurement noise, [0, 1] units
   int crop = 64;
   int batch = 2;

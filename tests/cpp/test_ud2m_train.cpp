@@ -7,7 +7,9 @@
 
 #include "core/atomic_file.hpp"
 #include "core/device.hpp"
+#include "core/image.hpp"
 #include "diffusion/prior.hpp"
+#include "io/safetensors.hpp"
 #include "test_util.hpp"
 #include "tiny_runs.hpp"
 #include "train/ud2m_trainer.hpp"
@@ -255,6 +257,41 @@ TEST(Ud2mTrain, CliTrainsAnAdapterThatRestoreAccepts) {
                      " --init-generator " + o.prior);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("--init-generator starts an NCVSD run"), std::string::npos) << r.output;
+}
+
+TEST(Ud2mTrain, TrainsAnAdapterForTheUsersOwnMatrix) {
+  // The task's own flags, as `degrade` takes them, reach the operators training
+  // draws: an adapter for a user's matrix (random projections of the 32x32
+  // crops) trains and restores that matrix's measurements.
+  auto dir = test::temp_dir();
+  auto o = test::tiny_ud2m_run(dir);
+  const auto matrix = (dir / "A.safetensors").string();
+  torch::manual_seed(3);
+  write_safetensors(matrix, {{"matrix", torch::randn({256, 32 * 32}) / 32}});
+  const auto train = "train --method ud2m --prior " + o.prior + " --data " + o.data + " --crop 32 --steps 2 --blocks 1 ";
+  auto r = test::run_ud2m(train + "--out " + o.out_dir + " --task matrix --matrix " + matrix);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto adapter = (fs::path(o.out_dir) / "adapter.safetensors").string();
+  const auto trained = unrolled::read_adapter(adapter);
+  EXPECT_EQ(trained.info.task, "matrix");
+  EXPECT_EQ(trained.info.training.at("options").at("task_options").at("matrix"), matrix);
+  const auto crop = (dir / "crop.png").string();
+  write_png(crop, read_image(o.data).narrow(2, 100, 32).narrow(3, 100, 32));
+  r = test::run_ud2m("degrade --task matrix --matrix " + matrix + " --sigma 0.01 " + crop + " " +
+                     (dir / "y.safetensors").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run_ud2m("restore --method ud2m --model " + o.prior + " --adapter " + adapter + " -m " +
+                     (dir / "y.safetensors").string() + " --out " + (dir / "x.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // Without its file the task cannot be drawn; general draws several tasks, so no task's options; NCVSD has no task.
+  r = test::run_ud2m(train + "--out " + (dir / "a").string() + " --task matrix");
+  EXPECT_NE(r.output.find("task 'matrix' needs --matrix"), std::string::npos) << r.output;
+  r = test::run_ud2m(train + "--out " + (dir / "b").string() + " --task general --fraction 0.5");
+  EXPECT_NE(r.output.find("task options (--fraction) apply to one task, not to general"), std::string::npos)
+      << r.output;
+  r = test::run_ud2m("train --method ncvsd --prior " + o.prior + " --data " + o.data + " --out " +
+                     (dir / "c").string() + " --matrix " + matrix);
+  EXPECT_NE(r.output.find("--matrix sets a UD2M task; NCVSD distils without one"), std::string::npos) << r.output;
 }
 
 TEST(Ud2mTrain, TimeLimitStopsWithACheckpointThatTheNextRunResumes) {
