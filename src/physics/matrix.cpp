@@ -40,6 +40,17 @@ torch::Tensor sparse_matrix(const TensorMap& t, const std::string& path) {
   return torch::sparse_coo_tensor(indices, values.to(torch::kFloat32), {rows, columns}).coalesce();
 }
 
+void check_extension(const std::string& path) {
+  UD2M_CHECK(path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0,
+             "a matrix file is a .safetensors file ('matrix', or sparse 'indices', 'values', 'shape'), not '{}'", path);
+}
+
+torch::Tensor matrix_of(const TensorMap& tensors, const std::string& path) {
+  if (tensors.count("matrix")) return tensors.at("matrix");
+  if (tensors.count("indices")) return sparse_matrix(tensors, path);
+  fail("'{}' holds no 'matrix' (dense) nor 'indices', 'values' and 'shape' (sparse)", path);
+}
+
 torch::Tensor values_of(const torch::Tensor& matrix) { return matrix.is_sparse() ? matrix._values() : matrix; }
 
 // A·1: what a white image measures, in model units; broadcasts over a batch.
@@ -58,7 +69,7 @@ MatrixOperator::MatrixOperator(torch::Tensor matrix, std::vector<int64_t> image_
              fmt::join(image_shape_, "x"));
   matrix_ = matrix.is_sparse() ? matrix.to(torch::kFloat32).coalesce() : matrix.to(torch::kFloat32).contiguous();
   UD2M_CHECK(torch::isfinite(values_of(matrix_)).all().item<bool>(), "the matrix has non-finite values");
-  transposed_ = matrix_.is_sparse() ? matrix_.t().coalesce() : matrix_.t().contiguous();
+  transposed_ = matrix_.is_sparse() ? matrix_.t().coalesce() : matrix_.t();  // dense: a view (BLAS transposes)
   const int64_t c = image_shape_[0], pixels = image_shape_[1] * image_shape_[2], columns = matrix_.size(1);
   UD2M_CHECK(columns == pixels || columns == c * pixels,
              "the matrix has {} columns, but a {}x{}x{} image has {} pixels per channel and {} values in all",
@@ -67,10 +78,12 @@ MatrixOperator::MatrixOperator(torch::Tensor matrix, std::vector<int64_t> image_
 }
 
 std::shared_ptr<MatrixOperator> MatrixOperator::from_file(const std::string& path, std::vector<int64_t> image_shape) {
-  const auto bytes = read_file(path);
+  check_extension(path);
+  const auto bytes = read_file(path);  // read once: for the matrix and for its fingerprint
+  const auto matrix = matrix_of(parse_safetensors(bytes, path).tensors, path);
   std::shared_ptr<MatrixOperator> op;
   try {
-    op = std::make_shared<MatrixOperator>(load_matrix_file(path), std::move(image_shape));
+    op = std::make_shared<MatrixOperator>(matrix, std::move(image_shape));
   } catch (const Error& e) {
     fail("the matrix file '{}': {}", path, e.what());
   }
@@ -128,12 +141,8 @@ std::shared_ptr<MatrixOperator> MatrixOperator::from_json(const nlohmann::json& 
 }
 
 torch::Tensor load_matrix_file(const std::string& path) {
-  UD2M_CHECK(path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0,
-             "a matrix file is a .safetensors file ('matrix', or sparse 'indices', 'values', 'shape'), not '{}'", path);
-  const auto tensors = read_safetensors(path).tensors;
-  if (tensors.count("matrix")) return tensors.at("matrix");
-  if (tensors.count("indices")) return sparse_matrix(tensors, path);
-  fail("'{}' holds no 'matrix' (dense) nor 'indices', 'values' and 'shape' (sparse)", path);
+  check_extension(path);
+  return matrix_of(read_safetensors(path).tensors, path);
 }
 
 int64_t matrix_file_columns(const std::string& path) {

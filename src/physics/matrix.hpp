@@ -40,7 +40,7 @@ class MatrixOperator : public LinearOperator {
   int64_t rows() const { return matrix_.size(0); }
 
  private:
-  torch::Tensor matrix_, transposed_;  // (M, N) and (N, M), float32
+  torch::Tensor matrix_, transposed_;  // (M, N) and Aᵀ (N, M), float32
   std::vector<int64_t> image_shape_;
   bool per_channel_;
   std::string file_, fingerprint_;
