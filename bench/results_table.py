@@ -10,7 +10,7 @@ the paper's "w/ RAM" variant: N·(K+1) = 12 NFE).
         [--methods measurement tv ddrm diffpir latino dps ud2m ud2m-init pnp-ncvsd] [--adapter ADAPTER] \
         [--init-adapter ADAPTER] [--generator G] \
         [--slow-count 4] [--sigma 0.01] [--oversampling 4] [--lpips-weights TRUNK HEADS] [--samples 1] \
-        [--estimate mean|best-fit] [--ud2m-steps N] [--ud2m-blocks K]
+        [--estimate mean|best-fit] [--ud2m-steps N] [--ud2m-blocks K] [--tasks matrix --matrix A.safetensors]
 
 Everything goes through the `ud2m` binary: `degrade` writes exact (float)
 measurements, `restore` restores the folder, `eval` scores it. Seconds per
@@ -51,9 +51,11 @@ def run(cmd):
     return r.stdout + r.stderr
 
 
-def degrade_all(binary, clean, out, task, sigma, oversampling, suffix=".safetensors"):
+def degrade_all(binary, clean, out, task, sigma, oversampling, matrix, suffix=".safetensors"):
     out.mkdir(parents=True, exist_ok=True)
     extra = ["--oversampling", oversampling] if "phase_retrieval" in task else []
+    if task == "matrix":  # a user's own operator
+        extra = ["--matrix", pathlib.Path(matrix).resolve()]
     for i, image in enumerate(sorted(clean.glob("*.png"))):
         run([binary, "degrade", "--task", task, "--sigma", sigma, "--seed", i, *extra, image,
              out / (image.stem + suffix)])
@@ -70,7 +72,7 @@ def restore_and_score(args, binary, clean, measurements, out, task, method):
         # No restoration: y itself, for tasks whose measurement is an image
         # (JPEG: the decoded file). Same seeds, so the same y, as 8-bit PNGs.
         start = time.time()
-        degrade_all(binary, clean, pred, task, args.sigma, args.oversampling, suffix=".png")
+        degrade_all(binary, clean, pred, task, args.sigma, args.oversampling, args.matrix, suffix=".png")
         return score(args, binary, clean, measurements, out, task, method, time.time() - start)
     cmd = [binary, "restore", "-m", measurements, "--method", "ud2m" if method == "ud2m-init" else method,
            "--out", pred, "--seed", 0, "--samples", args.samples, "--estimate", args.estimate]
@@ -176,6 +178,7 @@ def main():
     ap.add_argument("--tasks", nargs="+", default=["gaussian_deblur", "sr", "inpainting_random"])
     ap.add_argument("--methods", nargs="+", default=["tv", "ddrm", "diffpir", "latino", "dps", "ud2m"])
     ap.add_argument("--lpips-weights", nargs=2, metavar=("TRUNK", "HEADS"))
+    ap.add_argument("--matrix", help="the operator of the matrix task (a file `degrade --task matrix` takes)")
     ap.add_argument("--images", default=str(heldout.TEST_IMAGES),
                     help="photographs to crop (default the held-out test set; data/val_images.txt to decide on "
                          "something without looking at it)")
@@ -188,6 +191,8 @@ def main():
         ap.error("--ud2m-steps and --ud2m-blocks go together")
     if "pnp-ncvsd" in args.methods and not args.generator:
         ap.error("the pnp-ncvsd method needs --generator")
+    if "matrix" in args.tasks and not args.matrix:
+        ap.error("the matrix task needs --matrix")
     binary = pathlib.Path(args.build).resolve() / "ud2m"
     out = pathlib.Path(args.out)
     clean = out / "clean"
@@ -195,7 +200,7 @@ def main():
     rows = []
     for task in args.tasks:
         measurements = out / task / "measurements"
-        degrade_all(binary, clean, measurements, task, args.sigma, args.oversampling)
+        degrade_all(binary, clean, measurements, task, args.sigma, args.oversampling, args.matrix)
         for method in args.methods:
             m, c = measurements, clean
             if method in SLOW and args.slow_count < args.count:

@@ -92,18 +92,59 @@ std::shared_ptr<MatrixOperator> MatrixOperator::from_file(const std::string& pat
   return op;
 }
 
+torch::Tensor MatrixOperator::image_rows(const torch::Tensor& x) const { return x.reshape({-1, matrix_.size(1)}); }
+
+torch::Tensor MatrixOperator::image_from_rows(const torch::Tensor& rows, int64_t batch) const {
+  return rows.reshape({batch, image_shape_[0], image_shape_[1], image_shape_[2]});
+}
+
+torch::Tensor MatrixOperator::measurement_from_rows(const torch::Tensor& rows, int64_t batch) const {
+  return rows.reshape({batch, -1, 1, matrix_.size(0)});
+}
+
 torch::Tensor MatrixOperator::forward(const torch::Tensor& x) const {
-  const int64_t n = x.size(0), channels = per_channel_ ? x.size(1) : 1;
-  auto columns = x.reshape({n * channels, matrix_.size(1)}).t();
-  auto y = torch::mm(matrix_.to(x.scalar_type()), columns).t();
-  return y.reshape({n, channels, 1, matrix_.size(0)});
+  auto rows = torch::mm(matrix_.to(x.scalar_type()), image_rows(x).t()).t();
+  return measurement_from_rows(rows, x.size(0));
 }
 
 torch::Tensor MatrixOperator::adjoint(const torch::Tensor& y) const {
-  const int64_t n = y.size(0);
-  auto columns = y.reshape({-1, matrix_.size(0)}).t();
-  auto x = torch::mm(transposed_.to(y.scalar_type()), columns).t();
-  return x.reshape({n, image_shape_[0], image_shape_[1], image_shape_[2]});
+  auto rows = torch::mm(transposed_.to(y.scalar_type()), y.reshape({-1, matrix_.size(0)}).t()).t();
+  return image_from_rows(rows, y.size(0));
+}
+
+const MatrixDecomposition* MatrixOperator::decomposition() const {
+  if (matrix_.numel() > kMaxDecomposedEntries) return nullptr;
+  std::call_once(decomposed_, [this] {
+    const auto dense = matrix_.is_sparse() ? matrix_.to_dense() : matrix_;
+    auto [u, s, vh] = torch::linalg_svd(dense.to(torch::kFloat64), /*full_matrices=*/false);
+    decomposition_ = std::make_unique<MatrixDecomposition>(
+        MatrixDecomposition{u.to(torch::kFloat32), s.to(torch::kFloat32), vh.t().contiguous().to(torch::kFloat32)});
+  });
+  return decomposition_.get();
+}
+
+torch::Tensor MatrixOperator::prox(const torch::Tensor& z, const torch::Tensor& y, double gamma) const {
+  const auto* d = decomposition();
+  if (!d) return LinearOperator::prox(z, y, gamma);
+  UD2M_CHECK(gamma >= 0, "prox step gamma must be non-negative, not {}", gamma);
+  // Row space: (γ s Uᵀy + Vᵀz)/(γ s² + 1) per coordinate; the null space keeps z.
+  const auto type = z.scalar_type();
+  auto zr = image_rows(z);
+  auto vtz = torch::mm(zr, d->v.to(type));
+  auto uty = torch::mm(y.reshape({-1, matrix_.size(0)}), d->u.to(type));
+  auto s = d->s.to(type);
+  auto coordinates = (gamma * s * uty + vtz) / (gamma * s * s + 1);
+  return image_from_rows(zr + torch::mm(coordinates - vtz, d->v.t().to(type)), z.size(0));
+}
+
+torch::Tensor MatrixOperator::pinv(const torch::Tensor& y) const {
+  const auto* d = decomposition();
+  if (!d) return LinearOperator::pinv(y);
+  const auto type = y.scalar_type();
+  auto s = d->s.to(type);
+  auto inverse = torch::where(s > 1e-6 * s.max(), 1 / s, torch::zeros_like(s));
+  auto coordinates = torch::mm(y.reshape({-1, matrix_.size(0)}), d->u.to(type)) * inverse;
+  return image_from_rows(torch::mm(coordinates, d->v.t().to(type)), y.size(0));
 }
 
 std::vector<int64_t> MatrixOperator::output_shape(const std::vector<int64_t>& s) const {

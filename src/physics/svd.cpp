@@ -85,40 +85,29 @@ class DownsamplingSvd : public Svd {
   torch::Tensor s_;  // (H/f, W/f) float64
 };
 
-// A user's matrix: its thin SVD A = U·diag(s)·Vᵀ, computed once (in float64).
-// Coordinates are (N, C', 1, K), laid out as the operator's measurements.
+// A user's matrix through its decomposition (MatrixOperator::decomposition),
+// its tensors shared. Coordinates are (N, C', 1, K), as the measurements.
 class MatrixSvd : public Svd {
  public:
-  explicit MatrixSvd(const MatrixOperator& op) : image_shape_(op.image_shape()), per_channel_(op.per_channel()) {
-    const auto dense = op.matrix().is_sparse() ? op.matrix().to_dense() : op.matrix();
-    auto [u, s, vh] = torch::linalg_svd(dense.to(torch::kFloat64), /*full_matrices=*/false);
-    u_ = u.to(torch::kFloat32);
-    s_ = s.to(torch::kFloat32);
-    v_ = vh.t().contiguous().to(torch::kFloat32);
-  }
+  MatrixSvd(const MatrixDecomposition& d, std::vector<int64_t> image_shape) : d_(d), image_shape_(std::move(image_shape)) {}
   torch::Tensor vt(const torch::Tensor& x) const override {
-    const int64_t rows = x.size(0) * (per_channel_ ? x.size(1) : 1);
-    return as_coordinates(torch::mm(x.reshape({rows, v_.size(0)}), v_.to(x.scalar_type())), x.size(0));
+    return coordinates(torch::mm(x.reshape({-1, d_.v.size(0)}), d_.v.to(x.scalar_type())), x.size(0));
   }
   torch::Tensor v(const torch::Tensor& c) const override {
-    auto flat = torch::mm(c.reshape({-1, v_.size(1)}), v_.t().to(c.scalar_type()));
-    return flat.reshape({c.size(0), image_shape_[0], image_shape_[1], image_shape_[2]});
+    auto rows = torch::mm(c.reshape({-1, d_.v.size(1)}), d_.v.t().to(c.scalar_type()));
+    return rows.reshape({c.size(0), image_shape_[0], image_shape_[1], image_shape_[2]});
   }
   torch::Tensor ut(const torch::Tensor& y) const override {
-    return as_coordinates(torch::mm(y.reshape({-1, u_.size(0)}), u_.to(y.scalar_type())), y.size(0));
+    return coordinates(torch::mm(y.reshape({-1, d_.u.size(0)}), d_.u.to(y.scalar_type())), y.size(0));
   }
-  torch::Tensor singular_values(const torch::Tensor& like) const override { return real_like(s_, like); }
-
-  // Dense decompositions of matrices up to this many entries (a 2,500 x 4,096 one takes seconds).
-  static constexpr int64_t kMaxEntries = 25'000'000;
+  torch::Tensor singular_values(const torch::Tensor& like) const override { return real_like(d_.s, like); }
 
  private:
-  static torch::Tensor as_coordinates(const torch::Tensor& rows, int64_t batch) {
+  static torch::Tensor coordinates(const torch::Tensor& rows, int64_t batch) {
     return rows.reshape({batch, -1, 1, rows.size(1)});
   }
+  MatrixDecomposition d_;
   std::vector<int64_t> image_shape_;
-  bool per_channel_;
-  torch::Tensor u_, s_, v_;  // (M, K), (K), (N, K)
 };
 
 }  // namespace
@@ -128,8 +117,8 @@ std::shared_ptr<const Svd> svd_of(const Operator& op) {
   if (auto* inpainting = dynamic_cast<const Inpainting*>(&op)) return std::make_shared<InpaintingSvd>(inpainting->mask());
   if (auto* blur = dynamic_cast<const CircularBlur*>(&op)) return std::make_shared<CircularBlurSvd>(*blur);
   if (auto* sr = dynamic_cast<const Downsampling*>(&op)) return std::make_shared<DownsamplingSvd>(*sr);
-  if (auto* matrix = dynamic_cast<const MatrixOperator*>(&op); matrix && matrix->matrix().numel() <= MatrixSvd::kMaxEntries)
-    return std::make_shared<MatrixSvd>(*matrix);
+  if (auto* matrix = dynamic_cast<const MatrixOperator*>(&op); matrix && matrix->decomposition())
+    return std::make_shared<MatrixSvd>(*matrix->decomposition(), matrix->image_shape());
   return nullptr;
 }
 

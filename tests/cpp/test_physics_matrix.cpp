@@ -50,6 +50,20 @@ TEST(MatrixOperator, AdjointIdentityDenseAndSparsePerChannelAndWhole) {
   }
 }
 
+TEST(MatrixOperator, ClosedFormsThroughTheDecompositionEqualConjugateGradients) {
+  // Wide (a null space) and tall, per channel and whole: the SVD prox and A†
+  // against the generic CG solutions of the same problems.
+  torch::manual_seed(5);
+  for (auto [rows, columns] : {std::pair<int64_t, int64_t>{20, 48}, {60, 48}, {100, 144}}) {
+    physics::MatrixOperator op(torch::randn({rows, columns}), {3, 8, 6});
+    ASSERT_TRUE(op.has_closed_form_prox());
+    const auto x = torch::randn({2, 3, 8, 6}, torch::kFloat64), z = torch::randn({2, 3, 8, 6}, torch::kFloat64);
+    const auto y = op.forward(x) + 0.1 * torch::randn(op.output_shape({2, 3, 8, 6}), torch::kFloat64);
+    EXPECT_LT(test::max_rel_error(op.prox(z, y, 7.0), op.physics::LinearOperator::prox(z, y, 7.0)), 1e-5) << rows;
+    EXPECT_LT(test::max_rel_error(op.pinv(y), op.physics::LinearOperator::pinv(y)), 1e-4) << rows;
+  }
+}
+
 TEST(MatrixOperator, BlurWrittenAsAMatrixIsTheBlur) {
   // The circular blur's matrix, column j = A e_j: the same measurement, the
   // same prox (CG against the closed form) and the same singular values
