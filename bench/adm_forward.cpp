@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -18,16 +17,8 @@
 #include "diffusion/graphed_denoiser.hpp"
 #include "diffusion/prior.hpp"
 #include "io/safetensors.hpp"
+#include "process_memory.hpp"
 #include "train/step_profiler.hpp"
-
-// This process's peak resident memory (VmHWM; getrusage's maxrss survives exec
-// and would report the Python parent's peak).
-double peak_rss_mib() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return 0.0;
-}
 
 int main(int argc, char** argv) {
   ud2m::configure_process();  // as the CLI: what is timed is what `ud2m` runs
@@ -86,6 +77,6 @@ int main(int argc, char** argv) {
     ud2m::write_safetensors(positional[7] + ".out.safetensors",
                             {{"eps", net->epsilon(x, t).to(torch::kCPU, torch::kFloat32).contiguous()}});
   std::printf("{\"seconds_per_pass\": %.6f, \"peak_rss_mib\": %.1f, \"peak_device_mib\": %.1f}\n", seconds,
-              peak_rss_mib(), ud2m::peak_device_memory_mib(device));
+              ud2m::bench::peak_rss_mib(), ud2m::peak_device_memory_mib(device));
   return 0;
 }

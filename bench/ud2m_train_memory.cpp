@@ -20,16 +20,10 @@
 #include <string>
 
 #include "diffusion/prior.hpp"
+#include "process_memory.hpp"
 #include "train/ud2m_trainer.hpp"
 
 namespace {
-
-double status_mib(const char* key) {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind(key, 0) == 0) return std::stod(line.substr(std::string(key).size())) / 1024.0;
-  return 0.0;
-}
 
 // Resets VmHWM to the current RSS (Linux ≥ 4.0), so building and saving the
 // random prior does not count.
@@ -63,11 +57,11 @@ int main(int argc, char** argv) {
   const int steps = std::atoi(argv[4]);
   o.steps = steps;
   reset_peak();
-  const double before = status_mib("VmRSS:");
+  const double before = bench::status_mib("VmRSS:");
   int exit_code = 0;
   try {
     train::Ud2mTrainer trainer(o);
-    const double loaded = status_mib("VmHWM:");
+    const double loaded = bench::peak_rss_mib();
     std::printf("config %s, crop %d, batch %d, K = %d, %s, %s, %s threads\n", argv[1], o.crop, o.batch, o.blocks,
                 o.bf16 ? "bf16 autocast" : "fp32", o.recompute ? "recomputing the prior calls" : "keeping activations",
                 argv[5]);
@@ -76,7 +70,7 @@ int main(int argc, char** argv) {
       const auto start = std::chrono::steady_clock::now();
       trainer.step();
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::printf("step %d: %.1f s, peak RSS %.0f MiB\n", i, s, status_mib("VmHWM:"));
+      std::printf("step %d: %.1f s, peak RSS %.0f MiB\n", i, s, bench::peak_rss_mib());
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

@@ -5,24 +5,12 @@
 // Reads the latents z from IO and writes the pixels to IO.out.safetensors.
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <string>
 
 #include "core/process.hpp"
 #include "io/safetensors.hpp"
 #include "nets/vae_decoder.hpp"
-
-namespace {
-
-// This process's peak resident memory (VmHWM).
-double peak_rss_mib() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return 0.0;
-}
-
-}  // namespace
+#include "process_memory.hpp"
 
 int main(int argc, char** argv) {
   ud2m::configure_process();  // as the CLI
@@ -40,6 +28,6 @@ int main(int argc, char** argv) {
   for (int i = 0; i < iters; ++i) pixels = vae(z);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
   ud2m::write_safetensors(std::string(argv[4]) + ".out.safetensors", {{"pixels", pixels.contiguous()}});
-  std::printf("{\"seconds_per_decode\": %.6f, \"peak_rss_mib\": %.1f}\n", seconds, peak_rss_mib());
+  std::printf("{\"seconds_per_decode\": %.6f, \"peak_rss_mib\": %.1f}\n", seconds, ud2m::bench::peak_rss_mib());
   return 0;
 }
