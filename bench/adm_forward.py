@@ -9,7 +9,8 @@ autocast, channels-last; GroupNorm runs in fp32 inside the model); on a GPU
 optionally that recipe under torch.compile (--compile MODE; reduce-overhead
 adds CUDA graphs), whose compile time is printed apart. The C++ rows on a
 GPU add bf16 replayed from a CUDA graph. --trace T.json profiles one more pass
-of the C++ bf16 row and prints its time by operator (and, on a GPU, by kernel).
+of the C++ bf16 row and prints its time by operator (and, on a GPU, by kernel
+and kernel family), then the same for PyTorch's bf16 recipe (T_pytorch.json).
 
 It also checks the outputs: the C++ fp32 network must give PyTorch's ε on the
 same input (max relative error printed; `--config adm-256-uncond` is the
@@ -62,8 +63,9 @@ def peak_mib(device):
     return peak_rss_mib()
 
 
-def time_python(model, x, t, iters, bf16, channels_last, compile_mode=None):
-    """Seconds per pass (and, compiled, the seconds the first calls took)."""
+def time_python(model, x, t, iters, bf16, channels_last, compile_mode=None, trace=None):
+    """Seconds per pass (and, compiled, the seconds the first calls took); with
+    `trace`, one more pass is profiled into that Chrome trace."""
     device = x.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -88,7 +90,16 @@ def time_python(model, x, t, iters, bf16, channels_last, compile_mode=None):
         for _ in range(iters):
             forward(x, t)
         synchronize(device)
-    return (time.perf_counter() - start) / iters, warmup
+        seconds = (time.perf_counter() - start) / iters
+        if trace:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            with torch.profiler.profile(activities=activities) as profiler:
+                forward(x, t)
+                synchronize(device)
+            profiler.export_chrome_trace(trace)
+    return seconds, warmup
 
 
 def print_table(rows, py_fp32, py_bf16, errors, memory="peak RSS MiB"):
@@ -144,12 +155,13 @@ def main():
         model, xd, td = model.to(device), x.to(device), t.to(device)
         binary = pathlib.Path(args.build) / "bench" / "adm_forward"
         errors = {}
+        python_trace = args.trace and str(pathlib.Path(args.trace).with_suffix("")) + "_pytorch.json"
 
         def python_rows():
             rows = []
             sec, _ = time_python(model, xd, td, args.iters, False, False)
             rows.append(("PyTorch eager fp32", sec, peak_mib(device)))
-            sec, _ = time_python(copy.deepcopy(model), xd, td, args.iters, True, True)
+            sec, _ = time_python(copy.deepcopy(model), xd, td, args.iters, True, True, trace=python_trace)
             # on the CPU the peak RSS is the process's, already counted in the first row
             rows.append(("PyTorch bf16 weights+autocast, channels-last", sec,
                          peak_mib(device) if device.type == "cuda" else None))
@@ -203,7 +215,10 @@ def main():
           f"best of {args.rounds} round(s)")
     print_table(rows, py_fp32, py_bf16, errors, "peak GPU MiB" if device.type == "cuda" else "peak RSS MiB")
     if args.trace:
-        subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name("op_times.py")), args.trace, "--top", "25"])
+        for label, trace in (("ud2m C++", args.trace), ("PyTorch bf16 recipe", python_trace)):
+            print(f"\n== where one {args.trace_precision if trace == args.trace else 'bf16'} pass of {label} "
+                  f"spends its time ({trace})")
+            subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name("op_times.py")), trace, "--top", "25"])
 
 
 if __name__ == "__main__":

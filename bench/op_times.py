@@ -1,12 +1,16 @@
 """Sums a Chrome trace (from `adm_forward ... --trace T.json` or torch.profiler's
 export_chrome_trace) by operator: self time and number of calls per aten op,
-largest first; on a GPU trace, the same for the kernels the GPU ran.
+largest first; on a GPU trace, the same for the kernels the GPU ran, those
+kernels by family (convolution, attention, normalisation...), and how much of
+the span from the first kernel's start to the last one's end the GPU was busy
+(idle time there is launch overhead a CUDA graph would remove).
 
     python bench/op_times.py T.json [--top 15]
 """
 import argparse
 import collections
 import json
+import re
 
 CPU_CATEGORIES = ("cpu_op", "Operator", "cuda_runtime")
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
@@ -47,6 +51,39 @@ def print_table(title, totals, calls, top):
     print(f"{'total':60s} {sum(calls.values()):6d} {whole / 1e3:9.2f}")
 
 
+# Kernel families by name, first match wins (cuDNN and cuBLAS name their GEMM
+# kernels after the hardware: xmma, sm90_*, cutlass).
+FAMILIES = (
+    ("attention", r"flash|fmha|attention|softmax"),
+    ("convolution / GEMM", r"conv|xmma|gemm|cutlass|sm\d+_|wgrad|dgrad|fprop|implicit"),
+    ("normalisation (GroupNorm, fused GN+SiLU)", r"norm|moments|welford|coefficients"),
+    ("copies, layout, cat", r"copy|cat|transpose|memcpy|memset|nchw|nhwc|permute"),
+    ("elementwise, activation", r"elementwise|vectorized|silu|add|mul|unrolled"),
+)
+
+
+def family(kernel):
+    for name, pattern in FAMILIES:
+        if re.search(pattern, kernel, re.IGNORECASE):
+            return name
+    return "other"
+
+
+def print_gpu_summary(events, totals, calls):
+    kernels = [e for e in events if e.get("ph") == "X" and e.get("cat") in GPU_CATEGORIES]
+    if not kernels:
+        return
+    busy = sum(totals.values())
+    span = max(e["ts"] + e["dur"] for e in kernels) - min(e["ts"] for e in kernels)
+    print(f"GPU busy {busy / 1e3:.2f} ms of a {span / 1e3:.2f} ms span ({100 * busy / span:.0f}%), "
+          f"{sum(calls.values())} kernels")
+    by_family, family_calls = collections.Counter(), collections.Counter()
+    for name, us in totals.items():
+        by_family[family(name)] += us
+        family_calls[family(name)] += calls[name]
+    print_table("kernel family", by_family, family_calls, len(FAMILIES) + 1)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("trace")
@@ -55,7 +92,9 @@ def main():
     trace = json.load(open(args.trace))
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     print_table("operator (CPU)", *self_times(events, CPU_CATEGORIES), args.top)
-    print_table("GPU kernel", *self_times(events, GPU_CATEGORIES), args.top)
+    gpu_totals, gpu_calls = self_times(events, GPU_CATEGORIES)
+    print_table("GPU kernel", gpu_totals, gpu_calls, args.top)
+    print_gpu_summary(events, gpu_totals, gpu_calls)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@
 # full-size CPU thread pool each would oversubscribe them.
 set -uo pipefail
 T0=$(date +%s); END=$((T0 + ${SLOT:-560})); MODE=${MODE:-first}
-ADAPTERS=${ADAPTERS:-"sr:sr inpainting:inpainting_random:1x9"}; NCVSD=${NCVSD:-1}
+ADAPTERS=${ADAPTERS-"sr:sr inpainting:inpainting_random:1x9"}; NCVSD=${NCVSD:-1}  # ADAPTERS="": none
 OUT=${OUT:?set OUT to a folder for the results}
 LOG=/tmp/visit-$MODE; RUNS=/tmp/ud2m-runs; mkdir -p "$LOG" "$RUNS" "$OUT"
 left() { echo $(( END - $(date +%s) )); }
@@ -55,7 +55,7 @@ train_adapter() {
 if [ "$MODE" = first ]; then
   STAGES=build OUT=$LOG bash bench/gpu.sh > "$LOG/gpu_build.txt" 2>&1 || { tail -60 "$LOG/gpu_build.txt"; pack; exit 1; }
   say "built"
-  STAGES=bench CONFIGS=adm-256-uncond COMPILE= OUT=$LOG timeout 150 bash bench/gpu.sh > "$LOG/gpu_bench.txt" 2>&1
+  STAGES=bench CONFIGS=adm-256-uncond COMPILE= OUT=$LOG timeout 200 bash bench/gpu.sh > "$LOG/gpu_bench.txt" 2>&1
   say "bench rc=$?"; tail -70 "$LOG/gpu_bench.txt"
 fi
 TRAIN=$(( $(left) - 45 ))

@@ -80,6 +80,9 @@ inline void add_device_option(CLI::App& cmd, std::string& device,
 inline torch::Device inference_device(const std::string& device_name, const std::string& precision) {
   const auto device = parse_device(device_name);
   if (precision == "bf16") warn_if_bf16_is_slow(device, "--precision bf16");
+  // Every pass of a run has the same shapes: cuDNN times its algorithms on the
+  // first and keeps the fastest (as bench/adm_forward does).
+  if (device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
   return device;
 }
 

@@ -4,6 +4,7 @@
 
 #include "core/error.hpp"
 #include "nets/fp32_group_norm.hpp"
+#include "nets/residual_add.hpp"
 
 namespace ud2m::nets {
 namespace F = torch::nn::functional;
@@ -74,17 +75,26 @@ class ResBlockImpl : public torch::nn::Module {
       a = h_upd ? h_upd->forward(a) : h_down->forward(a);
       x = x_upd ? x_upd->forward(x) : x_down->forward(x);
     }
-    auto h = with_lora(*in_layers[2]->as<torch::nn::Conv2d>(), in_lora, a);
+    // The convolution's bias is added by the norm after it (on a GPU no pass
+    // of its own: in the fused kernels).
+    auto* in_conv = in_layers[2]->as<torch::nn::Conv2d>();
+    auto h = with_lora(*in_conv, in_lora, a, /*with_bias=*/false);
     auto emb_out = emb_layers->forward(emb).to(h.scalar_type()).unsqueeze(-1).unsqueeze(-1);
     auto* out_norm = out_layers[0]->as<Fp32GroupNormImpl>();
     if (scale_shift_) {
       auto parts = emb_out.chunk(2, 1);
-      h = out_norm->forward_silu(h, 1 + parts[0], parts[1]);
+      h = out_norm->forward_silu(h, 1 + parts[0], parts[1], in_conv->bias);
     } else {
-      h = out_norm->forward_silu(h + emb_out);
+      h = out_norm->forward_silu(h, {}, {}, emb_out + in_conv->bias.view({1, -1, 1, 1}));
     }
     h = out_layers[2]->as<torch::nn::Dropout>()->forward(h);
-    h = with_lora(*out_layers[3]->as<torch::nn::Conv2d>(), out_lora, h);
+    auto* out_conv = out_layers[3]->as<torch::nn::Conv2d>();
+    if (fused_residual_add_applies(h)) {  // both convolutions' biases added in the sum's own pass
+      h = with_lora(*out_conv, out_lora, h, /*with_bias=*/false);
+      if (!skip) return residual_add(x, h, out_conv->bias);
+      return residual_add(with_lora(*skip, ConvLora{nullptr}, x, /*with_bias=*/false), h, out_conv->bias, skip->bias);
+    }
+    h = with_lora(*out_conv, out_lora, h);
     return (skip ? skip(x) : x) + h;
   }
 
@@ -172,7 +182,9 @@ class AttentionBlockImpl : public torch::nn::Module {
       return part.transpose(1, 2).contiguous().view({b, heads_, length, ch});
     };
     auto a = at::scaled_dot_product_attention(tokens(q_k_v[0]), tokens(q_k_v[1]), tokens(q_k_v[2]));
-    return a.view({b * heads_, length, ch}).transpose(1, 2).reshape({b, heads_ * ch, length});
+    // (B, heads, T, ch) -> (B, heads·ch, T). Not a view: the GPU's flash
+    // kernels return the heads interleaved in memory, (B, T, heads, ch).
+    return a.transpose(2, 3).reshape({b, heads_ * ch, length});
   }
 
   bool new_order_;

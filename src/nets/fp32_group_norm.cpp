@@ -6,7 +6,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "nets/group_norm_silu_kernels.hpp"
+#include "nets/cuda_kernels.hpp"
 #endif
 
 namespace ud2m::nets {
@@ -41,20 +41,38 @@ namespace {
 thread_local bool composed_ops_only = false;
 
 // The fused kernels serve inference only: under autograd the composed ops
-// run, whose gradients PyTorch knows.
-bool fusable(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& shift, int64_t groups) {
+// run, whose gradients PyTorch knows. `terms`: scale, shift, input bias.
+bool fusable(const torch::Tensor& x, std::initializer_list<torch::Tensor> terms, int64_t groups) {
   if (composed_ops_only) return false;
-  const bool needs_grad = torch::GradMode::is_enabled() &&
-                          (x.requires_grad() || (scale.defined() && scale.requires_grad()) ||
-                           (shift.defined() && shift.requires_grad()));
+  bool needs_grad = x.requires_grad();
+  for (const auto& t : terms) needs_grad = needs_grad || (t.defined() && t.requires_grad());
   const bool dense = x.is_contiguous() || x.is_contiguous(torch::MemoryFormat::ChannelsLast);
-  if (needs_grad || x.dim() != 4 || x.size(1) % groups != 0 || !dense) return false;
-  const int64_t per_sample_channels = x.size(0) * x.size(1);  // (B, C, 1, 1); a broadcast one takes the composed ops
-  if ((scale.defined() && scale.numel() != per_sample_channels) ||
-      (shift.defined() && shift.numel() != per_sample_channels))
+  if ((torch::GradMode::is_enabled() && needs_grad) || x.dim() != 4 || x.numel() == 0 || x.size(1) % groups != 0 ||
+      !dense)
     return false;
+  // (C) or (B, C, 1, 1), channels adjacent; a broadcast one takes the composed ops
+  auto per_channel = [&](const torch::Tensor& t) {
+    if (!t.defined() || (t.dim() == 1 && t.size(0) == x.size(1) && t.stride(0) == 1)) return true;
+    return t.dim() == 4 && t.size(0) == x.size(0) && t.size(1) == x.size(1) && t.size(2) == 1 && t.size(3) == 1 &&
+           t.stride(1) == 1;
+  };
+  for (const auto& t : terms)
+    if (!per_channel(t)) return false;
   if (x.device().is_cpu()) return x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16;
-  return x.is_cuda() && x.scalar_type() == torch::kBFloat16 && fused_group_norm_silu_available();
+#ifdef UD2M_WITH_CUDA_KERNELS
+  for (const auto& t : terms)  // read by the GPU kernels in place
+    if (t.defined() && t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kBFloat16) return false;
+  return x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.size(1) <= cuda::kMaxFusedChannels;
+#else
+  return false;
+#endif
+}
+
+// (B, C) fp32 values of a per-channel term: `absent` where undefined.
+torch::Tensor per_sample_channels(const torch::Tensor& t, const torch::Tensor& x, float absent) {
+  const int64_t b = x.size(0), c = x.size(1);
+  if (!t.defined()) return torch::full({b, c}, absent, x.options().dtype(torch::kFloat32));
+  return t.to(torch::kFloat32).reshape({t.dim() == 1 ? 1 : b, c}).expand({b, c});
 }
 
 // The affine, the block's scale and its shift folded into one fp32 scale and
@@ -62,32 +80,38 @@ bool fusable(const torch::Tensor& x, const torch::Tensor& scale, const torch::Te
 std::pair<torch::Tensor, torch::Tensor> folded_affine(const torch::Tensor& x, const torch::Tensor& weight,
                                                       const torch::Tensor& bias, const torch::Tensor& scale,
                                                       const torch::Tensor& shift) {
-  const int64_t b = x.size(0), c = x.size(1);
-  auto f32 = x.options().dtype(torch::kFloat32);
-  auto a = weight.to(f32).view({1, c}).expand({b, c});
-  auto s = bias.to(f32).view({1, c}).expand({b, c});
-  if (scale.defined()) {
-    auto k = scale.to(f32).reshape({b, c});
-    a = a * k;
-    s = s * k;
-  }
-  if (shift.defined()) s = s + shift.to(f32).reshape({b, c});
-  return {a.contiguous(), s.contiguous()};
+  const auto k = per_sample_channels(scale, x, 1.f);
+  return {(per_sample_channels(weight, x, 1.f) * k).contiguous(),
+          (per_sample_channels(bias, x, 0.f) * k + per_sample_channels(shift, x, 0.f)).contiguous()};
 }
 
 #ifdef UD2M_WITH_CUDA_KERNELS
-// The fused GPU kernels (nets/group_norm_silu.cu).
-torch::Tensor fused_cuda(const torch::Tensor& x, const torch::Tensor& a, const torch::Tensor& s, int64_t groups,
-                         double eps) {
+// What the GPU kernels read of a (C) or (B, C, 1, 1) tensor, in place.
+cuda::ChannelValues channel_values(const torch::Tensor& t) {
+  if (!t.defined()) return {};
+  return {t.data_ptr(), t.scalar_type() == torch::kBFloat16, t.dim() == 4 ? t.stride(0) : 0};
+}
+
+// The fused GPU kernels (nets/group_norm_silu.cu), which fold the affine,
+// scale, shift and input bias themselves.
+torch::Tensor fused_cuda(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                         const torch::Tensor& scale, const torch::Tensor& shift, const torch::Tensor& input_bias,
+                         int64_t groups, double eps) {
   const c10::cuda::CUDAGuard guard(x.device());
   const bool channels_last = !x.is_contiguous();
   cuda::GroupNormShape shape{x.size(0), x.size(1), x.size(2) * x.size(3), groups,
                              channels_last ? cuda::Layout::kChannelsLast : cuda::Layout::kChannelsFirst};
-  auto workspace = torch::empty({cuda::group_norm_silu_workspace_floats(shape)}, a.options());
+  auto parameter = [](const torch::Tensor& p) {  // fp32 or bf16 already: no copy
+    return p.scalar_type() == torch::kBFloat16 ? p.contiguous() : p.to(torch::kFloat32).contiguous();
+  };
+  const auto w = parameter(weight), b = parameter(bias);
+  auto workspace = torch::empty({cuda::group_norm_silu_workspace_floats(shape)}, x.options().dtype(torch::kFloat32));
   auto y = torch::empty_like(x);  // keeps x's memory format
   void* stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-  cuda::group_norm_silu_bf16(x.data_ptr(), y.data_ptr(), shape, static_cast<float>(eps), a.data_ptr<float>(),
-                             s.data_ptr<float>(), workspace.data_ptr<float>(), stream);
+  const cuda::GroupNormAffine affine{channel_values(w), channel_values(b), channel_values(scale),
+                                     channel_values(shift), channel_values(input_bias)};
+  cuda::group_norm_silu_bf16(x.data_ptr(), y.data_ptr(), shape, static_cast<float>(eps), affine,
+                             workspace.data_ptr<float>(), stream);
   return y;
 }
 #endif
@@ -96,17 +120,22 @@ torch::Tensor fused_cuda(const torch::Tensor& x, const torch::Tensor& a, const t
 
 ComposedOpsOnly::ComposedOpsOnly() : previous_(composed_ops_only) { composed_ops_only = true; }
 ComposedOpsOnly::~ComposedOpsOnly() { composed_ops_only = previous_; }
+bool ComposedOpsOnly::active() { return composed_ops_only; }
 
 torch::Tensor Fp32GroupNormImpl::forward_silu(const torch::Tensor& x, const torch::Tensor& scale,
-                                              const torch::Tensor& shift) {
-  if (fusable(x, scale, shift, groups_)) {
-    auto [a, s] = folded_affine(x, weight, bias, scale, shift);
-    if (x.device().is_cpu()) return cpu::group_norm_silu(x, groups_, eps_, a, s);
+                                              const torch::Tensor& shift, const torch::Tensor& input_bias) {
+  if (fusable(x, {scale, shift, input_bias}, groups_)) {
 #ifdef UD2M_WITH_CUDA_KERNELS
-    return fused_cuda(x, a, s, groups_, eps_);
+    if (x.is_cuda()) return fused_cuda(x, weight, bias, scale, shift, input_bias, groups_, eps_);
 #endif
+    auto [a, s] = folded_affine(x, weight, bias, scale, shift);
+    const auto beta = input_bias.defined() ? per_sample_channels(input_bias, x, 0.f).contiguous() : torch::Tensor();
+    return cpu::group_norm_silu(x, groups_, eps_, a, s, beta);
   }
-  auto h = forward(x);
+  auto h = x;
+  if (input_bias.defined())  // in x's dtype, as a convolution adds its bias (also under autocast)
+    h = h + input_bias.to(x.scalar_type()).reshape({input_bias.dim() == 1 ? 1 : x.size(0), x.size(1), 1, 1});
+  h = forward(h);
   if (scale.defined()) h = h * scale;
   if (shift.defined()) h = h + shift;
   return F::silu(h);

@@ -10,13 +10,15 @@ class Fp32GroupNormImpl : public torch::nn::Module {
  public:
   Fp32GroupNormImpl(int64_t groups, int64_t channels, double eps);
   torch::Tensor forward(const torch::Tensor& x);
-  // silu(forward(x)·scale + shift) — the norm-then-activation of a residual
-  // block, `scale` and `shift` (B, C, 1, 1) or undefined (1 and 0). Outside
-  // autograd fused kernels compute it in fp32 with a single rounding: on the
-  // CPU for fp32 and bf16 (nets/group_norm_silu_cpu.hpp), on a GPU for bf16;
-  // elsewhere these very operations run.
+  // silu(forward(x + input_bias)·scale + shift) — the norm-then-activation
+  // of a residual block, `scale` and `shift` (B, C, 1, 1) or undefined (1 and
+  // 0); `input_bias` ((C) or (B, C, 1, 1)) is the bias of the convolution
+  // that produced x, left to the norm so that no pass of its own adds it.
+  // Outside autograd fused kernels compute it in fp32 with a single
+  // rounding: on the CPU for fp32 and bf16 (nets/group_norm_silu_cpu.hpp), on
+  // a GPU for bf16; elsewhere these very operations run.
   torch::Tensor forward_silu(const torch::Tensor& x, const torch::Tensor& scale = {},
-                             const torch::Tensor& shift = {});
+                             const torch::Tensor& shift = {}, const torch::Tensor& input_bias = {});
   torch::Tensor weight, bias;
 
  private:
@@ -33,6 +35,7 @@ class ComposedOpsOnly {
  public:
   ComposedOpsOnly();
   ~ComposedOpsOnly();
+  static bool active();  // on this thread
   ComposedOpsOnly(const ComposedOpsOnly&) = delete;
   ComposedOpsOnly& operator=(const ComposedOpsOnly&) = delete;
 

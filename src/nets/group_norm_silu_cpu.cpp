@@ -165,7 +165,7 @@ std::vector<double> channel_moments(const torch::Tensor& x, bool channels_last) 
 }  // namespace
 
 torch::Tensor group_norm_silu(const torch::Tensor& x, int64_t groups, double eps, const torch::Tensor& scale,
-                              const torch::Tensor& shift) {
+                              const torch::Tensor& shift, const torch::Tensor& input_bias) {
   UD2M_CHECK(x.device().is_cpu() && x.dim() == 4 &&
                  (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16) &&
                  x.size(1) % groups == 0,
@@ -175,7 +175,19 @@ torch::Tensor group_norm_silu(const torch::Tensor& x, int64_t groups, double eps
              "the CPU GroupNorm+SiLU takes a dense NCHW or NHWC tensor");
   const int64_t batch = x.size(0), channels = x.size(1), pixels = x.size(2) * x.size(3);
   const int64_t per_group = channels / groups;
-  const auto moments = channel_moments(x, channels_last);
+  auto moments = channel_moments(x, channels_last);
+  // The input bias β moves each channel's values: Σ(x+β) = Σx + nβ,
+  // Σ(x+β)² = Σx² + 2βΣx + nβ²; the normalised value (x + β − mean)·gain.
+  std::vector<double> beta(batch * channels, 0.0);
+  if (input_bias.defined()) {
+    const auto bias = input_bias.to(torch::kFloat64).reshape({batch, channels}).contiguous();
+    std::copy_n(bias.data_ptr<double>(), beta.size(), beta.begin());
+    for (int64_t i = 0; i < batch * channels; ++i) {
+      const double n = static_cast<double>(pixels), sum = moments[2 * i];
+      moments[2 * i] += n * beta[i];
+      moments[2 * i + 1] += 2 * beta[i] * sum + n * beta[i] * beta[i];
+    }
+  }
   // Fold the group's mean and rstd into each channel's scale and shift.
   auto a = scale.to(torch::kFloat32).reshape({batch, channels}).contiguous().clone();
   auto s = shift.to(torch::kFloat32).reshape({batch, channels}).contiguous().clone();
@@ -194,7 +206,7 @@ torch::Tensor group_norm_silu(const torch::Tensor& x, int64_t groups, double eps
         const int64_t i = b * channels + c;
         const double gain = pa[i] * rstd;
         pa[i] = static_cast<float>(gain);
-        ps[i] = static_cast<float>(ps[i] - mean * gain);
+        ps[i] = static_cast<float>(ps[i] + (beta[i] - mean) * gain);
       }
     }
   auto y = torch::empty_like(x);  // keeps x's layout

@@ -1,6 +1,7 @@
 #include "nets/lora.hpp"
 
 #include <cmath>
+#include <variant>
 
 #include "core/error.hpp"
 
@@ -68,8 +69,14 @@ void fold_lora(torch::nn::Module& owner, const std::string& name, torch::Tensor 
   fold(owner, name, std::move(weight), lora);
 }
 
-torch::Tensor with_lora(torch::nn::Conv2dImpl& conv, const ConvLora& lora, const torch::Tensor& x) {
-  auto h = conv.forward(x);
+torch::Tensor with_lora(torch::nn::Conv2dImpl& conv, const ConvLora& lora, const torch::Tensor& x, bool with_bias) {
+  namespace F = torch::nn::functional;
+  const auto& o = conv.options;
+  UD2M_CHECK(with_bias || std::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()),
+             "a convolution without its bias needs zero padding");
+  auto h = with_bias ? conv.forward(x)
+                     : F::conv2d(x, conv.weight, F::Conv2dFuncOptions().stride(o.stride()).padding(o.padding())
+                                                     .dilation(o.dilation()).groups(o.groups()));
   return lora ? h + lora->forward(x) : h;
 }
 

@@ -56,7 +56,9 @@ TORCH_MODULE(ConvLora);
 void fold_lora(torch::nn::Module& owner, const std::string& name, torch::Tensor weight, Lora& lora);
 void fold_lora(torch::nn::Module& owner, const std::string& name, torch::Tensor weight, ConvLora& lora);
 
-// conv(x), plus lora(x) when there is one.
-torch::Tensor with_lora(torch::nn::Conv2dImpl& conv, const ConvLora& lora, const torch::Tensor& x);
+// conv(x), plus lora(x) when there is one; without conv's bias if asked (for
+// a GroupNorm that adds it: Fp32GroupNormImpl::forward_silu's input_bias).
+torch::Tensor with_lora(torch::nn::Conv2dImpl& conv, const ConvLora& lora, const torch::Tensor& x,
+                        bool with_bias = true);
 
 }  // namespace ud2m::nets

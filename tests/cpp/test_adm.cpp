@@ -162,8 +162,10 @@ TEST(Fp32GroupNorm, Bf16ActivationsAreNormalisedInFp32) {
 // kernel (nets/group_norm_silu_cpu.cpp) must give the composed fp32 ops to
 // float rounding, in both layouts: a mean far from zero (E[x²] − E[x]² would
 // cancel in float), gains that push SiLU's argument to ±100 (its exponential
-// clamps there), and NHWC pixels split across chunks. bf16: one rounding of
-// the fp32 result. Under autograd the composed ops themselves run.
+// clamps there), and NHWC pixels split across chunks; with an input bias
+// (a convolution's, per channel, or per sample and channel) the norm is that
+// of x + bias. bf16: one rounding of the fp32 result. Under autograd the
+// composed ops themselves run.
 TEST(Fp32GroupNorm, ForwardSiluIsNormScaleShiftThenSilu) {
   namespace F = torch::nn::functional;
   torch::manual_seed(4);
@@ -175,6 +177,7 @@ TEST(Fp32GroupNorm, ForwardSiluIsNormScaleShiftThenSilu) {
     norm->bias.data().copy_(0.2 * torch::randn({channels}));
     auto x = 3 * torch::randn({batch, channels, height, width}) + 5;
     auto scale = 1 + 0.5 * torch::randn({batch, channels, 1, 1}), shift = torch::randn({batch, channels, 1, 1});
+    auto conv_bias = 2 * torch::randn({channels}), sample_bias = 2 * torch::randn({batch, channels, 1, 1});
     // The fp64 computation on the very inputs the kernel sees (bf16: rounded).
     auto reference = [&](const torch::Tensor& input, const torch::Tensor& k, const torch::Tensor& t) {
       auto f64 = [](const torch::Tensor& v) { return v.to(torch::kFloat64); };
@@ -203,6 +206,11 @@ TEST(Fp32GroupNorm, ForwardSiluIsNormScaleShiftThenSilu) {
         check(plain, reference(xd, {}, {}));
         check(affine, reference(xd, kd, td));
         EXPECT_FALSE(torch::equal(affine, plain));
+        auto biased_input = [&](const torch::Tensor& bias) {
+          return xd.to(torch::kFloat64) + bias.to(torch::kFloat64).reshape({-1, channels, 1, 1});
+        };
+        check(norm->forward_silu(xd, kd, td, conv_bias), reference(biased_input(conv_bias), kd, td));
+        check(norm->forward_silu(xd, {}, {}, sample_bias), reference(biased_input(sample_bias), {}, {}));
       }
     }
   }
@@ -213,4 +221,9 @@ TEST(Fp32GroupNorm, ForwardSiluIsNormScaleShiftThenSilu) {
   EXPECT_TRUE(torch::equal(y, torch::silu(norm(x) * scale + shift)));
   y.sum().backward();
   EXPECT_TRUE(x.grad().defined());
+  auto bias = torch::randn({32}).requires_grad_(true);
+  y = norm->forward_silu(x, scale, shift, bias);
+  EXPECT_TRUE(torch::equal(y, torch::silu(norm(x + bias.view({1, 32, 1, 1})) * scale + shift)));
+  y.sum().backward();
+  EXPECT_TRUE(bias.grad().defined());
 }

@@ -12,6 +12,7 @@
 #include "metrics/metrics.hpp"
 #include "ncvsd/networks.hpp"
 #include "nets/fp32_group_norm.hpp"
+#include "nets/residual_add.hpp"
 #include "samplers/ddim.hpp"
 #include "ud2m/adapter.hpp"
 #include "ud2m/unrolled.hpp"
@@ -77,18 +78,33 @@ TEST(Cuda, FusedGroupNormSiluGivesTheFp32ComputationInBothLayouts) {
   // The fused kernels against silu(group_norm(x)·scale + shift) in fp32 on the
   // CPU from the same bf16 input: within bf16's rounding of the result (one
   // rounding in the kernel). Inputs off-centre (mean 4, std 0.5) so a naive
-  // E[x²] − E[x]² would lose the variance. The second shape splits each
-  // group's statistics over several blocks (uneven pixel ranges). Under
-  // autograd the composed ops run.
+  // E[x²] − E[x]² would lose the variance. The shapes take each path: one
+  // element at a time (NCHW: 110 and 63 pixels; NHWC statistics: 4, 9 and 2
+  // channels per group; NHWC normalisation: 36 channels), 16-byte vectors
+  // (NCHW with pixels a multiple of 8, NHWC normalisation with channels a
+  // multiple of 8, NHWC statistics with 8+ channels per group: the last
+  // shape, two samples), and statistics split over several blocks per group
+  // (uneven pixel ranges: the last two). The affine, scale
+  // and shift are read in place: fp32 or bf16 norm weights, contiguous scale
+  // and shift or the strided halves of one (B, 2C, 1, 1) tensor, as a
+  // residual block's chunked embedding gives them; an input bias (the
+  // convolution's, left to the norm) normalises x + bias. Under autograd the
+  // composed ops run.
   UD2M_REQUIRE_CUDA();
   if (!nets::fused_group_norm_silu_available()) GTEST_SKIP() << "built without nvcc: no fused kernels";
   namespace F = torch::nn::functional;
   torch::manual_seed(0);
-  for (auto [batch, channels, groups, height, width] : {std::tuple{2, 32, 8, 12, 10}, std::tuple{1, 64, 32, 48, 40}}) {
+  for (auto [batch, channels, groups, height, width] :
+       {std::tuple{2, 32, 8, 11, 10}, std::tuple{1, 36, 4, 9, 7}, std::tuple{1, 64, 32, 48, 40},
+        std::tuple{2, 256, 32, 40, 36}}) {
     SCOPED_TRACE("channels " + std::to_string(channels) + ", " + std::to_string(height * width) + " pixels");
-    nets::Fp32GroupNorm norm(groups, channels, 1e-5);
-    norm->weight.data().copy_(1 + 0.3 * torch::randn({channels}));
-    norm->bias.data().copy_(0.2 * torch::randn({channels}));
+    nets::Fp32GroupNorm norm(groups, channels, 1e-5), norm_bf16(groups, channels, 1e-5);
+    auto in_bf16 = [](const torch::Tensor& t) { return t.to(torch::kBFloat16).to(torch::kFloat32); };  // exact in both
+    norm->weight.data().copy_(in_bf16(1 + 0.3 * torch::randn({channels})));
+    norm->bias.data().copy_(in_bf16(0.2 * torch::randn({channels})));
+    norm_bf16->weight.data().copy_(norm->weight);
+    norm_bf16->bias.data().copy_(norm->bias);
+    norm_bf16->to(torch::kCUDA, torch::kBFloat16);
     auto x = (4 + 0.5 * torch::randn({batch, channels, height, width})).to(torch::kBFloat16);
     auto scale = (1 + 0.5 * torch::randn({batch, channels, 1, 1})).to(torch::kBFloat16);
     auto shift = (0.5 * torch::randn({batch, channels, 1, 1})).to(torch::kBFloat16);
@@ -96,6 +112,11 @@ TEST(Cuda, FusedGroupNormSiluGivesTheFp32ComputationInBothLayouts) {
                                                             .bias(norm->bias).eps(1e-5));
     const auto expected_plain = F::silu(normed);
     const auto expected_affine = F::silu(normed * scale.to(torch::kFloat32) + shift.to(torch::kFloat32));
+    const auto input_bias = torch::randn({channels});
+    const auto expected_biased =
+        F::silu(F::group_norm(x.to(torch::kFloat32) + input_bias.view({1, channels, 1, 1}),
+                              F::GroupNormFuncOptions(groups).weight(norm->weight).bias(norm->bias).eps(1e-5)) *
+                    scale.to(torch::kFloat32) + shift.to(torch::kFloat32));
     norm->to(torch::kCUDA);
     for (auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
       SCOPED_TRACE(format == torch::MemoryFormat::Contiguous ? "NCHW" : "NHWC");
@@ -103,9 +124,13 @@ TEST(Cuda, FusedGroupNormSiluGivesTheFp32ComputationInBothLayouts) {
       torch::NoGradGuard no_grad;
       auto plain = norm->forward_silu(xg);
       auto affine = norm->forward_silu(xg, scale.cuda(), shift.cuda());
+      const auto halves = torch::cat({scale, shift}, 1).cuda().chunk(2, 1);
+      auto from_halves = norm_bf16->forward_silu(xg, halves[0], halves[1]);
+      auto biased = norm->forward_silu(xg, scale.cuda(), shift.cuda(), input_bias.cuda());
       EXPECT_EQ(affine.scalar_type(), torch::kBFloat16);
       EXPECT_TRUE(affine.is_contiguous(format));
-      for (auto [got, expected] : {std::pair{plain, expected_plain}, std::pair{affine, expected_affine}}) {
+      for (auto [got, expected] : {std::pair{plain, expected_plain}, std::pair{affine, expected_affine},
+                                   std::pair{from_halves, expected_affine}, std::pair{biased, expected_biased}}) {
         auto error = (got.cpu().to(torch::kFloat32) - expected).abs();
         EXPECT_TRUE((error <= 0.008 * expected.abs() + 1e-3).all().item<bool>())
             << "max error " << error.max().item<double>();
@@ -120,6 +145,60 @@ TEST(Cuda, FusedGroupNormSiluGivesTheFp32ComputationInBothLayouts) {
   ASSERT_TRUE(y.requires_grad());
   y.to(torch::kFloat32).sum().backward();
   EXPECT_TRUE(xg.grad().defined());
+}
+
+TEST(Cuda, ResidualAddSumsWithBothBiasesInOneRounding) {
+  // The fused closing sum of a residual block against fp32 a + b + biases on
+  // the CPU: within one bf16 rounding. Shapes for each path: 16-byte vectors
+  // (NHWC, 64 channels; NCHW, 48 pixels) and one element at a time (NHWC, 36
+  // channels; NCHW, 63 pixels); biases in fp32 and bf16, or one absent.
+  UD2M_REQUIRE_CUDA();
+  if (!nets::fused_group_norm_silu_available()) GTEST_SKIP() << "built without nvcc: no fused kernels";
+  torch::manual_seed(0);
+  torch::NoGradGuard no_grad;
+  for (auto [batch, channels, height, width] : {std::tuple{2, 64, 8, 6}, std::tuple{1, 36, 9, 7}}) {
+    auto a = torch::randn({batch, channels, height, width}).to(torch::kBFloat16);
+    auto b = torch::randn({batch, channels, height, width}).to(torch::kBFloat16);
+    auto bias1 = torch::randn({channels}), bias2 = torch::randn({channels}).to(torch::kBFloat16);
+    auto sum = [&](bool second) {
+      auto s = a.to(torch::kFloat32) + b.to(torch::kFloat32) + bias1.view({1, -1, 1, 1});
+      return second ? s + bias2.to(torch::kFloat32).view({1, -1, 1, 1}) : s;
+    };
+    for (auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+      SCOPED_TRACE(std::to_string(channels) + " channels, " + (format == torch::MemoryFormat::Contiguous ? "NCHW"
+                                                                                                         : "NHWC"));
+      auto ag = a.cuda().contiguous(format), bg = b.cuda().contiguous(format);
+      ASSERT_TRUE(nets::fused_residual_add_applies(ag));
+      for (bool second : {true, false}) {
+        auto got = nets::residual_add(ag, bg, bias1.cuda(), second ? bias2.cuda() : torch::Tensor());
+        EXPECT_TRUE(got.is_contiguous(format));
+        const auto expected = sum(second);
+        auto error = (got.cpu().to(torch::kFloat32) - expected).abs();
+        EXPECT_TRUE((error <= 0.004 * expected.abs() + 1e-6).all().item<bool>())
+            << "max error " << error.max().item<double>();
+      }
+    }
+  }
+}
+
+// The whole network in bf16 on the GPU (fused GroupNorm+SiLU with the
+// convolutions' biases folded in, fused residual sums, flash attention) against
+// fp32 on the CPU: within bf16's accuracy, in both layouts and batch 2.
+TEST(Cuda, AdmPriorInBf16OnTheGpuGivesTheCpuEpsilon) {
+  UD2M_REQUIRE_CUDA();
+  torch::NoGradGuard no_grad;
+  auto prior = tiny_adm();
+  auto x = torch::randn({2, 3, 16, 16});
+  auto t = torch::tensor({10.0f, 700.0f});
+  auto on_cpu = prior->epsilon(x, t);
+  prior->module().to(torch::kCUDA);
+  for (bool channels_last : {false, true}) {
+    SCOPED_TRACE(channels_last ? "channels-last" : "NCHW");
+    prior->set_inference_precision(torch::kBFloat16, channels_last);
+    auto xg = x.cuda();
+    if (channels_last) xg = xg.contiguous(torch::MemoryFormat::ChannelsLast);
+    EXPECT_LT(relative_error(prior->epsilon(xg, t.cuda()).to(torch::kFloat32), on_cpu), 0.03);
+  }
 }
 
 TEST(Cuda, AdmPriorOnTheGpuGivesTheCpuEpsilon) {
