@@ -93,9 +93,9 @@ std::string task_list() {
          "                           (M, N), or sparse 'indices' (2, nnz), 'values', 'shape'); N = H*W acts on\n"
          "                           each channel, N = C*H*W on the whole image (row-major); y = A v of the image\n"
          "                           v in [0, 1], shape (1, C or 1, 1, M); .safetensors output\n"
-         "Writes OUT (.png image, or .safetensors: exact float measurement in [-1, 1] units under key 'y')\n"
-         "and the sidecar (OUT with its extension replaced by .json), from which `ud2m restore` rebuilds\n"
-         "the operator and noise exactly. Nothing is written if any check fails.";
+         "Writes OUT (.png image, or .safetensors: the exact float measurement under key 'y', in [-1, 1] model\n"
+         "units except the matrix task's A v) and the sidecar (OUT with its extension replaced by .json), from\n"
+         "which `ud2m restore` rebuilds the operator and noise exactly. Nothing is written if any check fails.";
 }
 
 }  // namespace

@@ -130,6 +130,15 @@ TEST(MatrixOperator, CliDegradesRestoresAndRebuildsFromTheFile) {
                      (dir / "tv_described.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_file((dir / "tv_described.png").string()), read_file((dir / "tv.png").string()));
+  // A folder moved with its matrix (the recorded path gone) restores from its sidecar.
+  fs::create_directories(dir / "moved");
+  for (const char* name : {"y.safetensors", "y.json"}) fs::copy_file(dir / name, dir / "moved" / name);
+  fs::rename(file, dir / "moved" / "A.safetensors");
+  r = test::run_ud2m("restore --method tv -m " + (dir / "moved" / "y.safetensors").string() + " --out " +
+                     (dir / "moved" / "tv.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_file((dir / "moved" / "tv.png").string()), read_file((dir / "tv.png").string()));
+  fs::rename(dir / "moved" / "A.safetensors", file);
 
   // Bad input: no size for a described measurement, a PNG output, the wrong
   // width of matrix, a changed matrix file.
