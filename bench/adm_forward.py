@@ -215,9 +215,9 @@ def main():
           f"best of {args.rounds} round(s)")
     print_table(rows, py_fp32, py_bf16, errors, "peak GPU MiB" if device.type == "cuda" else "peak RSS MiB")
     if args.trace:
-        for label, trace in (("ud2m C++", args.trace), ("PyTorch bf16 recipe", python_trace)):
-            print(f"\n== where one {args.trace_precision if trace == args.trace else 'bf16'} pass of {label} "
-                  f"spends its time ({trace})")
+        for label, precision, trace in (("ud2m C++", args.trace_precision, args.trace),
+                                        ("PyTorch bf16 recipe", "bf16", python_trace)):
+            print(f"\n== where one {precision} pass of {label} spends its time ({trace})")
             subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name("op_times.py")), trace, "--top", "25"])
 
 

@@ -31,18 +31,6 @@ TensorFile read_measurement_file(const std::string& path) {
   return file;
 }
 
-// A measurement folder moved with its matrix file: the path the sidecar
-// recorded no longer exists, but a file of that name beside the measurement
-// does. (Its fingerprint is still checked against the sidecar's.)
-void find_moved_matrix(nlohmann::json& sidecar, const std::string& measurement_path) {
-  if (!sidecar.is_object() || !sidecar.contains("operator")) return;
-  auto& op = sidecar["operator"];
-  if (!op.is_object() || op.value("type", "") != "matrix" || !op.contains("file") || !op["file"].is_string()) return;
-  const std::filesystem::path recorded = op["file"].get<std::string>();
-  const auto beside = std::filesystem::path(measurement_path).parent_path() / recorded.filename();
-  if (!std::filesystem::exists(recorded) && std::filesystem::exists(beside)) op["file"] = beside.string();
-}
-
 Measurement load_described_measurement(const std::string& path, const physics::TaskSpec& task) {
   Measurement m;
   if (has_extension(path, ".safetensors")) {
@@ -79,7 +67,7 @@ Measurement load_measurement(const std::string& path, const std::string& sidecar
     sidecar = parse_sidecar(read_file(sidecar_name), sidecar_name);
   }
   try {
-    find_moved_matrix(sidecar, path);
+    physics::find_moved_matrix(sidecar, std::filesystem::path(path).parent_path().string());
     m.degradation = physics::degradation_from_sidecar(sidecar);
     m.image_shape = shape_field(sidecar, "input_shape", sidecar_name);
     auto y_shape = shape_field(sidecar, "measurement_shape", sidecar_name);

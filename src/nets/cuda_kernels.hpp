@@ -18,9 +18,9 @@ struct Activations {
   Layout layout;
 };
 
-struct GroupNormShape {
-  int64_t batch, channels, pixels, groups;  // pixels = H·W
-  Layout layout;
+// Activations and the number of groups their channels form.
+struct GroupNormShape : Activations {
+  int64_t groups;
 };
 
 // Per-(sample, channel) values the kernels read in place: bf16 or fp32,

@@ -99,8 +99,10 @@ torch::Tensor fused_cuda(const torch::Tensor& x, const torch::Tensor& weight, co
                          int64_t groups, double eps) {
   const c10::cuda::CUDAGuard guard(x.device());
   const bool channels_last = !x.is_contiguous();
-  cuda::GroupNormShape shape{x.size(0), x.size(1), x.size(2) * x.size(3), groups,
-                             channels_last ? cuda::Layout::kChannelsLast : cuda::Layout::kChannelsFirst};
+  const cuda::GroupNormShape shape{
+      {x.size(0), x.size(1), x.size(2) * x.size(3),
+       channels_last ? cuda::Layout::kChannelsLast : cuda::Layout::kChannelsFirst},
+      groups};
   auto parameter = [](const torch::Tensor& p) {  // fp32 or bf16 already: no copy
     return p.scalar_type() == torch::kBFloat16 ? p.contiguous() : p.to(torch::kFloat32).contiguous();
   };

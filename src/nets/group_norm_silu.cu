@@ -13,27 +13,16 @@
 // 16-byte vectors (ADM's channels-last activations always do), each thread
 // loads and stores eight values at a time. No launch prepares the affine:
 // the kernels read the parameters in place, in bf16 or fp32.
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
-#include "nets/cuda_kernels.hpp"
+#include "nets/cuda_kernel_common.cuh"
 
 namespace ud2m::nets::cuda {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int64_t kTargetBlocks = 512;  // enough blocks per pass to fill a large GPU
 constexpr int64_t kMinPixelsPerSplit = 256;
-
-// Eight bf16 values in one 16-byte load or store: the vectorised loops'
-// unit, where rows of contiguous elements hold a multiple of eight and the
-// tensors are 16-byte aligned (decided per call, see vectorisable()).
-constexpr int kVector = 8;
 
 // Count, mean and sum of squared deviations (Welford's M2), merged pairwise
 // (Chan et al.), so that off-centre activations keep their variance.
@@ -66,12 +55,6 @@ struct ShiftedSums {
     return {float(n), origin + mean, fmaxf(squares - sum * mean, 0.f)};
   }
 };
-
-__device__ float value_at(const ChannelValues& v, int64_t b, int64_t c, float absent) {
-  if (v.data == nullptr) return absent;
-  const int64_t i = b * v.batch_stride + c;
-  return v.bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(v.data)[i]) : static_cast<const float*>(v.data)[i];
-}
 
 int64_t splits_per_group(const GroupNormShape& s) {
   const int64_t wanted = (kTargetBlocks + s.batch * s.groups - 1) / (s.batch * s.groups);
@@ -242,26 +225,15 @@ __global__ void normalize_pixels_kernel(const __nv_bfloat16* x, __nv_bfloat16* y
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(error));
-}
-
-// Whether the 16-byte loops apply: rows of whole vectors, aligned tensors.
-bool vectorisable(const void* x, const void* y, int64_t row_length) {
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % (kVector * 2) == 0; };
-  return row_length % kVector == 0 && aligned(x) && aligned(y);
-}
-
 void launch_normalize(const __nv_bfloat16* x, __nv_bfloat16* y, const GroupNormShape& s, const Moments* partials,
                       int64_t splits, float eps, const GroupNormAffine& affine, cudaStream_t on) {
   if (s.layout == Layout::kChannelsFirst) {
-    normalize_planes_kernel<<<s.batch * s.channels, kThreads, 0, on>>>(x, y, s, vectorisable(x, y, s.pixels),
+    normalize_planes_kernel<<<s.batch * s.channels, kThreads, 0, on>>>(x, y, s, vectorisable(s.pixels, {x, y}),
                                                                        partials, splits, eps, affine);
     return;
   }
   const int64_t chunks = s.channels / kVector;
-  const bool vectorised = vectorisable(x, y, s.channels) && chunks <= 1024;
+  const bool vectorised = vectorisable(s.channels, {x, y}) && chunks <= 1024;
   const int64_t threads = vectorised ? chunks * std::max<int64_t>(1, kThreads / chunks) : kThreads;
   const int64_t pixels_per_pass = vectorised ? threads / chunks : 1;
   const int64_t wanted = (kTargetBlocks + s.batch - 1) / s.batch;
@@ -287,7 +259,7 @@ void group_norm_silu_bf16(const void* x, void* y, const GroupNormShape& shape, f
   auto* partials = reinterpret_cast<Moments*>(workspace);
   const auto* in = static_cast<const __nv_bfloat16*>(x);
   const bool nchw = shape.layout == Layout::kChannelsFirst;
-  const bool vector_moments = vectorisable(x, x, nchw ? shape.pixels : per_group);
+  const bool vector_moments = vectorisable(nchw ? shape.pixels : per_group, {x});
   const size_t shared = nchw ? 0 : per_group * sizeof(float);
   partial_moments_kernel<<<dim3(shape.batch * shape.groups, splits), kThreads, shared, on>>>(
       in, shape, vector_moments, affine.input_bias, partials);

@@ -3,26 +3,16 @@
 // b left out their biases. PyTorch would add each bias in a pass of its own
 // (a broadcast over channels-last tensors, which its generic elementwise
 // kernel runs well below memory speed), then the sum.
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
-#include "nets/cuda_kernels.hpp"
+#include "nets/cuda_kernel_common.cuh"
 
 namespace ud2m::nets::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kVector = 8;  // bf16 values per 16-byte load
-
-__device__ float bias_at(const ChannelValues& v, int64_t c) {
-  if (v.data == nullptr) return 0.f;
-  return v.bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(v.data)[c]) : static_cast<const float*>(v.data)[c];
-}
+// A per-channel bias (batch_stride 0), 0 where absent.
+__device__ float bias_at(const ChannelValues& v, int64_t c) { return value_at(v, 0, c, 0.f); }
 
 // Channel of element i (NHWC: the fastest index; NCHW: planes of `pixels`).
 __device__ int64_t channel_of(int64_t i, const Activations& s) {
@@ -65,16 +55,14 @@ __global__ void residual_add_kernel(const __nv_bfloat16* a, const __nv_bfloat16*
 
 void residual_add_bf16(const void* a, const void* b, void* y, const Activations& shape, const ChannelValues& bias1,
                        const ChannelValues& bias2, void* stream) {
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % (kVector * 2) == 0; };
   const int64_t row = shape.layout == Layout::kChannelsLast ? shape.channels : shape.pixels;
-  const bool vectorised = row % kVector == 0 && aligned(a) && aligned(b) && aligned(y);
+  const bool vectorised = vectorisable(row, {a, b, y});
   const int64_t total = shape.batch * shape.channels * shape.pixels, units = vectorised ? total / kVector : total;
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((units + kThreads - 1) / kThreads, 4096));
   residual_add_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       static_cast<const __nv_bfloat16*>(a), static_cast<const __nv_bfloat16*>(b), static_cast<__nv_bfloat16*>(y),
       shape, bias1, bias2, vectorised);
-  const cudaError_t error = cudaGetLastError();
-  if (error != cudaSuccess) throw std::runtime_error(std::string("residual add kernel: ") + cudaGetErrorString(error));
+  check_launch("residual add kernel");
 }
 
 }  // namespace ud2m::nets::cuda

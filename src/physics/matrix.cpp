@@ -181,6 +181,15 @@ std::shared_ptr<MatrixOperator> MatrixOperator::from_json(const nlohmann::json& 
   return op;
 }
 
+void find_moved_matrix(nlohmann::json& sidecar, const std::string& folder) {
+  if (!sidecar.is_object() || !sidecar.contains("operator")) return;
+  auto& op = sidecar["operator"];
+  if (!op.is_object() || op.value("type", "") != "matrix" || !op.contains("file") || !op["file"].is_string()) return;
+  const std::filesystem::path recorded = op["file"].get<std::string>();
+  const auto beside = std::filesystem::path(folder) / recorded.filename();
+  if (!std::filesystem::exists(recorded) && std::filesystem::exists(beside)) op["file"] = beside.string();
+}
+
 torch::Tensor load_matrix_file(const std::string& path) {
   check_extension(path);
   return matrix_of(read_safetensors(path).tensors, path);

@@ -76,6 +76,10 @@ class MatrixOperator : public LinearOperator {
 torch::Tensor load_matrix_file(const std::string& path);
 // The number of columns N of a matrix file.
 int64_t matrix_file_columns(const std::string& path);
+// A measurement folder moved with its matrix file: where the path a sidecar
+// recorded no longer exists but a file of that name in `folder` does, the
+// sidecar is pointed there (its fingerprint is still checked on loading).
+void find_moved_matrix(nlohmann::json& sidecar, const std::string& folder);
 
 // Measurement files of a matrix operator hold y = A·v of [0, 1] images; the
 // samplers see model units. Other operators' files are already in model
