@@ -100,8 +100,8 @@ NcvsdTrainer::NcvsdTrainer(NcvsdTrainOptions options, std::shared_ptr<const Crop
   g_params.insert(g_params.end(), lv.begin(), lv.end());
   auto f_params = fake_->parameters(), lvf = fake_logvar_->parameters();
   f_params.insert(f_params.end(), lvf.begin(), lvf.end());
-  g_optimizer_ = std::make_unique<torch::optim::AdamW>(g_params, adam(options_.generator_lr));
-  f_optimizer_ = std::make_unique<torch::optim::AdamW>(f_params, adam(options_.lr));
+  g_optimizer_ = std::make_unique<FusedAdamW>(g_params, adam(options_.generator_lr));
+  f_optimizer_ = std::make_unique<FusedAdamW>(f_params, adam(options_.lr));
   rank_batch_ = dist::rank_batch(options_.batch, dist_->world());
   std::vector<torch::Tensor> initial = g_params;
   initial.insert(initial.end(), f_params.begin(), f_params.end());

@@ -23,6 +23,7 @@
 #include "dist/context.hpp"
 #include "ncvsd/networks.hpp"
 #include "train/crop_dataset.hpp"
+#include "train/fused_adamw.hpp"
 
 namespace ud2m::train {
 
@@ -92,7 +93,7 @@ class NcvsdTrainer {
   diffusion::PriorPtr teacher_;
   ncvsd::GeneratorNet generator_{nullptr}, fake_{nullptr}, ema_{nullptr};
   ncvsd::LogVariance generator_logvar_{nullptr}, fake_logvar_{nullptr};
-  std::unique_ptr<torch::optim::AdamW> g_optimizer_, f_optimizer_;
+  std::unique_ptr<FusedAdamW> g_optimizer_, f_optimizer_;
   torch::Generator rng_;
   int64_t step_ = 0;
   std::vector<NcvsdLosses> history_;

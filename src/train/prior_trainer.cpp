@@ -82,7 +82,7 @@ PriorTrainer::PriorTrainer(PriorTrainOptions options, std::shared_ptr<const Crop
     for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
   }
   for (auto& p : ema_->net()->parameters()) p.set_requires_grad(false);
-  optimizer_ = std::make_unique<torch::optim::AdamW>(
+  optimizer_ = std::make_unique<FusedAdamW>(
       model_->net()->parameters(), torch::optim::AdamWOptions(options_.lr).weight_decay(options_.weight_decay));
   rng_ = at::make_generator<at::CPUGeneratorImpl>(options_.seed);
   if (resume) load_checkpoint(checkpoint_path());

@@ -12,6 +12,7 @@
 #include "diffusion/prior.hpp"
 #include "dist/context.hpp"
 #include "train/crop_dataset.hpp"
+#include "train/fused_adamw.hpp"
 
 namespace ud2m::train {
 
@@ -68,7 +69,7 @@ class PriorTrainer {
   std::shared_ptr<dist::DistContext> dist_;
   int rank_batch_ = 0;
   std::shared_ptr<diffusion::AdmPrior> model_, ema_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<FusedAdamW> optimizer_;
   torch::Device device_;
   torch::Generator rng_;  // on the CPU whatever the device: crops are cut there, and resumes are exact across devices
   int64_t step_ = 0;

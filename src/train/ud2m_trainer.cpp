@@ -146,8 +146,8 @@ Ud2mTrainer::Ud2mTrainer(Ud2mTrainOptions options, PerceptualLoss perceptual, st
   groups.emplace_back(weights, std::make_unique<torch::optim::AdamWOptions>(adamw));
   groups.emplace_back(scalars, std::make_unique<torch::optim::AdamWOptions>(
                                    torch::optim::AdamWOptions(options_.scalar_lr).weight_decay(0)));
-  g_optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), adamw);
-  d_optimizer_ = std::make_unique<torch::optim::AdamW>(discriminator_->parameters(), adamw);
+  g_optimizer_ = std::make_unique<FusedAdamW>(std::move(groups), adamw);
+  d_optimizer_ = std::make_unique<FusedAdamW>(discriminator_->parameters(), adamw);
   rank_batch_ = dist::rank_batch(options_.batch, dist_->world());
   std::vector<torch::Tensor> initial = discriminator_->parameters();
   for (auto& [name, p] : network_->trainable_parameters()) initial.push_back(p);

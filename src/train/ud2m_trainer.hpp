@@ -17,6 +17,7 @@
 #include "nets/discriminator.hpp"
 #include "physics/degradation.hpp"
 #include "train/crop_dataset.hpp"
+#include "train/fused_adamw.hpp"
 #include "train/perceptual_loss.hpp"
 #include "ud2m/unrolled.hpp"
 
@@ -130,7 +131,7 @@ class Ud2mTrainer {
   std::vector<std::pair<int64_t, double>> validation_history_;  // (step, PSNR)
   std::shared_ptr<unrolled::UnrolledNetwork> network_;
   nets::Discriminator discriminator_{nullptr};
-  std::unique_ptr<torch::optim::AdamW> g_optimizer_, d_optimizer_;
+  std::unique_ptr<FusedAdamW> g_optimizer_, d_optimizer_;
   torch::Generator rng_;
   int64_t step_ = 0;
   std::vector<Ud2mLosses> history_;
