@@ -162,13 +162,10 @@ void NcvsdTrainer::start_from_generator(const std::string& path) {
 }
 
 NcvsdLosses NcvsdTrainer::step() {
-  generator_->train();
-  fake_->train();
   seed_dropout(options_.seed, step_, dist_->rank(), device_);
   // Every draw is for the whole batch, in one order, on every rank, on the
   // CPU; each rank keeps its share, on its device.
   const int64_t n = options_.batch;
-  auto x = dist_->share(data_->batch(options_.batch, rng_), device_);
   auto levels = [&](double mean, double std) {
     auto drawn = ncvsd::lognormal_levels(n, mean, std, rng_).clamp(kLevelMin, kLevelMax).to(torch::kFloat32);
     return dist_->share(drawn, device_);
@@ -181,11 +178,18 @@ NcvsdLosses NcvsdTrainer::step() {
   auto noisy = [&](const torch::Tensor& clean, const torch::Tensor& level) {
     return clean + level.view({-1, 1, 1, 1}) * normal_like(clean);
   };
-  auto sigma = levels(0.4, 2.0);
-  auto y = noisy(x, sigma);
+  // Each phase gets its own crops and levels σ, as in the published loop.
+  auto noisy_crops = [&] {
+    auto x = dist_->share(data_->batch(options_.batch, rng_), device_);
+    auto sigma = levels(0.4, 2.0);
+    return std::pair{noisy(x, sigma), sigma};
+  };
   NcvsdLosses losses;
 
   {  // Fake score: denoising score matching on the generator's current samples.
+    auto [y, sigma] = noisy_crops();
+    generator_->eval();  // the samples are drawn without dropout
+    fake_->train();
     torch::Tensor sample;
     {
       torch::NoGradGuard no_grad;
@@ -209,6 +213,9 @@ NcvsdLosses NcvsdTrainer::step() {
   }
 
   {  // Generator: noise-conditional VSD.
+    auto [y, sigma] = noisy_crops();
+    generator_->train();
+    fake_->eval();  // the fake score is a fixed target here, without dropout
     torch::Tensor sample;
     {
       Bf16Autocast autocast(device_.type(), options_.bf16);

@@ -1,10 +1,13 @@
 // NCVSD distillation: a generative denoiser G(y, σ, z) from a frozen prior
-// (the teacher). Per step, on one batch of clean crops x, levels
-// σ ~ LogNormal(0.4, 2.0) (clamped to [0.002, 80]) and y = x + σn:
-//   fake score: denoising score matching on G's detached samples,
-//               t ~ LogNormal(−0.8, 1.6), EDM weight, learned log-variance;
+// (the teacher). Per step, two phases, each (as in the published loop) on its
+// own batch of clean crops x, levels σ ~ LogNormal(0.4, 2.0) (clamped to
+// [0.002, 80]) and y = x + σn:
+//   fake score: denoising score matching on G's samples (drawn in eval mode,
+//               no gradient), t ~ LogNormal(−0.8, 1.6), EDM weight, learned
+//               log-variance;
 //   generator:  the noise-conditional VSD loss (ncvsd/vsd.hpp) against the
-//               teacher at (y_eff, σ_eff) and the fake score, t ~ LogNormal(0.4, 2.0).
+//               teacher at (y_eff, σ_eff) and the fake score (in eval mode),
+//               t ~ LogNormal(0.4, 2.0).
 // Adam β = (0.9, 0.99) for both, the generator at a smaller rate (the fake
 // score must keep up with it), EMA of the generator, atomic checkpoints, exact
 // resume, a 2-step sample grid at each checkpoint. No adversarial term (the
