@@ -229,10 +229,10 @@ bool is_generator_file(const std::string& path) {
       opaque.opaque_records = true;
       return nets::looks_like_edm2_controlnet(nets::edm2_state_dict(read_checkpoint(path, opaque)));
     }
-    case CheckpointFormat::Safetensors: {
-      auto file = read_safetensors(path);
-      auto it = file.metadata.find(kMetadataKey);
-      if (it == file.metadata.end()) return false;
+    case CheckpointFormat::Safetensors: {  // the header says; the weights stay unread
+      const auto metadata = SafetensorsReader(path).metadata();
+      auto it = metadata.find(kMetadataKey);
+      if (it == metadata.end()) return false;
       auto meta = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
       return meta.is_object() && meta.value("format", "") == kFormat;
     }
