@@ -12,7 +12,8 @@
 # ADAPTERS: the UD2M runs, NAME:TASK[:NxK] each, continuing models/ud2m-small-64-NAME.adapter.safetensors
 # (LoRA widened to the residual blocks where it had none; NxK, e.g. 1x9: trained
 # for N sampling steps of K blocks instead of the adapter's); NCVSD=0 leaves the
-# generator out; PROFILE=0 skips the step profile of the first adapter run.
+# generator out; PROFILE=0 skips the step profile of the first adapter run (of the NCVSD run
+# when there is none).
 # The runs live in /tmp/ud2m-runs/ and resume from there (not under .gpu: a
 # call that carries .gpu replaces it, runs and all). This is how
 # the shipped SR adapter's last 1,062 steps and the shipped NCVSD generator
@@ -66,7 +67,9 @@ PIDS=()
 extra=$([ "${PROFILE:-1}" = 1 ] && echo profile)  # PROFILE=0: no step profile
 for spec in $ADAPTERS; do train_adapter "$spec" $extra & PIDS+=($!); extra=; done
 if [ "$NCVSD" = 1 ]; then
-  OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ncvsd --prior models/ud2m-small-64.safetensors \
+  ncvsd_profile=()  # the step profile, when no adapter run took it
+  [ -n "$extra" ] && ncvsd_profile=(--profile $PROFILE_TRACE)
+  OMP_NUM_THREADS=$THREADS build-gpu/ud2m train --method ncvsd --prior models/ud2m-small-64.safetensors "${ncvsd_profile[@]}" \
     --init-generator models/ud2m-small-64-ncvsd.generator.safetensors \
     --data .gpu/data/train.txt --crop 64 --batch 64 --steps 1000000 --generator-lr 1e-4 --save-every 500 \
     --device cuda --out $RUNS/ncvsd --max-time $TRAIN > "$LOG/train_ncvsd.txt" 2>&1 &
@@ -78,8 +81,8 @@ if [ "$MODE" = first ]; then
 fi
 for pid in "${PIDS[@]}"; do wait "$pid"; done
 for log in "$LOG"/train_*.txt; do say "$(basename "$log" .txt):"; tail -4 "$log"; done
-if [ -f $PROFILE_TRACE ]; then  # where a UD2M training step's time goes, by operator and by kernel
-  say "profile of one UD2M run's steps 4-8:"; python3 bench/op_times.py $PROFILE_TRACE --top 25 | tee "$LOG/train_profile.txt"
+if [ -f $PROFILE_TRACE ]; then  # where a training step's time goes, by operator and by kernel
+  say "profile of one training run's steps 4-8:"; python3 bench/op_times.py $PROFILE_TRACE --top 25 | tee "$LOG/train_profile.txt"
   rm -f $PROFILE_TRACE
 fi
 pack
