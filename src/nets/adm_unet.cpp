@@ -79,7 +79,8 @@ class ResBlockImpl : public torch::nn::Module {
     // of its own: in the fused kernels).
     auto* in_conv = in_layers[2]->as<torch::nn::Conv2d>();
     auto h = with_lora(*in_conv, in_lora, a, /*with_bias=*/false);
-    auto emb_out = emb_layers->forward(emb).to(h.scalar_type()).unsqueeze(-1).unsqueeze(-1);
+    // emb_layers[0], the SiLU, was applied once for all blocks (AdmUNetImpl::activated_embedding).
+    auto emb_out = emb_layers[1]->as<torch::nn::Linear>()->forward(emb).to(h.scalar_type()).unsqueeze(-1).unsqueeze(-1);
     auto* out_norm = out_layers[0]->as<Fp32GroupNormImpl>();
     if (scale_shift_) {
       auto parts = emb_out.chunk(2, 1);
@@ -391,13 +392,19 @@ AdmUNetImpl::AdmUNetImpl(const AdmConfig& config) : config_(config) {
                                                      torch::nn::Conv2d(torch::nn::Conv2dOptions(ch, config.out_channels, 3).padding(1))));
 }
 
+torch::Tensor AdmUNetImpl::activated_embedding(const torch::Tensor& t, const torch::Tensor& labels,
+                                               torch::ScalarType dtype) {
+  auto emb = time_embed->forward(timestep_embedding(t, config_.model_channels).to(dtype));
+  if (labels.defined()) emb = emb + label_emb(labels);
+  return torch::silu(emb);
+}
+
 torch::Tensor AdmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels) {
   UD2M_CHECK((config_.num_classes > 0) == labels.defined(),
              "this ADM model {} class labels", config_.num_classes > 0 ? "needs" : "takes no");
   // Activations follow the weights' dtype (bf16 inference) and the input's layout.
   const auto dtype = out[2]->as<torch::nn::Conv2d>()->weight.scalar_type();
-  auto emb = time_embed->forward(timestep_embedding(t, config_.model_channels).to(dtype));
-  if (labels.defined()) emb = emb + label_emb(labels);
+  const auto emb = activated_embedding(t, labels, dtype);
   std::vector<torch::Tensor> skips;
   torch::Tensor h = x.to(dtype);
   for (auto& block : *input_blocks) {
@@ -416,7 +423,7 @@ torch::Tensor AdmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& 
 std::vector<torch::Tensor> AdmUNetImpl::encoder_features(const torch::Tensor& x, const torch::Tensor& t) {
   UD2M_CHECK(config_.num_classes == 0, "encoder features are defined for unconditional ADM models only");
   const auto dtype = out[2]->as<torch::nn::Conv2d>()->weight.scalar_type();
-  auto emb = time_embed->forward(timestep_embedding(t, config_.model_channels).to(dtype));
+  const auto emb = activated_embedding(t, {}, dtype);
   std::vector<torch::Tensor> features;
   torch::Tensor h = x.to(dtype);
   for (size_t i = 0; i < input_blocks->size(); ++i) {

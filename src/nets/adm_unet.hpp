@@ -61,6 +61,10 @@ class AdmUNetImpl : public torch::nn::Module {
   void fold_lora();  // see nets::fold_lora
 
  private:
+  // SiLU(timestep embedding [+ label embedding]): what every residual block's
+  // emb_layers projects (their SiLU, identical in each, is applied here once).
+  torch::Tensor activated_embedding(const torch::Tensor& t, const torch::Tensor& labels, torch::ScalarType dtype);
+
   AdmConfig config_;
   torch::nn::Sequential time_embed{nullptr};
   torch::nn::Embedding label_emb{nullptr};
