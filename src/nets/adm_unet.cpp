@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "nets/channel_cat.hpp"
 #include "nets/fp32_group_norm.hpp"
 #include "nets/residual_add.hpp"
 
@@ -137,6 +138,7 @@ class AttentionBlockImpl : public torch::nn::Module {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
+    if (x.suggest_memory_format() == torch::MemoryFormat::ChannelsLast) return forward_tokens(x);
     const int64_t b = x.size(0), c = x.size(1), length = x.size(2) * x.size(3);
     auto flat = x.reshape({b, c, length});
     auto normed = norm(flat);
@@ -150,6 +152,23 @@ class AttentionBlockImpl : public torch::nn::Module {
     // every convolution after it would copy its input back (12% of a bf16
     // FFHQ pass).
     return x + h.reshape(x.sizes());
+  }
+
+  // The same block for channels-last x, whose memory already holds (B, T, C)
+  // token rows: the projections are matrix products with their bias fused
+  // in, q, k and v are strided views of qkv's output that the attention
+  // kernels read in place, and the result is added in x's layout. The NCHW
+  // path above copies the activations five times to change layouts.
+  torch::Tensor forward_tokens(const torch::Tensor& x) {
+    const int64_t b = x.size(0), c = x.size(1), height = x.size(2), width = x.size(3), length = height * width;
+    auto rows = [&](const torch::Tensor& t) { return t.permute({0, 2, 3, 1}).reshape({b * length, c}); };
+    auto normed = rows(norm(x));
+    auto q_k_v = F::linear(normed, qkv->weight.squeeze(-1), qkv->bias);
+    if (qkv_lora) q_k_v = q_k_v + qkv_lora->channels_last(normed);
+    auto a = token_attention(q_k_v.view({b, length, 3 * c}));
+    auto h = F::linear(a, proj_out->weight.squeeze(-1), proj_out->bias);
+    if (proj_out_lora) h = h + proj_out_lora->channels_last(a);
+    return x + h.view({b, height, width, c}).permute({0, 3, 1, 2});
   }
 
   void add_lora(const LoraOptions& options) {
@@ -186,6 +205,22 @@ class AttentionBlockImpl : public torch::nn::Module {
     // (B, heads, T, ch) -> (B, heads·ch, T). Not a view: the GPU's flash
     // kernels return the heads interleaved in memory, (B, T, heads, ch).
     return a.transpose(2, 3).reshape({b, heads_ * ch, length});
+  }
+
+  // qkv: (B, T, 3·C) token rows, channels laid out as above -> (B·T, C).
+  torch::Tensor token_attention(const torch::Tensor& qkv_rows) {
+    const int64_t b = qkv_rows.size(0), length = qkv_rows.size(1), width = qkv_rows.size(2);
+    const int64_t ch = width / (3 * heads_);
+    // (B, T, heads, ch) views, channels innermost, as (B, heads, T, ch).
+    std::vector<torch::Tensor> q_k_v;
+    if (new_order_) {
+      for (auto& part : qkv_rows.chunk(3, 2)) q_k_v.push_back(part.view({b, length, heads_, ch}).transpose(1, 2));
+    } else {
+      auto per_head = qkv_rows.view({b, length, heads_, 3, ch});
+      for (int64_t i = 0; i < 3; ++i) q_k_v.push_back(per_head.select(3, i).transpose(1, 2));
+    }
+    auto a = at::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2]);
+    return a.transpose(1, 2).reshape({b * length, heads_ * ch});
   }
 
   bool new_order_;
@@ -413,7 +448,7 @@ torch::Tensor AdmUNetImpl::forward(const torch::Tensor& x, const torch::Tensor& 
   }
   h = std::static_pointer_cast<EmbedSequentialImpl>(middle_block)->forward(h, emb);
   for (auto& block : *output_blocks) {
-    h = block->as<EmbedSequentialImpl>()->forward(torch::cat({h, skips.back()}, 1), emb);
+    h = block->as<EmbedSequentialImpl>()->forward(cat_channels(h, skips.back()), emb);
     skips.pop_back();
   }
   h = out[0]->as<Fp32GroupNormImpl>()->forward_silu(h);  // out[1], the SiLU, is fused in

@@ -9,6 +9,8 @@ namespace ud2m::nets {
 class Fp32GroupNormImpl : public torch::nn::Module {
  public:
   Fp32GroupNormImpl(int64_t groups, int64_t channels, double eps);
+  // Outside autograd on a GPU, bf16 4-D activations take the fused kernel
+  // without its SiLU (one rounding, no fp32 copies of x).
   torch::Tensor forward(const torch::Tensor& x);
   // silu(forward(x + input_bias)·scale + shift) — the norm-then-activation
   // of a residual block, `scale` and `shift` (B, C, 1, 1) or undefined (1 and
@@ -27,7 +29,7 @@ class Fp32GroupNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Fp32GroupNorm);
 
-// While one lives on this thread, forward_silu runs the composed ops outside
+// While one lives on this thread, forward and forward_silu run the composed ops outside
 // autograd too. Activation recomputation (nets/recompute.cpp) runs a network
 // once without autograd and again with it: both runs must compute the same
 // values, or the gradients belong to a slightly different forward.

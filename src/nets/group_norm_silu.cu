@@ -4,15 +4,20 @@
 // and runs SiLU (about four times the memory traffic; at batch 1 these
 // memory-bound passes are a large share of an ADM pass).
 //
-// Both passes are meant to run at memory speed: the statistics of each
-// (sample, group) are split over several blocks (at batch 1 there are only 32
-// groups for a GPU's ~130 multiprocessors); each block of the second pass
-// folds the group statistics, the norm's affine and the block's scale and
-// shift into per-channel coefficients once, in shared memory, so that each
-// element costs a fused multiply-add and a SiLU. Where rows hold whole
-// 16-byte vectors (ADM's channels-last activations always do), each thread
-// loads and stores eight values at a time. No launch prepares the affine:
-// the kernels read the parameters in place, in bf16 or fp32.
+// Both passes are meant to run at memory speed. The statistics pass spreads
+// each (sample, group) over many blocks (at batch 1 there are only 32 groups
+// for a GPU's ~130 multiprocessors); each block adds its share to the group's
+// sum and sum of squares in double, by atomics (taken about one value of the
+// group, so that off-centre activations keep their variance), so the second
+// pass reads two numbers per group however many blocks the first had. In
+// channels-last tensors whose groups hold whole 16-byte vectors (ADM's always
+// do) the statistics blocks read whole pixels, coalesced, as the second pass
+// does. Each block of the second pass folds the group statistics, the norm's
+// affine and the block's scale and shift into per-channel coefficients once,
+// in shared memory, so that each element costs a fused multiply-add and a
+// SiLU. Where rows hold whole 16-byte vectors, each thread loads and stores
+// eight values at a time. No launch prepares the affine: the kernels read the
+// parameters in place, in bf16 or fp32.
 #include <algorithm>
 #include <cstdint>
 
@@ -61,8 +66,46 @@ int64_t splits_per_group(const GroupNormShape& s) {
   return std::max<int64_t>(1, std::min(wanted, s.pixels / kMinPixelsPerSplit));
 }
 
-// The workspace: the partial moments, three floats each.
-int64_t partial_moments_floats(const GroupNormShape& s) { return 3 * s.batch * s.groups * splits_per_group(s); }
+// A group's sum and sum of squares of (x + input bias − its reference value),
+// the workspace (zeroed before the statistics pass).
+struct GroupSums {
+  double sum, squares;
+};
+
+// The value sums are taken about: the group's first value (plus its input
+// bias), which lies within a few standard deviations of the group's mean.
+__device__ float reference_value(const __nv_bfloat16* x, const GroupNormShape& s, const ChannelValues& input_bias,
+                                 int64_t b, int64_t g) {
+  const int64_t c = g * (s.channels / s.groups);
+  const int64_t at = s.layout == Layout::kChannelsFirst ? (b * s.channels + c) * s.pixels : b * s.pixels * s.channels + c;
+  return __bfloat162float(x[at]) + value_at(input_bias, b, c, 0.f);
+}
+
+// Adds a block's moments (count, mean, M2) to the group's sums about `reference`.
+__device__ void add_to_group(GroupSums* group, const Moments& m, float reference) {
+  if (m.n == 0) return;
+  const double offset = double(m.mean) - reference;
+  atomicAdd(&group->sum, m.n * offset);
+  atomicAdd(&group->squares, double(m.m2) + m.n * offset * offset);
+}
+
+// Mean and rstd = 1/√(var + eps) of group g of sample b from its sums.
+__device__ float2 group_statistics(const __nv_bfloat16* x, const GroupNormShape& s, const ChannelValues& input_bias,
+                                   const GroupSums* sums, int64_t b, int64_t g, float eps) {
+  const double count = double(s.pixels) * (s.channels / s.groups);
+  const GroupSums& group = sums[b * s.groups + g];
+  const double offset = group.sum / count;
+  const double variance = fmax(group.squares / count - offset * offset, 0.0);  // biased, as GroupNorm
+  return {float(reference_value(x, s, input_bias, b, g) + offset), rsqrtf(float(variance) + eps)};
+}
+
+// The per-thread moments of a block, merged into shared[0] (blockDim.x ≤ kThreads, a power of two).
+__device__ void merge_block(Moments* shared) {
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) shared[threadIdx.x].merge(shared[threadIdx.x + half]);
+    __syncthreads();
+  }
+}
 
 // Adds eight values, each plus its channel's input bias (`bias` has one per
 // value; null: none).
@@ -80,10 +123,10 @@ __device__ void add_vector(ShiftedSums& sums, const __nv_bfloat16* at, const flo
 // Block (b·groups + g, split): the moments of group g of sample b (of x plus
 // its input bias) over one range of its pixels (NCHW: of its pixel vectors,
 // when `vectorised`).
-__global__ void partial_moments_kernel(const __nv_bfloat16* x, GroupNormShape s, bool vectorised,
-                                       ChannelValues input_bias, Moments* partials) {
+__global__ void group_moments_kernel(const __nv_bfloat16* x, GroupNormShape s, bool vectorised,
+                                     ChannelValues input_bias, GroupSums* sums) {
   const int64_t bg = blockIdx.x, b = bg / s.groups, g = bg % s.groups, per_group = s.channels / s.groups;
-  ShiftedSums sums;
+  ShiftedSums mine;
   if (s.layout == Layout::kChannelsFirst) {  // the group's channels are planes of contiguous pixels
     const int64_t units = vectorised ? s.pixels / kVector : s.pixels;
     const int64_t first = units * blockIdx.y / gridDim.y, last = units * (blockIdx.y + 1) / gridDim.y;
@@ -92,8 +135,8 @@ __global__ void partial_moments_kernel(const __nv_bfloat16* x, GroupNormShape s,
       const float beta = value_at(input_bias, b, c, 0.f);
       const float betas[kVector] = {beta, beta, beta, beta, beta, beta, beta, beta};
       for (int64_t u = first + threadIdx.x; u < last; u += blockDim.x) {
-        if (vectorised) add_vector(sums, plane + u * kVector, betas);
-        else sums.add(__bfloat162float(plane[u]) + beta);
+        if (vectorised) add_vector(mine, plane + u * kVector, betas);
+        else mine.add(__bfloat162float(plane[u]) + beta);
       }
     }
   } else {  // each pixel holds the group's channels side by side
@@ -106,46 +149,64 @@ __global__ void partial_moments_kernel(const __nv_bfloat16* x, GroupNormShape s,
     for (int64_t p = first + threadIdx.x; p < last; p += blockDim.x) {
       const __nv_bfloat16* pixel = group + p * s.channels;
       if (vectorised) {
-        for (int64_t c = 0; c < per_group; c += kVector) add_vector(sums, pixel + c, group_bias + c);
+        for (int64_t c = 0; c < per_group; c += kVector) add_vector(mine, pixel + c, group_bias + c);
       } else {
-        for (int64_t c = 0; c < per_group; ++c) sums.add(__bfloat162float(pixel[c]) + group_bias[c]);
+        for (int64_t c = 0; c < per_group; ++c) mine.add(__bfloat162float(pixel[c]) + group_bias[c]);
       }
     }
   }
   __shared__ Moments shared[kThreads];
-  shared[threadIdx.x] = sums.moments();
+  shared[threadIdx.x] = mine.moments();
   __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) shared[threadIdx.x].merge(shared[threadIdx.x + half]);
-    __syncthreads();
+  merge_block(shared);
+  if (threadIdx.x == 0) add_to_group(sums + bg, shared[0], reference_value(x, s, input_bias, b, g));
+}
+
+// NHWC with groups of whole vectors: blocks (i, b) share the pixels of sample
+// b; as in the normalisation, thread t always reads the same eight channels
+// (one group's) of blockDim.x · 8 / C pixels per pass, so that a warp reads
+// contiguous memory. The block's moments are merged per group, then added.
+__global__ void pixel_moments_kernel(const __nv_bfloat16* x, GroupNormShape s, ChannelValues input_bias,
+                                     GroupSums* sums) {
+  const int64_t b = blockIdx.y, per_group = s.channels / s.groups, chunks = s.channels / kVector;
+  const int64_t lanes = blockDim.x / chunks, chunk = threadIdx.x % chunks, c = chunk * kVector;
+  float bias[kVector];
+#pragma unroll
+  for (int i = 0; i < kVector; ++i) bias[i] = value_at(input_bias, b, c + i, 0.f);
+  ShiftedSums mine;
+  const __nv_bfloat16* in = x + b * s.pixels * s.channels + c;
+  for (int64_t p = blockIdx.x * lanes + threadIdx.x / chunks; p < s.pixels; p += gridDim.x * lanes)
+    add_vector(mine, in + p * s.channels, bias);
+  __shared__ Moments shared[kThreads];
+  shared[threadIdx.x] = mine.moments();
+  __syncthreads();
+  const int64_t chunks_per_group = per_group / kVector;
+  for (int64_t g = threadIdx.x; g < s.groups; g += blockDim.x) {
+    Moments m{0, 0, 0};
+    for (int64_t lane = 0; lane < lanes; ++lane)
+      for (int64_t k = g * chunks_per_group; k < (g + 1) * chunks_per_group; ++k) m.merge(shared[lane * chunks + k]);
+    add_to_group(sums + b * s.groups + g, m, reference_value(x, s, input_bias, b, g));
   }
-  if (threadIdx.x == 0) partials[bg * gridDim.y + blockIdx.y] = shared[0];
 }
 
 // Channel c of sample b as y = silu((x − centre)·gain + offset): the group's
 // statistics (of x + β), the norm's affine (w, bias), the block's scale k and
-// shift t folded: silu(((x + β − mean)·rstd·w + bias)·k + t).
+// shift t folded: silu(((x + β − mean)·rstd·w + bias)·k + t) (without the
+// SiLU where `silu` is false).
 struct Coefficients {
   float centre, gain, offset;
+  bool silu;
 };
 
 __device__ Coefficients coefficients(float mean, float rstd, const GroupNormAffine& affine, int64_t b, int64_t c) {
   const float k = value_at(affine.scale, b, c, 1.f);
   return {mean - value_at(affine.input_bias, b, c, 0.f), rstd * value_at(affine.weight, b, c, 1.f) * k,
-          value_at(affine.bias, b, c, 0.f) * k + value_at(affine.shift, b, c, 0.f)};
-}
-
-// Mean and rstd = 1/√(var + eps) of group g of sample b from its partial moments.
-__device__ float2 group_statistics(const Moments* partials, int64_t splits, int64_t bg, float eps) {
-  const Moments* part = partials + bg * splits;
-  Moments m = part[0];
-  for (int64_t k = 1; k < splits; ++k) m.merge(part[k]);
-  return {m.mean, rsqrtf(m.m2 / m.n + eps)};  // biased variance, as GroupNorm
+          value_at(affine.bias, b, c, 0.f) * k + value_at(affine.shift, b, c, 0.f), affine.silu};
 }
 
 __device__ float silu_of_affine(float x, const Coefficients& k) {
   const float v = (x - k.centre) * k.gain + k.offset;
-  return __fdividef(v, 1.0f + __expf(-v));
+  return k.silu ? __fdividef(v, 1.0f + __expf(-v)) : v;
 }
 
 // Eight elements at once, of one channel (NCHW: k[0] for all) or of eight
@@ -168,11 +229,11 @@ __device__ void normalize_silu_vector(const __nv_bfloat16* x, __nv_bfloat16* y, 
 // NCHW: block (b·C + c) normalises channel c's plane of sample b, in
 // 16-byte vectors when `vectorised`.
 __global__ void normalize_planes_kernel(const __nv_bfloat16* x, __nv_bfloat16* y, GroupNormShape s, bool vectorised,
-                                        const Moments* partials, int64_t splits, float eps, GroupNormAffine affine) {
+                                        const GroupSums* sums, float eps, GroupNormAffine affine) {
   const int64_t bc = blockIdx.x, b = bc / s.channels, c = bc % s.channels;
   __shared__ Coefficients shared;
   if (threadIdx.x == 0) {
-    const float2 stats = group_statistics(partials, splits, b * s.groups + c / (s.channels / s.groups), eps);
+    const float2 stats = group_statistics(x, s, affine.input_bias, sums, b, c / (s.channels / s.groups), eps);
     shared = coefficients(stats.x, stats.y, affine, b, c);
   }
   __syncthreads();
@@ -194,13 +255,13 @@ __global__ void normalize_planes_kernel(const __nv_bfloat16* x, __nv_bfloat16* y
 // same eight channels (blockDim.x is a multiple of C / 8) of blockDim.x · 8 / C
 // pixels per pass; otherwise the block walks one pixel's channels at a time.
 __global__ void normalize_pixels_kernel(const __nv_bfloat16* x, __nv_bfloat16* y, GroupNormShape s, bool vectorised,
-                                        const Moments* partials, int64_t splits, float eps, GroupNormAffine affine) {
+                                        const GroupSums* sums, float eps, GroupNormAffine affine) {
   extern __shared__ float shared[];  // groups float2 statistics, then C coefficients
   auto* stats = reinterpret_cast<float2*>(shared);
   auto* k = reinterpret_cast<Coefficients*>(stats + s.groups);
   const int64_t b = blockIdx.y, per_group = s.channels / s.groups;
   for (int64_t g = threadIdx.x; g < s.groups; g += blockDim.x)
-    stats[g] = group_statistics(partials, splits, b * s.groups + g, eps);
+    stats[g] = group_statistics(x, s, affine.input_bias, sums, b, g, eps);
   __syncthreads();
   for (int64_t c = threadIdx.x; c < s.channels; c += blockDim.x) {
     const float2 m = stats[c / per_group];
@@ -225,11 +286,11 @@ __global__ void normalize_pixels_kernel(const __nv_bfloat16* x, __nv_bfloat16* y
   }
 }
 
-void launch_normalize(const __nv_bfloat16* x, __nv_bfloat16* y, const GroupNormShape& s, const Moments* partials,
-                      int64_t splits, float eps, const GroupNormAffine& affine, cudaStream_t on) {
+void launch_normalize(const __nv_bfloat16* x, __nv_bfloat16* y, const GroupNormShape& s, const GroupSums* sums,
+                      float eps, const GroupNormAffine& affine, cudaStream_t on) {
   if (s.layout == Layout::kChannelsFirst) {
     normalize_planes_kernel<<<s.batch * s.channels, kThreads, 0, on>>>(x, y, s, vectorisable(s.pixels, {x, y}),
-                                                                       partials, splits, eps, affine);
+                                                                       sums, eps, affine);
     return;
   }
   const int64_t chunks = s.channels / kVector;
@@ -239,15 +300,32 @@ void launch_normalize(const __nv_bfloat16* x, __nv_bfloat16* y, const GroupNormS
   const int64_t wanted = (kTargetBlocks + s.batch - 1) / s.batch;
   const int64_t blocks = std::max<int64_t>(1, std::min(wanted, (s.pixels + pixels_per_pass - 1) / pixels_per_pass));
   const size_t shared = s.groups * sizeof(float2) + s.channels * sizeof(Coefficients);
-  normalize_pixels_kernel<<<dim3(blocks, s.batch), threads, shared, on>>>(x, y, s, vectorised, partials, splits, eps,
-                                                                          affine);
+  normalize_pixels_kernel<<<dim3(blocks, s.batch), threads, shared, on>>>(x, y, s, vectorised, sums, eps, affine);
+}
+
+void launch_moments(const __nv_bfloat16* x, const GroupNormShape& s, const ChannelValues& input_bias,
+                    GroupSums* sums, cudaStream_t on) {
+  const int64_t per_group = s.channels / s.groups, chunks = s.channels / kVector;
+  if (s.layout == Layout::kChannelsLast && per_group % kVector == 0 && vectorisable(s.channels, {x}) &&
+      chunks <= kThreads) {  // whole pixels, coalesced
+    const int64_t lanes = std::max<int64_t>(1, kThreads / chunks), threads = chunks * lanes;
+    const int64_t wanted = (kTargetBlocks + s.batch - 1) / s.batch;
+    const int64_t blocks = std::max<int64_t>(1, std::min(wanted, (s.pixels + lanes - 1) / lanes));
+    pixel_moments_kernel<<<dim3(blocks, s.batch), threads, 0, on>>>(x, s, input_bias, sums);
+    return;
+  }
+  const bool nchw = s.layout == Layout::kChannelsFirst;
+  const bool vectorised = vectorisable(nchw ? s.pixels : per_group, {x});
+  const size_t shared = nchw ? 0 : per_group * sizeof(float);
+  group_moments_kernel<<<dim3(s.batch * s.groups, splits_per_group(s)), kThreads, shared, on>>>(x, s, vectorised,
+                                                                                                input_bias, sums);
 }
 
 }  // namespace
 
 int64_t group_norm_silu_workspace_floats(const GroupNormShape& shape) {
-  static_assert(sizeof(Moments) == 3 * sizeof(float), "Moments are three floats");
-  return partial_moments_floats(shape);
+  static_assert(sizeof(GroupSums) == 4 * sizeof(float), "GroupSums are two doubles");
+  return 4 * shape.batch * shape.groups;
 }
 
 void group_norm_silu_bf16(const void* x, void* y, const GroupNormShape& shape, float eps,
@@ -255,16 +333,12 @@ void group_norm_silu_bf16(const void* x, void* y, const GroupNormShape& shape, f
   if (shape.channels > kMaxFusedChannels)
     throw std::invalid_argument("fused GroupNorm+SiLU: more than " + std::to_string(kMaxFusedChannels) + " channels");
   const auto on = static_cast<cudaStream_t>(stream);
-  const int64_t splits = splits_per_group(shape), per_group = shape.channels / shape.groups;
-  auto* partials = reinterpret_cast<Moments*>(workspace);
-  const auto* in = static_cast<const __nv_bfloat16*>(x);
-  const bool nchw = shape.layout == Layout::kChannelsFirst;
-  const bool vector_moments = vectorisable(nchw ? shape.pixels : per_group, {x});
-  const size_t shared = nchw ? 0 : per_group * sizeof(float);
-  partial_moments_kernel<<<dim3(shape.batch * shape.groups, splits), kThreads, shared, on>>>(
-      in, shape, vector_moments, affine.input_bias, partials);
+  auto* sums = reinterpret_cast<GroupSums*>(workspace);
+  cudaMemsetAsync(sums, 0, shape.batch * shape.groups * sizeof(GroupSums), on);
+  check_launch("GroupNorm statistics reset");
+  launch_moments(static_cast<const __nv_bfloat16*>(x), shape, affine.input_bias, sums, on);
   check_launch("GroupNorm statistics kernel");
-  launch_normalize(in, static_cast<__nv_bfloat16*>(y), shape, partials, splits, eps, affine, on);
+  launch_normalize(static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y), shape, sums, eps, affine, on);
   check_launch("GroupNorm apply kernel");
 }
 

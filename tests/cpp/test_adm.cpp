@@ -31,6 +31,7 @@ Reference load_reference(const std::string& name) {
   return ref;
 }
 
+// Also channels-last, where the attention blocks run on token rows.
 void expect_matches_reference(const std::string& name) {
   auto ref = load_reference(name);
   nets::AdmUNet net(ref.config);
@@ -38,9 +39,12 @@ void expect_matches_reference(const std::string& name) {
   net->eval();
   torch::NoGradGuard no_grad;
   auto labels = ref.inputs.count("labels") ? ref.inputs.at("labels") : torch::Tensor();
-  auto out = net->forward(ref.inputs.at("x"), ref.inputs.at("t"), labels);
-  ASSERT_EQ(out.sizes(), ref.inputs.at("out").sizes());
-  EXPECT_LE(test::max_rel_error(out, ref.inputs.at("out")), 1e-5) << name;
+  for (auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+    auto out = net->forward(ref.inputs.at("x").contiguous(format), ref.inputs.at("t"), labels);
+    ASSERT_EQ(out.sizes(), ref.inputs.at("out").sizes());
+    EXPECT_LE(test::max_rel_error(out, ref.inputs.at("out")), 1e-5)
+        << name << (format == torch::MemoryFormat::ChannelsLast ? ", channels-last" : "");
+  }
 }
 
 }  // namespace
@@ -48,6 +52,43 @@ void expect_matches_reference(const std::string& name) {
 TEST(AdmUNet, MatchesDeepinvWithScaleShiftUpDownLegacyAttention) { expect_matches_reference("updown_legacy"); }
 
 TEST(AdmUNet, MatchesDeepinvWithConvResampleNewAttentionClasses) { expect_matches_reference("conv_new_classes"); }
+
+// Channels-last attention blocks run on token rows (linear projections,
+// strided head views): with LoRA on them and both head layouts, the outputs
+// and the LoRA factors' gradients are those of the NCHW path.
+TEST(AdmUNet, TokenRowAttentionGivesTheNchwOutputsAndGradients) {
+  for (bool new_order : {false, true}) {
+    SCOPED_TRACE(new_order ? "new attention order" : "legacy attention order");
+    auto config = nets::AdmConfig::preset("tiny-16");
+    config.use_new_attention_order = new_order;
+    torch::manual_seed(5);
+    nets::AdmUNet net(config);
+    nets::LoraOptions lora;
+    lora.rank = 2;
+    net->add_lora(lora);
+    std::vector<torch::Tensor> factors;
+    for (auto& item : net->named_parameters())
+      if (item.key().find("_lora.") != std::string::npos) {
+        torch::NoGradGuard no_grad;
+        item.value().normal_(0, 0.3);  // B starts at zero: a non-zero update
+        factors.push_back(item.value());
+      }
+    ASSERT_TRUE(!factors.empty() && factors.size() % 4 == 0);  // qkv's and proj_out's A and B per attention block
+    const auto x = torch::randn({2, 3, 16, 16}), t = torch::tensor({10.0, 700.0});
+    const auto weights = torch::randn({2, 3, 16, 16});
+    std::vector<torch::Tensor> outputs, gradients;
+    for (auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+      net->zero_grad();
+      auto out = net->forward(x.contiguous(format), t);
+      (out * weights).sum().backward();
+      outputs.push_back(out.detach());
+      for (auto& f : factors) gradients.push_back(f.grad().clone());
+    }
+    EXPECT_LE(test::max_rel_error(outputs[1], outputs[0]), 1e-5);
+    for (size_t i = 0; i < factors.size(); ++i)
+      EXPECT_LE(test::max_rel_error(gradients[factors.size() + i], gradients[i]), 1e-4) << "factor " << i;
+  }
+}
 
 TEST(AdmUNet, PublishedConfigsHaveThePublishedParameterCounts) {
   nets::AdmUNet ffhq(nets::AdmConfig::preset("adm-ffhq-256"));

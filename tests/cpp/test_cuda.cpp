@@ -11,6 +11,7 @@
 #include "diffusion/prior.hpp"
 #include "metrics/metrics.hpp"
 #include "ncvsd/networks.hpp"
+#include "nets/channel_cat.hpp"
 #include "nets/fp32_group_norm.hpp"
 #include "nets/residual_add.hpp"
 #include "samplers/ddim.hpp"
@@ -82,21 +83,23 @@ TEST(Cuda, FusedGroupNormSiluGivesTheFp32ComputationInBothLayouts) {
   // element at a time (NCHW: 110 and 63 pixels; NHWC statistics: 4, 9 and 2
   // channels per group; NHWC normalisation: 36 channels), 16-byte vectors
   // (NCHW with pixels a multiple of 8, NHWC normalisation with channels a
-  // multiple of 8, NHWC statistics with 8+ channels per group: the last
-  // shape, two samples), and statistics split over several blocks per group
-  // (uneven pixel ranges: the last two). The affine, scale
+  // multiple of 8, NHWC statistics reading whole pixels where groups hold
+  // whole vectors: the last three shapes, 1, 2 and 4 vectors per group, two
+  // samples in the first), and statistics spread over several blocks per
+  // group, each adding its share (uneven pixel ranges). The affine, scale
   // and shift are read in place: fp32 or bf16 norm weights, contiguous scale
   // and shift or the strided halves of one (B, 2C, 1, 1) tensor, as a
   // residual block's chunked embedding gives them; an input bias (the
-  // convolution's, left to the norm) normalises x + bias. Under autograd the
-  // composed ops run.
+  // convolution's, left to the norm) normalises x + bias; the plain forward
+  // (an attention block's norm) runs the kernels without the SiLU. Under
+  // autograd the composed ops run.
   UD2M_REQUIRE_CUDA();
   if (!nets::fused_group_norm_silu_available()) GTEST_SKIP() << "built without nvcc: no fused kernels";
   namespace F = torch::nn::functional;
   torch::manual_seed(0);
   for (auto [batch, channels, groups, height, width] :
        {std::tuple{2, 32, 8, 11, 10}, std::tuple{1, 36, 4, 9, 7}, std::tuple{1, 64, 32, 48, 40},
-        std::tuple{2, 256, 32, 40, 36}}) {
+        std::tuple{2, 256, 32, 40, 36}, std::tuple{1, 512, 32, 24, 20}, std::tuple{1, 1024, 32, 9, 7}}) {
     SCOPED_TRACE("channels " + std::to_string(channels) + ", " + std::to_string(height * width) + " pixels");
     nets::Fp32GroupNorm norm(groups, channels, 1e-5), norm_bf16(groups, channels, 1e-5);
     auto in_bf16 = [](const torch::Tensor& t) { return t.to(torch::kBFloat16).to(torch::kFloat32); };  // exact in both
@@ -127,10 +130,13 @@ TEST(Cuda, FusedGroupNormSiluGivesTheFp32ComputationInBothLayouts) {
       const auto halves = torch::cat({scale, shift}, 1).cuda().chunk(2, 1);
       auto from_halves = norm_bf16->forward_silu(xg, halves[0], halves[1]);
       auto biased = norm->forward_silu(xg, scale.cuda(), shift.cuda(), input_bias.cuda());
+      auto without_silu = norm->forward(xg);  // the kernels without their activation
       EXPECT_EQ(affine.scalar_type(), torch::kBFloat16);
       EXPECT_TRUE(affine.is_contiguous(format));
+      EXPECT_TRUE(without_silu.is_contiguous(format));
       for (auto [got, expected] : {std::pair{plain, expected_plain}, std::pair{affine, expected_affine},
-                                   std::pair{from_halves, expected_affine}, std::pair{biased, expected_biased}}) {
+                                   std::pair{from_halves, expected_affine}, std::pair{biased, expected_biased},
+                                   std::pair{without_silu, normed}}) {
         auto error = (got.cpu().to(torch::kFloat32) - expected).abs();
         EXPECT_TRUE((error <= 0.008 * expected.abs() + 1e-3).all().item<bool>())
             << "max error " << error.max().item<double>();
@@ -145,6 +151,33 @@ TEST(Cuda, FusedGroupNormSiluGivesTheFp32ComputationInBothLayouts) {
   ASSERT_TRUE(y.requires_grad());
   y.to(torch::kFloat32).sum().backward();
   EXPECT_TRUE(xg.grad().defined());
+}
+
+// The decoder's concatenation copies whole channels-last pixels: exactly
+// torch::cat's result, channels-last, in each unit the kernel picks (16-byte
+// rows of bf16, 4-byte rows of fp32, odd bf16 rows byte by byte); NCHW inputs
+// and autograd take torch::cat itself.
+TEST(Cuda, ChannelConcatenationIsTorchCatOfWholePixels) {
+  UD2M_REQUIRE_CUDA();
+  torch::manual_seed(0);
+  const auto channels_last = torch::MemoryFormat::ChannelsLast;
+  for (auto [dtype, first, second] : {std::tuple{torch::kBFloat16, 256, 128}, std::tuple{torch::kFloat32, 3, 5},
+                                      std::tuple{torch::kBFloat16, 3, 6}}) {
+    SCOPED_TRACE(std::to_string(first) + " + " + std::to_string(second) + " channels");
+    auto a = torch::randn({2, first, 5, 7}).to(dtype).cuda().contiguous(channels_last);
+    auto b = torch::randn({2, second, 5, 7}).to(dtype).cuda().contiguous(channels_last);
+    torch::NoGradGuard no_grad;
+    auto y = nets::cat_channels(a, b);
+    EXPECT_TRUE(y.is_contiguous(channels_last));
+    EXPECT_TRUE(torch::equal(y, torch::cat({a, b}, 1)));
+  }
+  auto a = torch::randn({1, 4, 3, 3}, torch::kCUDA), b = torch::randn({1, 2, 3, 3}, torch::kCUDA);
+  EXPECT_TRUE(torch::equal(nets::cat_channels(a, b), torch::cat({a, b}, 1)));
+  auto grad_a = a.contiguous(channels_last).requires_grad_(true);
+  auto joined = nets::cat_channels(grad_a, b.contiguous(channels_last));
+  ASSERT_TRUE(joined.requires_grad());
+  joined.sum().backward();
+  EXPECT_TRUE(torch::equal(grad_a.grad(), torch::ones_like(a)));
 }
 
 TEST(Cuda, ResidualAddSumsWithBothBiasesInOneRounding) {
