@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "nets/cuda_kernels.hpp"
+#include "nets/fused_path.hpp"
 #endif
 
 namespace ud2m::nets {
@@ -12,14 +13,13 @@ namespace ud2m::nets {
 #ifdef UD2M_WITH_CUDA_KERNELS
 namespace {
 
-// Dense channels-last GPU tensors of one dtype and pixel grid, outside
-// autograd (the composed cat has the backward).
+// Dense channels-last GPU tensors of one dtype and pixel grid, where a fused
+// kernel may take them (the composed cat has the backward).
 bool copies_whole_pixels(const torch::Tensor& a, const torch::Tensor& b) {
   auto channels_last = [](const torch::Tensor& t) {
     return t.is_cuda() && t.dim() == 4 && t.is_contiguous(torch::MemoryFormat::ChannelsLast);
   };
-  const bool needs_grad = torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
-  return !needs_grad && channels_last(a) && channels_last(b) && a.scalar_type() == b.scalar_type() &&
+  return fused_kernels_may_take({a, b}) && channels_last(a) && channels_last(b) && a.scalar_type() == b.scalar_type() &&
          a.device() == b.device() && a.size(0) == b.size(0) && a.size(2) == b.size(2) && a.size(3) == b.size(3);
 }
 

@@ -30,21 +30,14 @@ void launch(const void* a, const void* b, void* y, int64_t pixels, int64_t bytes
                                                        static_cast<Unit*>(y), pixels, units_a, units_b);
 }
 
-// Whether rows of these byte sizes at these addresses are whole units of `size` bytes.
-bool in_units_of(size_t size, int64_t bytes_a, int64_t bytes_b, std::initializer_list<const void*> tensors) {
-  for (const void* p : tensors)
-    if (reinterpret_cast<uintptr_t>(p) % size != 0) return false;
-  return bytes_a % size == 0 && bytes_b % size == 0;
-}
-
 }  // namespace
 
 void cat_pixels(const void* a, const void* b, void* y, int64_t pixels, int64_t bytes_a, int64_t bytes_b,
                 void* stream) {
   const auto on = static_cast<cudaStream_t>(stream);
-  if (in_units_of(sizeof(uint4), bytes_a, bytes_b, {a, b, y}))
+  if (in_whole_units(sizeof(uint4), {bytes_a, bytes_b}, {a, b, y}))
     launch<uint4>(a, b, y, pixels, bytes_a, bytes_b, on);
-  else if (in_units_of(sizeof(uint32_t), bytes_a, bytes_b, {a, b, y}))
+  else if (in_whole_units(sizeof(uint32_t), {bytes_a, bytes_b}, {a, b, y}))
     launch<uint32_t>(a, b, y, pixels, bytes_a, bytes_b, on);
   else
     launch<uint8_t>(a, b, y, pixels, bytes_a, bytes_b, on);

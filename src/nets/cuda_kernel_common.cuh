@@ -20,11 +20,20 @@ constexpr int kThreads = 256;
 // tensors are 16-byte aligned (decided per call, see vectorisable()).
 constexpr int kVector = 8;
 
-// Whether the 16-byte loops apply: rows of whole vectors, aligned tensors.
-inline bool vectorisable(int64_t row_length, std::initializer_list<const void*> tensors) {
+// Whether loops in units of `unit_bytes` apply: every tensor aligned to the
+// unit, every row (of these byte sizes) whole units.
+inline bool in_whole_units(int64_t unit_bytes, std::initializer_list<int64_t> row_bytes,
+                           std::initializer_list<const void*> tensors) {
   for (const void* p : tensors)
-    if (reinterpret_cast<uintptr_t>(p) % (kVector * 2) != 0) return false;
-  return row_length % kVector == 0;
+    if (reinterpret_cast<uintptr_t>(p) % unit_bytes != 0) return false;
+  for (const int64_t bytes : row_bytes)
+    if (bytes % unit_bytes != 0) return false;
+  return true;
+}
+
+// Whether the 16-byte loops over bf16 rows of `row_length` values apply.
+inline bool vectorisable(int64_t row_length, std::initializer_list<const void*> tensors) {
+  return in_whole_units(kVector * sizeof(__nv_bfloat16), {row_length * int64_t(sizeof(__nv_bfloat16))}, tensors);
 }
 
 // Value (b, c) of per-channel values, `absent` where there are none.

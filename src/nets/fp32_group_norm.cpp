@@ -1,5 +1,6 @@
 #include "nets/fp32_group_norm.hpp"
 
+#include "nets/fused_path.hpp"
 #include "nets/group_norm_silu_cpu.hpp"
 
 #ifdef UD2M_WITH_CUDA_KERNELS
@@ -27,18 +28,12 @@ bool fused_group_norm_silu_available() {
 
 namespace {
 
-thread_local bool composed_ops_only = false;
-
 // The fused kernels serve inference only: under autograd the composed ops
 // run, whose gradients PyTorch knows. `terms`: scale, shift, input bias.
 bool fusable(const torch::Tensor& x, std::initializer_list<torch::Tensor> terms, int64_t groups) {
-  if (composed_ops_only) return false;
-  bool needs_grad = x.requires_grad();
-  for (const auto& t : terms) needs_grad = needs_grad || (t.defined() && t.requires_grad());
+  if (!fused_kernels_may_take({x}) || !fused_kernels_may_take(terms)) return false;
   const bool dense = x.is_contiguous() || x.is_contiguous(torch::MemoryFormat::ChannelsLast);
-  if ((torch::GradMode::is_enabled() && needs_grad) || x.dim() != 4 || x.numel() == 0 || x.size(1) % groups != 0 ||
-      !dense)
-    return false;
+  if (x.dim() != 4 || x.numel() == 0 || x.size(1) % groups != 0 || !dense) return false;
   // (C) or (B, C, 1, 1), channels adjacent; a broadcast one takes the composed ops
   auto per_channel = [&](const torch::Tensor& t) {
     if (!t.defined() || (t.dim() == 1 && t.size(0) == x.size(1) && t.stride(0) == 1)) return true;
@@ -122,10 +117,6 @@ torch::Tensor Fp32GroupNormImpl::forward(const torch::Tensor& x) {
   if (x.scalar_type() == torch::kFloat32 || x.device().is_cpu()) return F::group_norm(x, options);
   return F::group_norm(x.to(torch::kFloat32), options).to(x.scalar_type());
 }
-
-ComposedOpsOnly::ComposedOpsOnly() : previous_(composed_ops_only) { composed_ops_only = true; }
-ComposedOpsOnly::~ComposedOpsOnly() { composed_ops_only = previous_; }
-bool ComposedOpsOnly::active() { return composed_ops_only; }
 
 torch::Tensor Fp32GroupNormImpl::forward_silu(const torch::Tensor& x, const torch::Tensor& scale,
                                               const torch::Tensor& shift, const torch::Tensor& input_bias) {

@@ -29,22 +29,6 @@ class Fp32GroupNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Fp32GroupNorm);
 
-// While one lives on this thread, forward and forward_silu run the composed ops outside
-// autograd too. Activation recomputation (nets/recompute.cpp) runs a network
-// once without autograd and again with it: both runs must compute the same
-// values, or the gradients belong to a slightly different forward.
-class ComposedOpsOnly {
- public:
-  ComposedOpsOnly();
-  ~ComposedOpsOnly();
-  static bool active();  // on this thread
-  ComposedOpsOnly(const ComposedOpsOnly&) = delete;
-  ComposedOpsOnly& operator=(const ComposedOpsOnly&) = delete;
-
- private:
-  bool previous_;
-};
-
 // Whether this build has the fused GPU kernel (a CUDA LibTorch and nvcc).
 bool fused_group_norm_silu_available();
 

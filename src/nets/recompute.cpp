@@ -3,7 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/custom_class.h>
 
-#include "nets/fp32_group_norm.hpp"
+#include "nets/fused_path.hpp"
 
 namespace ud2m::nets {
 

@@ -1,6 +1,6 @@
 #include "nets/residual_add.hpp"
 
-#include "nets/fp32_group_norm.hpp"
+#include "nets/fused_path.hpp"
 
 #ifdef UD2M_WITH_CUDA_KERNELS
 #include <c10/cuda/CUDAGuard.h>
@@ -13,8 +13,7 @@ namespace ud2m::nets {
 
 bool fused_residual_add_applies(const torch::Tensor& x) {
 #ifdef UD2M_WITH_CUDA_KERNELS
-  return x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.dim() == 4 && !ComposedOpsOnly::active() &&
-         !(torch::GradMode::is_enabled() && x.requires_grad());
+  return x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.dim() == 4 && fused_kernels_may_take({x});
 #else
   (void)x;
   return false;
