@@ -4,7 +4,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "diffusion/prior.hpp"
-#include "ncvsd/networks.hpp"
+#include "ncvsd/generation.hpp"
 #include "nets/adm_unet.hpp"
 #include "ud2m/adapter.hpp"
 
@@ -15,6 +15,7 @@ struct ConvertArgs {
   std::string in, out, dtype = "fp32";
   diffusion::LoadOptions load;
   std::optional<int> steps, blocks;  // adapters only
+  std::vector<std::string> levels;   // NCVSD generators only
 };
 
 void run_convert(const ConvertArgs& args) {
@@ -25,14 +26,25 @@ void run_convert(const ConvertArgs& args) {
     return;
   }
   UD2M_CHECK(!args.steps && !args.blocks, "--steps and --blocks apply to UD2M adapters; '{}' is not one", args.in);
+  const bool generator_file = ncvsd::is_generator_file(args.in);
+  UD2M_CHECK(args.levels.empty() || generator_file, "--levels applies to NCVSD generators; '{}' is not one", args.in);
   const torch::ScalarType dtype = args.dtype == "bf16" ? torch::kBFloat16
                                   : args.dtype == "fp16" ? torch::kFloat16
                                                          : torch::kFloat32;
-  if (ncvsd::is_generator_file(args.in)) {
+  if (generator_file) {
     auto generator = ncvsd::load_generator(args.in, args.load.class_label);
-    ncvsd::save_generator(args.out, *generator, {{"converted_from", args.in}}, dtype);
-    log::info("wrote '{}': NCVSD generator, {} ({} parameters, {})", args.out,
-              generator->description().value("arch", ""), nets::count_parameters(*generator), args.dtype);
+    for (const auto& text : args.levels) {
+      auto [steps, indices] = ncvsd::parse_level_set(text);
+      generator->level_sets[steps] = indices;
+    }
+    auto notes = ncvsd::generator_file_notes(args.in);  // its training provenance stays with it
+    notes["converted_from"] = args.in;
+    ncvsd::save_generator(args.out, *generator, notes, dtype);
+    std::vector<int> own;
+    for (const auto& set : generator->level_sets) own.push_back(set.first);
+    log::info("wrote '{}': NCVSD generator, {} ({} parameters, {}){}", args.out,
+              generator->description().value("arch", ""), nets::count_parameters(*generator), args.dtype,
+              own.empty() ? "" : fmt::format(", with its own level sets for {} steps", fmt::join(own, ", ")));
     return;
   }
   auto prior = diffusion::load_prior(args.in, args.load);
@@ -70,6 +82,10 @@ void add_convert_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--steps", args->steps, "UD2M adapters: default sampling steps N");
   cmd->add_option("--blocks", args->blocks, "UD2M adapters: default unrolled blocks K (they share their weights)");
+  cmd->add_option("--levels", args->levels,
+                  "NCVSD generators: STEPS:I0,I1,... stores the level indices (on the 40-level grid, σ 80 -> 0.002) "
+                  "that `sample --method ncvsd --steps STEPS` uses for this generator instead of the published set; "
+                  "repeat for several step counts, e.g. --levels 4:0,14,22,30,39 --levels 1:18,39");
   cmd->callback([args] { run_convert(*args); });
 }
 

@@ -7,6 +7,7 @@
 #include "core/error.hpp"
 #include "core/random.hpp"
 #include "io/checkpoint.hpp"
+#include "ncvsd/generation.hpp"
 #include "nets/state_dict.hpp"
 
 namespace ud2m::ncvsd {
@@ -148,8 +149,10 @@ void save_generator(const std::string& path, GeneratorNetImpl& generator, const 
   TensorMap weights;
   for (auto& [name, t] : nets::state_dict(generator.network())) weights[name] = t.detach().to(dtype).contiguous();
   nlohmann::json meta = {{"format", kFormat}, {"version", 1}};
-  meta.update(generator.description());
   if (!extra.is_null()) meta.update(extra);  // the default {} is a null json
+  meta.update(generator.description());      // the network is what it is, whatever `extra` says
+  meta.erase("generation_levels");
+  for (const auto& [steps, indices] : generator.level_sets) meta["generation_levels"][std::to_string(steps)] = indices;
   write_safetensors(path, weights, {{kMetadataKey, meta.dump()}});
 }
 
@@ -191,6 +194,25 @@ nlohmann::json generator_metadata(const TensorFile& file, const std::string& pat
   return meta;
 }
 
+// {"4": [0, 14, 22, 30, 39], ...}, each checked as `convert --levels` checks them.
+std::map<int, std::vector<int>> stored_level_sets(const nlohmann::json& meta, const std::string& path) {
+  std::map<int, std::vector<int>> sets;
+  if (!meta.contains("generation_levels")) return sets;
+  const auto& stored = meta.at("generation_levels");
+  UD2M_CHECK(stored.is_object(), "'{}': generation_levels is '{}', not a map from step counts to level indices", path,
+             stored.dump());
+  for (const auto& [key, indices] : stored.items()) {
+    const auto where = fmt::format("'{}', generation_levels[\"{}\"]", path, key);
+    const bool integers = indices.is_array() && std::all_of(indices.begin(), indices.end(),
+                                                            [](const nlohmann::json& i) { return i.is_number_integer(); });
+    UD2M_CHECK(integers, "{}: '{}' is not a list of level indices", where, indices.dump());
+    const int steps = parse_step_count(key, where);
+    sets[steps] = indices.get<std::vector<int>>();
+    check_level_set(steps, sets[steps], where);
+  }
+  return sets;
+}
+
 }  // namespace
 
 GeneratorNet load_generator(const std::string& path, int class_label) {
@@ -218,8 +240,14 @@ GeneratorNet load_generator(const std::string& path, int class_label) {
   TensorMap weights;
   for (auto& [name, t] : file.tensors) weights[name] = t.to(torch::kFloat32);
   nets::load_state_dict(generator->network(), weights, path);
+  generator->level_sets = stored_level_sets(meta, path);
   generator->eval();
   return generator;
+}
+
+nlohmann::json generator_file_notes(const std::string& path) {
+  if (detect_checkpoint_file_format(path) == CheckpointFormat::Pickle) return nlohmann::json::object();
+  return generator_metadata(TensorFile{{}, SafetensorsReader(path).metadata()}, path);
 }
 
 bool is_generator_file(const std::string& path) {

@@ -14,7 +14,9 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <map>
 #include <optional>
+#include <vector>
 
 #include "diffusion/prior.hpp"
 #include "diffusion/tiled_denoiser.hpp"
@@ -45,6 +47,11 @@ class GeneratorNetImpl : public torch::nn::Module {
   virtual std::optional<nets::LatentSpace> latent_space() const { return std::nullopt; }
   // NCVSD's own (published) networks, which restoration gives the published presets.
   virtual bool published() const { return false; }
+
+  // Level index sets for few-step generation chosen for this network, by step
+  // count (ncvsd/generation.hpp; `convert --levels`), kept in its file. Empty
+  // for most: they generate on the published sets.
+  std::map<int, std::vector<int>> level_sets;
 };
 TORCH_MODULE(GeneratorNet);
 
@@ -147,7 +154,8 @@ torch::Tensor generate(GeneratorNetImpl& generator, const torch::Tensor& y, cons
                        torch::Generator& rng, const std::optional<diffusion::Tiling>& tiling);
 
 // Generator files: weights (bf16 by default) + metadata naming the format and
-// the architecture with its config (and schedule, for ours). Written atomically.
+// the architecture with its config (and schedule, for ours) and its level
+// sets, and whatever else `extra` says (training provenance). Written atomically.
 void save_generator(const std::string& path, GeneratorNetImpl& generator, const nlohmann::json& extra = {},
                     torch::ScalarType dtype = torch::kBFloat16);
 // A generator file, or one of NCVSD's network pickles (`snapshot-*.pkl`,
@@ -157,5 +165,8 @@ void save_generator(const std::string& path, GeneratorNetImpl& generator, const 
 GeneratorNet load_generator(const std::string& path, int class_label = -1);
 // Whether `path` is something load_generator reads (not a prior).
 bool is_generator_file(const std::string& path);
+// The ud2m metadata of a generator file (teacher, training run, step...), to
+// carry over as save_generator's `extra` when it is written again; {} for a pickle.
+nlohmann::json generator_file_notes(const std::string& path);
 
 }  // namespace ud2m::ncvsd

@@ -277,7 +277,7 @@ void NcvsdTrainer::save_checkpoint() {
   auto rng = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 2);
   ema_->eval();
   auto grid =
-      ncvsd::generate_images(*ema_, {16, 3, options_.crop, options_.crop}, ncvsd::default_indices(2), rng, device_);
+      ncvsd::generate_images(*ema_, {16, 3, options_.crop, options_.crop}, ncvsd::published_indices(2), rng, device_);
   write_png((fs::path(options_.out_dir) / "samples.png").string(), make_grid(from_model(grid.cpu()).clamp(0, 1)));
 }
 

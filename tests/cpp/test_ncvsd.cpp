@@ -4,7 +4,9 @@
 
 #include <filesystem>
 
+#include "core/image.hpp"
 #include "diffusion/prior.hpp"
+#include "io/safetensors.hpp"
 #include "ncvsd/generation.hpp"
 #include "ncvsd/vsd.hpp"
 #include "nets/inference_precision.hpp"
@@ -266,8 +268,8 @@ TEST(Ncvsd, GeneratorFileRoundTripAndWrongKinds) {
   ncvsd::save_generator(path, *generator, {{"teacher", "tiny"}}, torch::kFloat32);
   auto loaded = ncvsd::load_generator(path);
   auto rng1 = at::make_generator<at::CPUGeneratorImpl>(5), rng2 = at::make_generator<at::CPUGeneratorImpl>(5);
-  auto a = ncvsd::generate_images(*generator, {2, 3, 16, 16}, ncvsd::default_indices(2), rng1);
-  auto b = ncvsd::generate_images(*loaded, {2, 3, 16, 16}, ncvsd::default_indices(2), rng2);
+  auto a = ncvsd::generate_images(*generator, {2, 3, 16, 16}, ncvsd::published_indices(2), rng1);
+  auto b = ncvsd::generate_images(*loaded, {2, 3, 16, 16}, ncvsd::published_indices(2), rng2);
   EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-5));
   // A prior is not a generator, and a generator is not a prior.
   const auto prior_path = (dir / "prior.safetensors").string();
@@ -275,7 +277,7 @@ TEST(Ncvsd, GeneratorFileRoundTripAndWrongKinds) {
   EXPECT_THROW_MSG(ncvsd::load_generator(prior_path), "is not an NCVSD generator");
   EXPECT_THROW_MSG(diffusion::load_prior(path), "is not a diffusion prior (format 'ud2m-ncvsd-generator')");
   // Level index sets.
-  EXPECT_THROW_MSG(ncvsd::default_indices(3), "1, 2 or 4 steps");
+  EXPECT_THROW_MSG(ncvsd::published_indices(3), "1, 2 or 4 steps");
   auto rng = at::make_generator<at::CPUGeneratorImpl>(0);
   EXPECT_THROW_MSG(ncvsd::generate_images(*generator, {1, 3, 16, 16}, {10, 40}, rng), "outside the grid");
   EXPECT_THROW_MSG(ncvsd::generate_images(*generator, {1, 3, 16, 16}, {20, 10}, rng), "must increase");
@@ -298,6 +300,67 @@ TEST(Ncvsd, Bf16GeneratorGivesNearlyTheFp32Draw) {
   std::printf("bf16 vs fp32 generator: relative error %.2e\n", error);
   EXPECT_LT(error, 0.02);
   EXPECT_GT(error, 0) << "bf16 must actually have run";
+}
+
+// A generator file may carry level sets of its own (`convert --levels`):
+// `sample --steps N` uses them, the published sets serve the other counts,
+// and a conversion keeps the file's training notes.
+TEST(Ncvsd, LevelSetsStoredInTheGeneratorFileAreWhatSampleUses) {
+  auto teacher = tiny_teacher();
+  ncvsd::ConditionalDenoiser generator(*teacher);
+  auto dir = test::temp_dir();
+  const auto original = (dir / "g.safetensors").string(), tuned = (dir / "tuned.safetensors").string();
+  ncvsd::save_generator(original, *generator, {{"teacher", "tiny"}, {"step", 7}}, torch::kFloat32);
+  auto r = test::run_ud2m("convert " + original + " " + tuned + " --levels 3:0,14,22,39 --levels 4:0,14,22,30,39");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto loaded = ncvsd::load_generator(tuned);
+  EXPECT_EQ(ncvsd::default_indices(3, *loaded), (std::vector<int>{0, 14, 22, 39}));
+  EXPECT_EQ(ncvsd::default_indices(4, *loaded), (std::vector<int>{0, 14, 22, 30, 39}));
+  EXPECT_EQ(ncvsd::default_indices(2, *loaded), ncvsd::published_indices(2));
+  EXPECT_THROW_MSG(ncvsd::default_indices(5, *loaded), "its own for 3, 4, not 5");
+  const auto notes = ncvsd::generator_file_notes(tuned);
+  EXPECT_EQ(notes.at("teacher"), "tiny");
+  EXPECT_EQ(notes.at("step"), 7);
+  EXPECT_EQ(notes.at("converted_from"), original);
+  // The stored 3-step set draws what --indices with the same set draws.
+  auto sample = [&](const std::string& how, const std::string& name) {
+    auto out = (dir / name).string();
+    auto run = test::run_ud2m("sample --method ncvsd --model " + tuned + " " + how + " --n 2 --size 16 --seed 4 " + out);
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    return read_image(out);
+  };
+  EXPECT_TRUE(torch::equal(sample("--steps 3", "stored.png"), sample("--indices 0,14,22,39", "told.png")));
+  EXPECT_FALSE(torch::equal(sample("--steps 4", "four.png"), sample("--indices 0,10,20,30,39", "published.png")));
+  r = test::run_ud2m("sample --method ncvsd --model " + tuned + " --steps 5 --n 1 --size 16 " +
+                     (dir / "five.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("convert --levels 5:"), std::string::npos) << r.output;
+  // Bad sets are refused by name, and nothing is written.
+  for (const auto& [levels, message] : std::vector<std::pair<std::string, std::string>>{
+           {"4:0,10,20,39", "4 steps take 5 level indices"},
+           {"2:10,40,39", "outside the grid"},
+           {"1:20,10", "must increase"},
+           {"2:10,x,39", "'x' is not a level index"},
+           {"0,10", "write it as STEPS:"},
+           {"0:0,39", "'0' is not a number of steps"}}) {
+    const auto out = (dir / "bad.safetensors").string();
+    r = test::run_ud2m("convert " + original + " " + out + " --levels " + levels);
+    EXPECT_NE(r.exit_code, 0) << levels;
+    EXPECT_NE(r.output.find(message), std::string::npos) << levels << ": " << r.output;
+    EXPECT_FALSE(std::filesystem::exists(out)) << levels;
+  }
+  const auto prior = (dir / "prior.safetensors").string();
+  diffusion::save_prior(prior, *teacher);
+  r = test::run_ud2m("convert " + prior + " " + (dir / "p.safetensors").string() + " --levels 1:18,39");
+  EXPECT_NE(r.output.find("--levels applies to NCVSD generators"), std::string::npos) << r.output;
+  // A file whose stored sets are broken fails to load, naming them.
+  auto file = read_safetensors(tuned);
+  auto meta = nlohmann::json::parse(file.metadata.at("ud2m"));
+  meta["generation_levels"]["4"] = {0, 50, 60, 70, 80};
+  const auto broken = (dir / "broken.safetensors").string();
+  write_safetensors(broken, file.tensors, {{"ud2m", meta.dump()}});
+  EXPECT_THROW_MSG(ncvsd::load_generator(broken), "generation_levels[\"4\"]: NCVSD level index 50 is outside");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Ncvsd, GenerationLevelsAsPublished) {
