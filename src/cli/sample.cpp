@@ -123,8 +123,10 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--method", args->method, "ddim (a prior) or ncvsd (a generator from `train --method ncvsd`, or NCVSD's own .pkl)")
       ->capture_default_str()
       ->check(CLI::IsMember({"ddim", "ncvsd"}));
-  cmd->add_option("--steps", args->steps, "DDIM steps (network evaluations); NCVSD: 1, 2 or 4 on the published level sets, or any step count "
-                  "the generator file has its own set for (`convert --levels`)")->capture_default_str();
+  cmd->add_option("--steps", args->steps,
+                  "DDIM steps (network evaluations); NCVSD: 1, 2 or 4 on the published level sets, or any step "
+                  "count the generator file has its own set for (`convert --levels`)")
+      ->capture_default_str();
   cmd->add_option("--indices", args->indices,
                   "NCVSD: level indices on the 40-level grid (σ 80 → 0.002), increasing, the last one only ending "
                   "the grid; e.g. 0,10,20,30,39 (the published 4-step set). Overrides --steps")

@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.hpp"
@@ -203,8 +204,8 @@ std::map<int, std::vector<int>> stored_level_sets(const nlohmann::json& meta, co
              stored.dump());
   for (const auto& [key, indices] : stored.items()) {
     const auto where = fmt::format("'{}', generation_levels[\"{}\"]", path, key);
-    const bool integers = indices.is_array() && std::all_of(indices.begin(), indices.end(),
-                                                            [](const nlohmann::json& i) { return i.is_number_integer(); });
+    auto integer = [](const nlohmann::json& i) { return i.is_number_integer(); };
+    const bool integers = indices.is_array() && std::all_of(indices.begin(), indices.end(), integer);
     UD2M_CHECK(integers, "{}: '{}' is not a list of level indices", where, indices.dump());
     const int steps = parse_step_count(key, where);
     sets[steps] = indices.get<std::vector<int>>();

@@ -325,7 +325,8 @@ TEST(Ncvsd, LevelSetsStoredInTheGeneratorFileAreWhatSampleUses) {
   // The stored 3-step set draws what --indices with the same set draws.
   auto sample = [&](const std::string& how, const std::string& name) {
     auto out = (dir / name).string();
-    auto run = test::run_ud2m("sample --method ncvsd --model " + tuned + " " + how + " --n 2 --size 16 --seed 4 " + out);
+    auto run =
+        test::run_ud2m("sample --method ncvsd --model " + tuned + " " + how + " --n 2 --size 16 --seed 4 " + out);
     EXPECT_EQ(run.exit_code, 0) << run.output;
     return read_image(out);
   };
