@@ -75,7 +75,7 @@ struct RestoreArgs {
   double latino_delta = samplers::LatinoOptions{}.delta;
   samplers::LangevinOptions langevin;
   // PnP-NCVSD's annealing and likelihood (the published presets' knobs); < 0: the default.
-  double pnp_rho = -1, pnp_ema_decay = -1, pnp_ema_below = -1, pnp_likelihood_sigma = -1;
+  double pnp_rho = -1, pnp_ema_decay = -1, pnp_ema_below = -1, pnp_likelihood_sigma = -1, pnp_sigma_max = -1;
   std::optional<bool> fit_amplitudes;  // DPS and PnP-NCVSD; default: PnP-NCVSD on phase retrieval
   int bit_depth = 8;
   std::string precision = "fp32", device = "cpu";
@@ -195,6 +195,7 @@ samplers::PnpNcvsdOptions pnp_ncvsd_options(const RestoreArgs& args, const Measu
   o.likelihood_sigma = preset.likelihood_scale * m.degradation.noise.sigma;
   o.ema_decay = preset.ema_decay;
   if (args.pnp_rho >= 0) o.rho = args.pnp_rho;
+  if (args.pnp_sigma_max >= 0) o.sigma_max = args.pnp_sigma_max;
   if (args.pnp_ema_decay >= 0) o.ema_decay = args.pnp_ema_decay;
   if (args.pnp_ema_below >= 0) o.ema_below = args.pnp_ema_below;
   if (args.pnp_likelihood_sigma >= 0)  // 0: the measurement's own (as in the sampler), written out for the report
@@ -587,6 +588,10 @@ void add_restore_command(CLI::App& app) {
   cmd->add_option("--pnp-rho", args->pnp_rho,
                   "PnP-NCVSD: the Karras grid's rho (larger: more steps at low noise; default 2)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--pnp-sigma-max", args->pnp_sigma_max,
+                  "PnP-NCVSD: the noise level the chain starts at, u = sigma_max * z (model units; default 80, "
+                  "as published)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--pnp-ema-decay", args->pnp_ema_decay,
                   "PnP-NCVSD: the output averages the x0's as avg <- d*avg + (1-d)*x0 (0: the last x0; default 0.6)")
       ->check(CLI::NonNegativeNumber);

@@ -302,6 +302,13 @@ TEST(NcvsdTrain, CliTrainsAGeneratorThatSampleAndRestoreUse) {
                      (dir / "y.png").string() + " --out " + (dir / "x_told.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_DOUBLE_EQ(likelihood_sigma("x_told.json"), 0.04);
+  EXPECT_DOUBLE_EQ(setting("x_told.json", "sigma_max").get<double>(), 80);  // as published, unless told
+  r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator +
+                     " --nfe 2 --pnp-likelihood-sigma 0.04 --pnp-sigma-max 10 -m " + (dir / "y.png").string() +
+                     " --out " + (dir / "x_low.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_DOUBLE_EQ(setting("x_low.json", "sigma_max").get<double>(), 10);
+  EXPECT_FALSE(torch::equal(read_image((dir / "x_low.png").string()), read_image((dir / "x_told.png").string())));
   r = test::run_ud2m("restore --method pnp-ncvsd --model " + generator + " --nfe 2 --pnp-likelihood-sigma 0 -m " +
                      (dir / "y.png").string() + " --out " + (dir / "x_own.png").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
